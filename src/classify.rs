@@ -1,0 +1,175 @@
+//! Machine-activity classification: which opens and clicks were made by a person
+//! and which by a machine (privacy proxies, security scanners, prefetchers).
+//!
+//! Classify, never drop: every event stays stored, and reports show human and
+//! machine counts side by side. Signals used (see design.md):
+//! - user agent: none at all; exactly `Mozilla/5.0` (Apple Mail Privacy
+//!   Protection); scanner and bot markers. Google's and Yahoo's image proxies load
+//!   the pixel when a person opens the email, so their opens are human.
+//! - timing: a click within a few seconds of the copy being prepared, or several
+//!   different links of one copy clicked within about two seconds (scanners follow
+//!   every link at once).
+//!
+//! Pure functions, no I/O.
+
+use crate::store::{Event, EventKind};
+
+/// Why an event counts as machine activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    NoUserAgent,
+    ApplePrivacyProtection,
+    Scanner,
+    TooFast,
+    LinkBurst,
+}
+
+impl Machine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::NoUserAgent => "no_user_agent",
+            Machine::ApplePrivacyProtection => "apple_privacy_protection",
+            Machine::Scanner => "scanner",
+            Machine::TooFast => "too_fast",
+            Machine::LinkBurst => "link_burst",
+        }
+    }
+}
+
+/// Markers of security scanners, link checkers and bots (lowercase substrings).
+const SCANNER_MARKERS: &[&str] = &[
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "safelinks",
+    "safe links",
+    "symantec",
+    "trendmicro",
+    "forcepoint",
+    "bot",
+    "crawler",
+    "spider",
+    "headlesschrome",
+    "curl/",
+    "wget/",
+    "python-requests",
+    "python-urllib",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "libwww-perl",
+    "bingpreview",
+];
+
+/// A click sooner than this after the copy was prepared is a scanner's.
+const TOO_FAST_S: i64 = 3;
+/// Distinct links of one copy clicked within this window are a scanner's.
+const BURST_MS: u64 = 2_000;
+
+/// Classifies one event by its own signals (user agent, timing).
+pub fn classify(e: &Event) -> Option<Machine> {
+    let ua = e.ua.trim();
+    if ua.is_empty() {
+        return Some(Machine::NoUserAgent);
+    }
+    if ua == "Mozilla/5.0" {
+        return Some(Machine::ApplePrivacyProtection);
+    }
+    let lower = ua.to_ascii_lowercase();
+    if lower.contains("googleimageproxy") || lower.contains("yahoomailproxy") {
+        return None;
+    }
+    if SCANNER_MARKERS.iter().any(|m| lower.contains(m)) {
+        return Some(Machine::Scanner);
+    }
+    if e.kind == EventKind::Click && e.since_prepared_s < TOO_FAST_S {
+        return Some(Machine::TooFast);
+    }
+    None
+}
+
+/// Classifies every event of one email; `events` in any order. Adds the
+/// cross-event signal (link bursts) to the per-event ones.
+pub fn classify_all(events: &[Event]) -> Vec<Option<Machine>> {
+    let mut out: Vec<Option<Machine>> = events.iter().map(classify).collect();
+    // Clicks per recipient in time order; a window holding ≥ 2 distinct links
+    // within BURST_MS marks all its clicks.
+    let mut clicks: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].kind == EventKind::Click)
+        .collect();
+    clicks.sort_by_key(|&i| (events[i].recipient, events[i].at_ms));
+    let mut start = 0;
+    for end in 0..clicks.len() {
+        let (re, te) = (events[clicks[end]].recipient, events[clicks[end]].at_ms);
+        while events[clicks[start]].recipient != re || te - events[clicks[start]].at_ms > BURST_MS
+        {
+            start += 1;
+        }
+        let window = &clicks[start..=end];
+        let first_link = events[window[0]].link;
+        if window.iter().any(|&i| events[i].link != first_link) {
+            for &i in window {
+                if out[i].is_none() {
+                    out[i] = Some(Machine::LinkBurst);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind, ua: &str, at_ms: u64, link: Option<u32>, since: i64) -> Event {
+        Event {
+            seq: 0,
+            at_ms,
+            kind,
+            email: 1,
+            recipient: 0,
+            link,
+            method: "GET".into(),
+            ua: ua.into(),
+            ip: String::new(),
+            since_prepared_s: since,
+        }
+    }
+
+    const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+    #[test]
+    fn user_agent_signals() {
+        assert_eq!(classify(&ev(EventKind::Open, "", 0, None, 100)), Some(Machine::NoUserAgent));
+        assert_eq!(
+            classify(&ev(EventKind::Open, "Mozilla/5.0", 0, None, 100)),
+            Some(Machine::ApplePrivacyProtection)
+        );
+        assert_eq!(
+            classify(&ev(
+                EventKind::Open,
+                "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+                0,
+                None,
+                100
+            )),
+            None
+        );
+        assert_eq!(classify(&ev(EventKind::Open, "Barracuda Sentinel", 0, None, 100)), Some(Machine::Scanner));
+        assert_eq!(classify(&ev(EventKind::Open, FIREFOX, 0, None, 100)), None);
+    }
+
+    #[test]
+    fn timing_signals() {
+        assert_eq!(classify(&ev(EventKind::Click, FIREFOX, 0, Some(0), 1)), Some(Machine::TooFast));
+        let burst = [
+            ev(EventKind::Click, FIREFOX, 10_000, Some(0), 100),
+            ev(EventKind::Click, FIREFOX, 10_500, Some(1), 100),
+            ev(EventKind::Click, FIREFOX, 60_000, Some(2), 150),
+            ev(EventKind::Click, FIREFOX, 61_000, Some(2), 151),
+        ];
+        let c = classify_all(&burst);
+        assert_eq!(c, vec![Some(Machine::LinkBurst), Some(Machine::LinkBurst), None, None]);
+    }
+}

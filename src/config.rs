@@ -1,0 +1,344 @@
+//! Settings from flags, environment variables and an optional TOML file.
+//!
+//! Two phases, as in ripgrep: `Cli` holds what was given (every field optional, so
+//! we can tell "not given" from "given"), and `Config::resolve` merges it with the
+//! TOML file and the defaults, validates everything, and reports *every* problem at
+//! once instead of stopping at the first. Precedence: flag or environment, then the
+//! file, then the default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mailbeacon",
+    version,
+    about = "Self-hosted email engagement server: per-recipient open and click tracking"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: Opts,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage the token signing keys in the data directory.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KeysAction {
+    /// Add a new signing key and mint with it from now on; old keys keep verifying.
+    Rotate,
+    /// List key ids and creation times (never the secrets).
+    List,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct Opts {
+    /// TOML file with any of the settings below (snake_case names).
+    #[arg(long, env = "MAILBEACON_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "MAILBEACON_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Data directory for the embedded store and the key ring [default: ./data].
+    #[arg(long, env = "MAILBEACON_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL written into pixels and links [default: http:// + listen address].
+    #[arg(long, env = "MAILBEACON_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Redis URL (single node).
+    #[arg(long, env = "MAILBEACON_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed node URLs, comma-separated.
+    #[arg(long, env = "MAILBEACON_REDIS_CLUSTER", global = true)]
+    pub redis_cluster: Option<String>,
+    /// SMTP relay URL for delivery, e.g. smtp://127.0.0.1:25 or smtps://user:pass@host.
+    #[arg(long, env = "MAILBEACON_SMTP_URL", global = true)]
+    pub smtp_url: Option<String>,
+    /// Retention for interaction data on a fresh deployment, in days [default: 90].
+    #[arg(long, env = "MAILBEACON_RETENTION_DAYS", global = true)]
+    pub retention_days: Option<u32>,
+    /// Largest API request body, in bytes [default: 33554432 = 32 MiB].
+    #[arg(long, env = "MAILBEACON_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Proxies whose X-Forwarded-For is trusted, comma-separated IPs or CIDRs.
+    #[arg(long, env = "MAILBEACON_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
+    /// Seconds between retention sweeps [default: 60].
+    #[arg(long, env = "MAILBEACON_SWEEP_INTERVAL_SECS", global = true)]
+    pub sweep_interval_secs: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "MAILBEACON_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileOpts {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    redis_url: Option<String>,
+    redis_cluster: Option<String>,
+    smtp_url: Option<String>,
+    retention_days: Option<u32>,
+    max_body_bytes: Option<usize>,
+    trusted_proxies: Option<String>,
+    sweep_interval_secs: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// A validated IP network (address + prefix length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    /// Returns true if and only if `ip` lies inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Everything the server needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub redis_url: Option<String>,
+    pub redis_cluster: Vec<String>,
+    pub smtp_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub default_retention_days: u32,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub sweep_interval: Duration,
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Merges flags/env, the TOML file and defaults; returns every problem found.
+    pub fn resolve(opts: &Opts) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let file = match &opts.config {
+            Some(p) => read_file(p).unwrap_or_else(|e| {
+                problems.push(e);
+                FileOpts::default()
+            }),
+            None => FileOpts::default(),
+        };
+        let listen_s = opts
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_s.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "listen: {listen_s:?} is not an address like 127.0.0.1:8080"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let public_url = opts
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = public_url.trim_end_matches('/').to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.len() <= "https://".len()
+            || public_url.contains(['?', '#', ' '])
+        {
+            problems.push(format!(
+                "public_url: {public_url:?} must be an absolute http:// or https:// URL without query or fragment"
+            ));
+        }
+        let redis_url = opts.redis_url.clone().or(file.redis_url).filter(|s| !s.is_empty());
+        let redis_cluster: Vec<String> = opts
+            .redis_cluster
+            .clone()
+            .or(file.redis_cluster)
+            .map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if redis_url.is_some() && !redis_cluster.is_empty() {
+            problems.push("redis_url and redis_cluster are both set: choose one".into());
+        }
+        for u in redis_url.iter().chain(&redis_cluster) {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                problems.push(format!("redis: {u:?} must start with redis:// or rediss://"));
+            }
+        }
+        let smtp_url = opts.smtp_url.clone().or(file.smtp_url).filter(|s| !s.is_empty());
+        if let Some(u) = &smtp_url {
+            if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+                problems.push(format!("smtp_url: {u:?} must start with smtp:// or smtps://"));
+            }
+        }
+        let default_retention_days = opts.retention_days.or(file.retention_days).unwrap_or(90);
+        if !(1..=3650).contains(&default_retention_days) {
+            problems.push(format!(
+                "retention_days: {default_retention_days} must be between 1 and 3650"
+            ));
+        }
+        let max_body_bytes = opts
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(32 * 1024 * 1024);
+        if max_body_bytes < 1024 {
+            problems.push(format!(
+                "max_body_bytes: {max_body_bytes} is too small (at least 1024)"
+            ));
+        }
+        let mut trusted_proxies = Vec::new();
+        if let Some(list) = opts.trusted_proxies.clone().or(file.trusted_proxies) {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match IpNet::parse(item) {
+                    Some(n) => trusted_proxies.push(n),
+                    None => problems.push(format!(
+                        "trusted_proxies: {item:?} is not an IP address or CIDR"
+                    )),
+                }
+            }
+        }
+        let sweep = opts
+            .sweep_interval_secs
+            .or(file.sweep_interval_secs)
+            .unwrap_or(60);
+        if sweep == 0 {
+            problems.push("sweep_interval_secs must be at least 1".into());
+        }
+        let log_format = opts
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            problems.push(format!("log_format: {log_format:?} must be text or json"));
+        }
+        let admin_token = std::env::var("MAILBEACON_ADMIN_TOKEN")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 {
+                problems.push("MAILBEACON_ADMIN_TOKEN must be at least 16 characters".into());
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            public_url,
+            redis_url,
+            redis_cluster,
+            smtp_url,
+            admin_token,
+            default_retention_days,
+            max_body_bytes,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            trusted_proxies,
+            sweep_interval: Duration::from_secs(sweep),
+            log_json: log_format == "json",
+        })
+    }
+}
+
+fn read_file(p: &Path) -> Result<FileOpts, String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("config: cannot read {}: {e}", p.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config: {}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let c = Config::resolve(&Opts::default()).expect("defaults are valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.default_retention_days, 90);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let opts = Opts {
+            listen: Some("nope".into()),
+            public_url: Some("ftp://x".into()),
+            retention_days: Some(0),
+            trusted_proxies: Some("10.0.0.0/99".into()),
+            ..Opts::default()
+        };
+        let problems = Config::resolve(&opts).unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let n = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        let six = IpNet::parse("2001:db8::/32").unwrap();
+        assert!(six.contains("2001:db8::1".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+}

@@ -1,0 +1,98 @@
+//! Following an email: from a parsed draft to the email record and one prepared
+//! copy per recipient, each with its own tokens.
+//!
+//! For recipient `i` the pixel is `{public}/o/{open token}.gif` and link `j`
+//! becomes `{public}/c/{click token}/{base64url(original URL)}`; the click token's
+//! signature covers the original URL, so the link redirects correctly forever,
+//! without a lookup (after retention, erasure, or during a store outage).
+//! Recipients who are not followed get the untracked copy.
+//!
+//! Pure: no I/O. Callers decide who is followed and store the record.
+
+use crate::prepare::{Draft, Field, Tracking};
+use crate::store::{EmailRecord, RecipientRecord};
+use crate::token::{encode_destination, KeyRing};
+
+/// What the caller already decided about the email.
+pub struct Plan {
+    pub id: u64,
+    pub owner: u64,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub deliver: String,
+    pub public_url: String,
+    /// For each recipient of the draft, in order: `None` to follow them, or the
+    /// reason they are not followed.
+    pub not_followed: Vec<Option<&'static str>>,
+}
+
+/// Builds the record and the copies (same order as `draft.recipients()`).
+pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<Vec<u8>>) {
+    let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
+    let mut recipients = Vec::with_capacity(draft.recipients().len());
+    let mut copies = Vec::with_capacity(draft.recipients().len());
+    let encoded_links: Vec<String> = draft
+        .links()
+        .iter()
+        .map(|l| encode_destination(l))
+        .collect();
+    for (i, r) in draft.recipients().iter().enumerate() {
+        let reason = plan.not_followed.get(i).copied().flatten();
+        let idx = i as u32;
+        let copy = if reason.is_none() && draft.has_html() {
+            let pixel_url = format!(
+                "{}/o/{}.gif",
+                plan.public_url,
+                keys.mint_open(plan.id, idx, issued)
+            );
+            let click_urls: Vec<String> = draft
+                .links()
+                .iter()
+                .zip(&encoded_links)
+                .enumerate()
+                .map(|(j, (url, enc))| {
+                    let t = keys.mint_click(plan.id, idx, issued, j as u32, url);
+                    format!("{}/c/{t}/{enc}", plan.public_url)
+                })
+                .collect();
+            draft.render(Some(&Tracking {
+                pixel_url: &pixel_url,
+                click_urls: &click_urls,
+            }))
+        } else {
+            draft.render(None)
+        };
+        copies.push(copy);
+        recipients.push(RecipientRecord {
+            address: r.normalized.clone(),
+            name: r.name.clone(),
+            field: match r.field {
+                Field::To => "to",
+                Field::Cc => "cc",
+                Field::Bcc => "bcc",
+            }
+            .into(),
+            // A text-only message has nothing to track: say so rather than
+            // pretend the recipient is followed.
+            followed: reason.is_none() && draft.has_html(),
+            reason: reason
+                .or((!draft.has_html()).then_some("no_html_part"))
+                .map(str::to_owned),
+            delivery: None,
+        });
+    }
+    let from = draft.from().map(|f| f.normalized.clone()).unwrap_or_default();
+    let record = EmailRecord {
+        id: plan.id,
+        owner: plan.owner,
+        from,
+        subject: draft.subject().map(str::to_owned),
+        message_id: draft.message_id().map(str::to_owned),
+        created_ms: plan.created_ms,
+        expires_ms: plan.expires_ms,
+        deliver: plan.deliver.clone(),
+        recipients,
+        links: draft.links().to_vec(),
+    };
+    (record, copies)
+}

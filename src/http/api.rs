@@ -1,0 +1,561 @@
+//! The JSON API under `/api/v1/`: users, followed emails and their engagement,
+//! organization settings.
+//!
+//! Every call needs `Authorization: Bearer <token>`: missing or unknown → 401, a
+//! user on an admin route → 403, another user's email → 404 (its existence is not
+//! revealed). Bodies are limited (`max_body_bytes`, 413), JSON with unknown fields
+//! is refused (400), and every failure has a stable `code`.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{error, json_response, Resp};
+use crate::auth::{self, AuthError};
+use crate::follow::{self, Plan};
+use crate::ids::{id_from_text, id_to_text, now_ms, random_id};
+use crate::prepare::{Draft, ErrorKind, Limits};
+use crate::reports;
+use crate::state::App;
+use crate::store::{Delivery, OrgSettings, Role, StoreError, User};
+
+const DAY_MS: u64 = 86_400_000;
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint".into(),
+        );
+    };
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match auth::authenticate(app, header).await {
+        Ok(u) => u,
+        Err(AuthError::Missing) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer token".into(),
+            )
+        }
+        Err(AuthError::Invalid) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid bearer token".into(),
+            )
+        }
+        Err(AuthError::Store(e)) => return store_failed(StoreError::Backend(e)),
+    };
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let method = req.method().clone();
+    match (&method, segs.as_slice()) {
+        (&Method::POST, ["users"]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            create_user(app, req).await
+        }
+        (&Method::POST, ["emails"]) => follow_email(app, &user, req).await,
+        (&Method::GET, ["emails"]) => list_emails(app, &user, &query).await,
+        (&Method::GET, ["emails", id]) => get_email(app, &user, id).await,
+        (&Method::GET, ["settings"]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            json_response(StatusCode::OK, &settings_json(&app.settings()))
+        }
+        (&Method::PUT, ["settings"]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            put_settings(app, req).await
+        }
+        (_, ["users"] | ["emails"] | ["emails", _] | ["settings"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on /api/v1/{rest}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: /api/v1/{rest}"),
+        ),
+    }
+}
+
+fn require_admin(user: &User) -> Option<Resp> {
+    (user.role != Role::Admin).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs an admin token".into(),
+        )
+    })
+}
+
+fn store_failed(e: StoreError) -> Resp {
+    match e {
+        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+        StoreError::Backend(m) => {
+            tracing::error!(error = %m, "store failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; try again".into(),
+            )
+        }
+    }
+}
+
+fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v)))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let limit = app.config.max_body_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
+    let body = read_body(app, req).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// Returns the normalized address if `s` looks like a single email address.
+pub fn normalize_address(s: &str) -> Option<String> {
+    let a = s.trim().to_lowercase();
+    let (local, domain) = a.split_once('@')?;
+    let ok = !local.is_empty()
+        && !domain.is_empty()
+        && a.len() <= 254
+        && !domain.contains('@')
+        && !a.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c));
+    ok.then_some(a)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
+    let body: NewUser = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(email) = normalize_address(&body.email) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_email",
+            format!("{:?} is not an email address", body.email),
+        );
+    };
+    let role = match body.role.as_deref().unwrap_or("user") {
+        "user" => Role::User,
+        "admin" => Role::Admin,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_role",
+                format!("role must be \"user\" or \"admin\", not {other:?}"),
+            )
+        }
+    };
+    let user = User {
+        id: random_id(),
+        email,
+        role,
+        created_ms: now_ms(),
+    };
+    let token = auth::new_token();
+    if let Err(e) = app
+        .store
+        .create_user(user.clone(), auth::hash_token(&token))
+        .await
+    {
+        return store_failed(e);
+    }
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": id_to_text(user.id), "email": user.email, "role": user.role, "token": token}),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowRequest {
+    mime: String,
+    #[serde(default)]
+    deliver: Option<String>,
+}
+
+async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
+    let body: FollowRequest = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let deliver = body.deliver.unwrap_or_else(|| "return".into());
+    if deliver != "return" && deliver != "smtp" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_deliver",
+            format!("deliver must be \"return\" or \"smtp\", not {deliver:?}"),
+        );
+    }
+    let settings = app.settings();
+    if !settings.email_engagement {
+        return error(
+            StatusCode::FORBIDDEN,
+            "engagement_disabled",
+            "Email Engagement is switched off for this organization: emails cannot be followed"
+                .into(),
+        );
+    }
+    if deliver == "smtp" && app.mailer.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "smtp_not_configured",
+            "deliver \"smtp\" needs MAILBEACON_SMTP_URL; use deliver \"return\" or configure a relay"
+                .into(),
+        );
+    }
+    let cleaned: Vec<u8> = body
+        .mime
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = match STANDARD.decode(&cleaned) {
+        Ok(r) if !r.is_empty() => r,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_mime",
+                "mime must be a non-empty base64 RFC 5322 message".into(),
+            )
+        }
+    };
+    let prefix = format!("{}/c/", app.config.public_url);
+    let parsed = tokio::task::spawn_blocking(move || {
+        Draft::parse(&raw, &prefix, &Limits::default())
+    })
+    .await;
+    let draft = match parsed {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            let (status, code) = match e.kind {
+                ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed_mime"),
+                ErrorKind::NoRecipients => (StatusCode::BAD_REQUEST, "no_recipients"),
+                ErrorKind::NoSender => (StatusCode::BAD_REQUEST, "no_sender"),
+                ErrorKind::TooManyLinks => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_links"),
+            };
+            return error(status, code, e.message);
+        }
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_mime",
+                "the message could not be parsed".into(),
+            )
+        }
+    };
+    let from = draft.from().map(|f| f.normalized.clone()).unwrap_or_default();
+    if user.role != Role::Admin && from != user.email {
+        return error(
+            StatusCode::FORBIDDEN,
+            "sender_not_allowed",
+            format!(
+                "you may only send as {}, but the message is from {from}",
+                user.email
+            ),
+        );
+    }
+    let created_ms = now_ms();
+    let plan = Plan {
+        id: random_id(),
+        owner: user.id,
+        created_ms,
+        expires_ms: created_ms + u64::from(settings.retention_days) * DAY_MS,
+        deliver: deliver.clone(),
+        public_url: app.config.public_url.clone(),
+        not_followed: vec![None; draft.recipients().len()],
+    };
+    let keys = app.keys();
+    let prepared =
+        tokio::task::spawn_blocking(move || follow::prepare(&draft, &keys, &plan)).await;
+    let Ok((mut record, copies)) = prepared else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed_mime",
+            "the message could not be prepared".into(),
+        );
+    };
+    // The record is durable before any copy leaves: every token handed out
+    // belongs to a stored email.
+    if let Err(e) = app.store.put_email(record.clone()).await {
+        return store_failed(e);
+    }
+    let mut out = Vec::with_capacity(copies.len());
+    for (r, copy) in record.recipients.iter_mut().zip(&copies) {
+        let mut item = json!({
+            "address": r.address,
+            "field": r.field,
+            "followed": r.followed,
+        });
+        if let Some(reason) = &r.reason {
+            item["reason"] = json!(reason);
+        }
+        let delivery = if deliver == "return" {
+            item["mime"] = json!(STANDARD.encode(copy));
+            Delivery {
+                status: "returned".into(),
+                detail: None,
+                at_ms: now_ms(),
+            }
+        } else {
+            // Checked above: deliver "smtp" implies a mailer.
+            let result = match &app.mailer {
+                Some(m) => m.send(&record.from, &r.address, copy).await,
+                None => Err("no SMTP relay configured".into()),
+            };
+            match result {
+                Ok(()) => Delivery {
+                    status: "sent".into(),
+                    detail: None,
+                    at_ms: now_ms(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMTP delivery failed for one recipient");
+                    Delivery {
+                        status: "failed".into(),
+                        detail: Some(e),
+                        at_ms: now_ms(),
+                    }
+                }
+            }
+        };
+        item["delivery"] = json!({"status": delivery.status, "detail": delivery.detail});
+        r.delivery = Some(delivery);
+        out.push(item);
+    }
+    if deliver == "smtp" {
+        if let Err(e) = app.store.put_email(record.clone()).await {
+            tracing::error!(error = %e, "could not store delivery results");
+        }
+    }
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": id_to_text(record.id), "recipients": out}),
+    )
+}
+
+async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
+    let limit = match q.get("limit").map(|s| s.parse::<usize>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_limit",
+                "limit must be a number from 1 to 500".into(),
+            )
+        }
+    };
+    let before = match q.get("before") {
+        None => None,
+        Some(c) => match c.split_once('-').and_then(|(t, id)| {
+            Some((t.parse::<u64>().ok()?, id_from_text(id)?))
+        }) {
+            Some(b) => Some(b),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_cursor",
+                    "before must be a cursor returned as \"next\" by a previous page".into(),
+                )
+            }
+        },
+    };
+    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    if all && user.role != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "all=true needs an admin token".into(),
+        );
+    }
+    let owner = (!all).then_some(user.id);
+    match app.store.list_emails(owner, before, limit).await {
+        Ok(list) => {
+            let next = (list.len() == limit)
+                .then(|| list.last().map(|e| format!("{}-{}", e.created_ms, id_to_text(e.id))))
+                .flatten();
+            let emails: Vec<Value> = list.iter().map(reports::summary).collect();
+            json_response(StatusCode::OK, &json!({"emails": emails, "next": next}))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn get_email(app: &App, user: &User, id: &str) -> Resp {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no email with id {id:?}"),
+        )
+    };
+    let Some(id) = id_from_text(id) else {
+        return not_found();
+    };
+    let rec = match app.store.get_email(id).await {
+        Ok(Some(r)) if r.owner == user.id || user.role == Role::Admin => r,
+        Ok(_) => return not_found(),
+        Err(e) => return store_failed(e),
+    };
+    match app.store.events_for(id).await {
+        Ok(events) => json_response(StatusCode::OK, &reports::engagement(&rec, &events)),
+        Err(e) => store_failed(e),
+    }
+}
+
+fn settings_json(s: &OrgSettings) -> Value {
+    json!({
+        "email_engagement": s.email_engagement,
+        "auto_capture": s.auto_capture,
+        "retention_days": s.retention_days,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    email_engagement: Option<bool>,
+    auto_capture: Option<bool>,
+    retention_days: Option<u32>,
+}
+
+async fn put_settings(app: &App, req: Request<Incoming>) -> Resp {
+    let patch: SettingsPatch = match read_json(app, req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut s = app.settings();
+    if let Some(v) = patch.email_engagement {
+        s.email_engagement = v;
+    }
+    if let Some(v) = patch.auto_capture {
+        s.auto_capture = v;
+    }
+    if let Some(v) = patch.retention_days {
+        if !(1..=3650).contains(&v) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_retention",
+                "retention_days must be between 1 and 3650".into(),
+            );
+        }
+        s.retention_days = v;
+    }
+    if let Err(e) = app.store.put_settings(s).await {
+        return store_failed(e);
+    }
+    app.set_settings(s);
+    tracing::info!(?s, "organization settings changed");
+    json_response(StatusCode::OK, &settings_json(&s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_normalized_and_checked() {
+        assert_eq!(normalize_address("  Ann@Example.COM "), Some("ann@example.com".into()));
+        for bad in ["", "ann", "@x", "a@", "a b@x", "a@b@c", "<a@b>"] {
+            assert_eq!(normalize_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = parse_query("a=1&b=x%40y&c&d=%zz+q");
+        assert_eq!(q["a"], "1");
+        assert_eq!(q["b"], "x@y");
+        assert_eq!(q["c"], "");
+        assert_eq!(q["d"], "%zz q");
+    }
+}

@@ -1,0 +1,35 @@
+//! mailbeacon: a self-hosted email engagement server.
+//!
+//! # Layout
+//! Read top to bottom; each module uses only modules below it, so a pixel hit
+//! travels straight down: `server` → `http::beacon` → `token` (verify) →
+//! `recorder` (group commit) → `store` → `store::embedded`.
+//!
+//! - `server`: accept loop, connection limits, graceful shutdown.
+//! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
+//! - `auth`: bearer tokens.
+//! - `state`: what handlers share (config, store, recorder, key ring, settings).
+//! - `follow`: a parsed email → record + per-recipient copies with tokens.
+//! - `deliver`: SMTP delivery of copies (lettre).
+//! - `reports` and `classify`: engagement JSON; human vs machine activity.
+//! - `recorder`: group commit of events into the store.
+//! - `store`: the storage interface; `store::embedded` (redb + journal).
+//! - `prepare`: MIME parsing and HTML link rewriting (pure).
+//! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
+//! - `config`: flags, environment and TOML; `ids`: ids and clocks.
+
+pub mod auth;
+pub mod classify;
+pub mod config;
+pub mod deliver;
+pub mod follow;
+pub mod http;
+pub mod ids;
+pub mod keyring;
+pub mod prepare;
+pub mod recorder;
+pub mod reports;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod token;

@@ -1,0 +1,82 @@
+//! Group commit for opens and clicks.
+//!
+//! Request handlers hand an event to the recorder and wait for its answer. One
+//! task takes everything queued, commits it to the store as one batch (one sync,
+//! or one Redis round trip), and then answers every waiter. While a batch is being
+//! committed, new events queue up and form the next batch, so the batch size grows
+//! with load and the cost per event falls. A handler answers its HTTP request only
+//! after its event's batch is committed: an answered hit is a stored hit.
+//!
+//! Shutdown: when every `Recorder` handle is dropped the task drains the queue,
+//! commits the last batch and ends; `Recorder::closed` waits for that.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::store::{Event, Store};
+
+/// Most events in one batch.
+const MAX_BATCH: usize = 4096;
+/// Events waiting for a batch before senders wait (back-pressure).
+const QUEUE: usize = 65_536;
+
+type Job = (Event, oneshot::Sender<bool>);
+
+/// Counters the metrics endpoint and tests read.
+#[derive(Default)]
+pub struct RecorderStats {
+    pub events: AtomicU64,
+    pub batches: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Job>,
+    pub stats: Arc<RecorderStats>,
+}
+
+impl Recorder {
+    /// Starts the batching task on the current runtime.
+    pub fn start(store: Store) -> (Recorder, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(RecorderStats::default());
+        let handle = tokio::spawn(run(store, rx, stats.clone()));
+        (Recorder { tx, stats }, handle)
+    }
+
+    /// Records one event; returns true if and only if it was durably committed.
+    pub async fn record(&self, event: Event) -> bool {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self.tx.send((event, ack_tx)).await.is_err() {
+            return false;
+        }
+        ack_rx.await.unwrap_or(false)
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<RecorderStats>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) = jobs.drain(..).unzip();
+        let n = events.len() as u64;
+        let ok = match store.commit_events(events).await {
+            Ok(()) => true,
+            Err(e) => {
+                stats.failures.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, events = n, "committing events failed");
+                false
+            }
+        };
+        if ok {
+            stats.events.fetch_add(n, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Engagement reports: one followed email's record and events turned into the JSON
+//! the API returns (per recipient, per link, totals, timeline).
+//!
+//! Human activity is what `opens` and `clicks` count; machine activity (see
+//! `classify`) is counted beside it, never mixed in, never dropped. Pure: no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{json, Value};
+
+use crate::classify::{classify_all, Machine};
+use crate::ids::{id_to_text, rfc3339};
+use crate::store::{EmailRecord, Event, EventKind};
+
+/// How many of the most recent events the timeline shows.
+const TIMELINE_MAX: usize = 500;
+
+#[derive(Default)]
+struct Tally {
+    opens: u64,
+    clicks: u64,
+    machine_opens: u64,
+    machine_clicks: u64,
+    first_open: Option<u64>,
+    last_open: Option<u64>,
+    first_click: Option<u64>,
+    last_click: Option<u64>,
+    /// link index -> (human clicks, machine clicks)
+    links: BTreeMap<u32, (u64, u64)>,
+}
+
+fn opt_time(t: Option<u64>) -> Value {
+    t.map(|ms| Value::String(rfc3339(ms))).unwrap_or(Value::Null)
+}
+
+/// The summary line of an email for listings (no events).
+pub fn summary(rec: &EmailRecord) -> Value {
+    json!({
+        "id": id_to_text(rec.id),
+        "from": rec.from,
+        "subject": rec.subject,
+        "message_id": rec.message_id,
+        "created_at": rfc3339(rec.created_ms),
+        "expires_at": rfc3339(rec.expires_ms),
+        "deliver": rec.deliver,
+        "recipients": rec.recipients.len(),
+        "links": rec.links.len(),
+    })
+}
+
+/// The full engagement report of one email.
+pub fn engagement(rec: &EmailRecord, events: &[Event]) -> Value {
+    let classes = classify_all(events);
+    let mut per: Vec<Tally> = rec.recipients.iter().map(|_| Tally::default()).collect();
+    let mut unique_open = HashSet::new();
+    let mut unique_click = HashSet::new();
+    let mut link_unique: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
+    for (e, class) in events.iter().zip(&classes) {
+        let Some(t) = per.get_mut(e.recipient as usize) else {
+            continue;
+        };
+        let human = class.is_none();
+        match e.kind {
+            EventKind::Open if human => {
+                t.opens += 1;
+                t.first_open = Some(t.first_open.map_or(e.at_ms, |f| f.min(e.at_ms)));
+                t.last_open = Some(t.last_open.map_or(e.at_ms, |l| l.max(e.at_ms)));
+                unique_open.insert(e.recipient);
+            }
+            EventKind::Open => t.machine_opens += 1,
+            EventKind::Click => {
+                let link = e.link.unwrap_or(0);
+                let slot = t.links.entry(link).or_default();
+                if human {
+                    t.clicks += 1;
+                    slot.0 += 1;
+                    t.first_click = Some(t.first_click.map_or(e.at_ms, |f| f.min(e.at_ms)));
+                    t.last_click = Some(t.last_click.map_or(e.at_ms, |l| l.max(e.at_ms)));
+                    unique_click.insert(e.recipient);
+                    link_unique.entry(link).or_default().insert(e.recipient);
+                } else {
+                    t.machine_clicks += 1;
+                    slot.1 += 1;
+                }
+            }
+        }
+    }
+    let link_url = |i: u32| rec.links.get(i as usize).cloned().unwrap_or_default();
+    let recipients: Vec<Value> = rec
+        .recipients
+        .iter()
+        .zip(&per)
+        .map(|(r, t)| {
+            json!({
+                "address": r.address,
+                "name": r.name,
+                "field": r.field,
+                "followed": r.followed,
+                "reason": r.reason,
+                "delivery": r.delivery.as_ref().map(|d| json!({
+                    "status": d.status, "detail": d.detail, "at": rfc3339(d.at_ms)
+                })),
+                "opens": t.opens,
+                "clicks": t.clicks,
+                "machine_opens": t.machine_opens,
+                "machine_clicks": t.machine_clicks,
+                "first_open_at": opt_time(t.first_open),
+                "last_open_at": opt_time(t.last_open),
+                "first_click_at": opt_time(t.first_click),
+                "last_click_at": opt_time(t.last_click),
+                "links": t.links.iter().map(|(i, (h, m))| json!({
+                    "index": i, "url": link_url(*i), "clicks": h, "machine_clicks": m
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let links: Vec<Value> = rec
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let i = i as u32;
+            let (h, m) = per.iter().fold((0, 0), |(h, m), t| {
+                let (a, b) = t.links.get(&i).copied().unwrap_or_default();
+                (h + a, m + b)
+            });
+            json!({
+                "index": i,
+                "url": url,
+                "clicks": h,
+                "unique_clicks": link_unique.get(&i).map_or(0, |s| s.len()),
+                "machine_clicks": m,
+            })
+        })
+        .collect();
+    let sum = |f: fn(&Tally) -> u64| per.iter().map(f).sum::<u64>();
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| (events[i].at_ms, events[i].seq));
+    let skip = order.len().saturating_sub(TIMELINE_MAX);
+    let timeline: Vec<Value> = order[skip..]
+        .iter()
+        .map(|&i| {
+            let e = &events[i];
+            json!({
+                "at": rfc3339(e.at_ms),
+                "kind": e.kind,
+                "recipient": rec.recipients.get(e.recipient as usize).map(|r| r.address.clone()),
+                "link": e.link,
+                "machine": classes[i].map(Machine::as_str),
+            })
+        })
+        .collect();
+    let mut out = summary(rec);
+    out["totals"] = json!({
+        "recipients": rec.recipients.len(),
+        "followed": rec.recipients.iter().filter(|r| r.followed).count(),
+        "opens": sum(|t| t.opens),
+        "unique_opens": unique_open.len(),
+        "clicks": sum(|t| t.clicks),
+        "unique_clicks": unique_click.len(),
+        "machine_opens": sum(|t| t.machine_opens),
+        "machine_clicks": sum(|t| t.machine_clicks),
+    });
+    out["recipients"] = Value::Array(recipients);
+    out["links"] = Value::Array(links);
+    out["timeline"] = Value::Array(timeline);
+    out
+}

@@ -1,0 +1,104 @@
+//! The state every request handler shares: configuration, store, recorder, key
+//! ring, cached organization settings, and the SMTP mailer.
+//!
+//! The hot path (pixel, click) reads only in-memory values here: the key ring
+//! behind an `RwLock<Arc<_>>` (swapped when `keys rotate` changes the file) and
+//! the Email Engagement switch as an atomic. It never waits on the store except to
+//! commit its event.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use crate::config::Config;
+use crate::deliver::Mailer;
+use crate::keyring;
+use crate::recorder::Recorder;
+use crate::store::{OrgSettings, Store, User};
+use crate::token::KeyRing;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub recorder: Recorder,
+    pub mailer: Option<Mailer>,
+    /// Bearer-token hash -> user, filled on first use (users are never changed or
+    /// deleted in place, so entries cannot go stale).
+    pub auth_cache: DashMap<[u8; 32], User>,
+    keys: RwLock<Arc<KeyRing>>,
+    keys_modified: RwLock<Option<SystemTime>>,
+    settings: RwLock<OrgSettings>,
+    engagement: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        store: Store,
+        recorder: Recorder,
+        mailer: Option<Mailer>,
+        keys: KeyRing,
+        settings: OrgSettings,
+    ) -> App {
+        let modified = keyring::modified(&config.data_dir);
+        App {
+            config,
+            store,
+            recorder,
+            mailer,
+            auth_cache: DashMap::new(),
+            keys: RwLock::new(Arc::new(keys)),
+            keys_modified: RwLock::new(modified),
+            engagement: AtomicBool::new(settings.email_engagement),
+            settings: RwLock::new(settings),
+        }
+    }
+
+    pub fn keys(&self) -> Arc<KeyRing> {
+        // A poisoned lock only means a writer panicked mid-swap of an Arc, which
+        // cannot leave it half-written: keep using the value.
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads the key ring if its file changed (a `keys rotate` by another
+    /// process). Returns true if and only if a new ring was loaded.
+    pub fn reload_keys_if_changed(&self) -> bool {
+        let now = keyring::modified(&self.config.data_dir);
+        let before = *self.keys_modified.read().unwrap_or_else(|p| p.into_inner());
+        if now.is_none() || now == before {
+            return false;
+        }
+        match keyring::load(&self.config.data_dir) {
+            Ok(ring) => {
+                let id = ring.current_id();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                *self.keys_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+                tracing::info!(current_key = id, "key ring reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "key ring changed but cannot be loaded; keeping the old one");
+                false
+            }
+        }
+    }
+
+    pub fn settings(&self) -> OrgSettings {
+        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_settings(&self, s: OrgSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
+        self.engagement.store(s.email_engagement, Ordering::Relaxed);
+    }
+
+    /// The Email Engagement switch, read on every pixel and click.
+    pub fn engagement_enabled(&self) -> bool {
+        self.engagement.load(Ordering::Relaxed)
+    }
+}
