@@ -1,0 +1,154 @@
+//! The store contract: behaviour every backend must have, run against each backend
+//! the build has (today the embedded store; the Redis backends join this suite).
+
+use std::path::PathBuf;
+
+use mailbeacon::store::embedded::Embedded;
+use mailbeacon::store::{
+    EmailRecord, Event, EventKind, OrgSettings, RecipientRecord, Role, Store, StoreError, User,
+};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "mailbeacon-contract-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+fn email(id: u64, owner: u64, created_ms: u64, expires_ms: u64) -> EmailRecord {
+    EmailRecord {
+        id,
+        owner,
+        from: "ann@sales.test".into(),
+        subject: Some("s".into()),
+        message_id: None,
+        created_ms,
+        expires_ms,
+        deliver: "return".into(),
+        recipients: vec![RecipientRecord {
+            address: "b@client.test".into(),
+            name: None,
+            field: "to".into(),
+            followed: true,
+            reason: None,
+            delivery: None,
+        }],
+        links: vec!["https://a.example/".into()],
+    }
+}
+
+fn event(email: u64, at_ms: u64) -> Event {
+    Event {
+        seq: 0,
+        at_ms,
+        kind: EventKind::Open,
+        email,
+        recipient: 0,
+        link: None,
+        method: "GET".into(),
+        ua: "ua".into(),
+        ip: "127.0.0.0/24".into(),
+        since_prepared_s: 10,
+    }
+}
+
+async fn contract(open: impl Fn() -> Store) {
+    let store = open();
+    // Users: create, conflict, lookup by token hash.
+    let u = User { id: 7, email: "ann@sales.test".into(), role: Role::User, created_ms: 1 };
+    store.create_user(u.clone(), [1; 32]).await.unwrap();
+    let dup = User { id: 8, ..u.clone() };
+    assert!(matches!(store.create_user(dup, [2; 32]).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u.clone()));
+    assert_eq!(store.user_by_token_hash([2; 32]).await.unwrap(), None);
+    assert_eq!(store.user_count().await.unwrap(), 1);
+
+    // Emails: put, get, list newest first with a cursor.
+    for i in 1..=5u64 {
+        store.put_email(email(i, 7, 1000 + i, u64::MAX / 2)).await.unwrap();
+    }
+    store.put_email(email(99, 8, 5000, u64::MAX / 2)).await.unwrap();
+    assert_eq!(store.get_email(3).await.unwrap().unwrap().created_ms, 1003);
+    assert!(store.get_email(4242).await.unwrap().is_none());
+    let page = store.list_emails(Some(7), None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [5, 4]);
+    let next = store.list_emails(Some(7), Some((1004, 4)), 10).await.unwrap();
+    assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(store.list_emails(None, None, 100).await.unwrap().len(), 6);
+
+    // Events: committed events are read back with distinct sequence numbers;
+    // events of unknown emails are dropped.
+    let batch: Vec<Event> = (0..100).map(|i| event(1 + i % 2, i)).collect();
+    store.commit_events(batch).await.unwrap();
+    store.commit_events(vec![event(4242, 1)]).await.unwrap();
+    let one = store.events_for(1).await.unwrap();
+    let two = store.events_for(2).await.unwrap();
+    assert_eq!((one.len(), two.len()), (50, 50));
+    let mut seqs: Vec<u64> = one.iter().chain(&two).map(|e| e.seq).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 100, "sequence numbers are unique");
+
+    // Settings.
+    assert_eq!(store.settings().await.unwrap(), None);
+    let s = OrgSettings { email_engagement: false, auto_capture: true, retention_days: 30 };
+    store.put_settings(s).await.unwrap();
+    assert_eq!(store.settings().await.unwrap(), Some(s));
+
+    // Retention: an expired email disappears with its events, others stay.
+    store.put_email(email(50, 7, 10, 2000)).await.unwrap();
+    store.commit_events(vec![event(50, 11), event(50, 12)]).await.unwrap();
+    assert_eq!(store.events_for(50).await.unwrap().len(), 2);
+    assert_eq!(store.sweep(1999).await.unwrap(), 0);
+    assert_eq!(store.sweep(2001).await.unwrap(), 1);
+    assert!(store.get_email(50).await.unwrap().is_none());
+    assert!(store.events_for(50).await.unwrap().is_empty());
+    assert!(!store.list_emails(Some(7), None, 100).await.unwrap().iter().any(|e| e.id == 50));
+    assert_eq!(store.events_for(1).await.unwrap().len(), 50);
+    store.close().await.unwrap();
+    drop(store);
+
+    // Everything survives reopening, and sequence numbers keep growing.
+    let store = open();
+    assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u));
+    assert_eq!(store.events_for(1).await.unwrap().len(), 50);
+    store.commit_events(vec![event(1, 500)]).await.unwrap();
+    let again = store.events_for(1).await.unwrap();
+    assert_eq!(again.len(), 51);
+    assert!(again.iter().map(|e| e.seq).max().unwrap() > seqs[99]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn embedded_store_contract() {
+    let dir = temp_dir("embedded");
+    let d = dir.clone();
+    contract(move || Store::Embedded(Embedded::open(&d).expect("open embedded store"))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn embedded_journal_replays_after_a_crash() {
+    // Simulates a crash after events were journalled but before the indexer made
+    // them durable: the journal is copied aside before close, then put back.
+    let dir = temp_dir("replay");
+    let store = Store::Embedded(Embedded::open(&dir).unwrap());
+    store.put_email(email(1, 7, 1, u64::MAX / 2)).await.unwrap();
+    store.commit_events((0..10).map(|i| event(1, i)).collect()).await.unwrap();
+    let journal = std::fs::read(dir.join("events.journal")).unwrap();
+    assert!(!journal.is_empty(), "events are journalled before being acknowledged");
+    store.close().await.unwrap();
+    drop(store);
+    // Put the journal back (as if the durable index write never happened) and
+    // add a torn half-record after it.
+    let mut torn = journal.clone();
+    torn.extend_from_slice(&journal[..journal.len() / 3]);
+    std::fs::write(dir.join("events.journal"), &torn).unwrap();
+    let store = Store::Embedded(Embedded::open(&dir).unwrap());
+    assert_eq!(store.events_for(1).await.unwrap().len(), 10, "replay is idempotent");
+    store.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,56 @@
+"""A real SMTP server for the delivery tests (aiosmtpd).
+
+Usage: python3 smtp_sink.py PORT OUTDIR
+
+Accepts every message and writes it to OUTDIR/<n>.json as
+{"mail_from", "rcpt_tos", "data_b64"}: the envelope exactly as received and the
+message bytes. A recipient whose local part starts with "reject" is refused with
+550, so tests can check that a failed delivery is reported. Prints READY once
+listening; runs until killed.
+"""
+import asyncio
+import base64
+import itertools
+import json
+import os
+import sys
+
+from aiosmtpd.controller import Controller
+
+PORT = int(sys.argv[1])
+OUT = sys.argv[2]
+os.makedirs(OUT, exist_ok=True)
+COUNTER = itertools.count()
+
+
+class Sink:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.split("@")[0].lower().startswith("reject"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        n = next(COUNTER)
+        tmp = os.path.join(OUT, f".{n}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(
+                {
+                    "mail_from": envelope.mail_from,
+                    "rcpt_tos": envelope.rcpt_tos,
+                    "data_b64": base64.b64encode(envelope.original_content or envelope.content).decode(),
+                },
+                f,
+            )
+        os.replace(tmp, os.path.join(OUT, f"{n:06d}.json"))
+        return "250 2.0.0 OK"
+
+
+async def main():
+    controller = Controller(Sink(), hostname="127.0.0.1", port=PORT, data_size_limit=64 * 1024 * 1024)
+    controller.start()
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+asyncio.run(main())
