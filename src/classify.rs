@@ -61,13 +61,24 @@ const SCANNER_MARKERS: &[&str] = &[
     "bingpreview",
 ];
 
-/// A click sooner than this after the copy was prepared is a scanner's.
-const TOO_FAST_S: i64 = 3;
+/// Operator-tunable thresholds.
+#[derive(Debug, Clone, Copy)]
+pub struct Heuristics {
+    /// A click sooner than this many seconds after the copy was prepared is a
+    /// scanner's (security gateways follow links on delivery).
+    pub too_fast_s: i64,
+}
+
+impl Default for Heuristics {
+    fn default() -> Self {
+        Heuristics { too_fast_s: 3 }
+    }
+}
 /// Distinct links of one copy clicked within this window are a scanner's.
 const BURST_MS: u64 = 2_000;
 
 /// Classifies one event by its own signals (user agent, timing).
-pub fn classify(e: &Event) -> Option<Machine> {
+pub fn classify(e: &Event, h: &Heuristics) -> Option<Machine> {
     let ua = e.ua.trim();
     if ua.is_empty() {
         return Some(Machine::NoUserAgent);
@@ -82,7 +93,7 @@ pub fn classify(e: &Event) -> Option<Machine> {
     if SCANNER_MARKERS.iter().any(|m| lower.contains(m)) {
         return Some(Machine::Scanner);
     }
-    if e.kind == EventKind::Click && e.since_prepared_s < TOO_FAST_S {
+    if e.kind == EventKind::Click && e.since_prepared_s < h.too_fast_s {
         return Some(Machine::TooFast);
     }
     None
@@ -90,8 +101,8 @@ pub fn classify(e: &Event) -> Option<Machine> {
 
 /// Classifies every event of one email; `events` in any order. Adds the
 /// cross-event signal (link bursts) to the per-event ones.
-pub fn classify_all(events: &[Event]) -> Vec<Option<Machine>> {
-    let mut out: Vec<Option<Machine>> = events.iter().map(classify).collect();
+pub fn classify_all(events: &[Event], h: &Heuristics) -> Vec<Option<Machine>> {
+    let mut out: Vec<Option<Machine>> = events.iter().map(|e| classify(e, h)).collect();
     // Clicks per recipient in time order; a window holding ≥ 2 distinct links
     // within BURST_MS marks all its clicks.
     let mut clicks: Vec<usize> = (0..events.len())
@@ -101,8 +112,7 @@ pub fn classify_all(events: &[Event]) -> Vec<Option<Machine>> {
     let mut start = 0;
     for end in 0..clicks.len() {
         let (re, te) = (events[clicks[end]].recipient, events[clicks[end]].at_ms);
-        while events[clicks[start]].recipient != re || te - events[clicks[start]].at_ms > BURST_MS
-        {
+        while events[clicks[start]].recipient != re || te - events[clicks[start]].at_ms > BURST_MS {
             start += 1;
         }
         let window = &clicks[start..=end];
@@ -121,6 +131,10 @@ pub fn classify_all(events: &[Event]) -> Vec<Option<Machine>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classify(e: &Event) -> Option<Machine> {
+        super::classify(e, &Heuristics::default())
+    }
 
     fn ev(kind: EventKind, ua: &str, at_ms: u64, link: Option<u32>, since: i64) -> Event {
         Event {
@@ -141,7 +155,10 @@ mod tests {
 
     #[test]
     fn user_agent_signals() {
-        assert_eq!(classify(&ev(EventKind::Open, "", 0, None, 100)), Some(Machine::NoUserAgent));
+        assert_eq!(
+            classify(&ev(EventKind::Open, "", 0, None, 100)),
+            Some(Machine::NoUserAgent)
+        );
         assert_eq!(
             classify(&ev(EventKind::Open, "Mozilla/5.0", 0, None, 100)),
             Some(Machine::ApplePrivacyProtection)
@@ -156,20 +173,34 @@ mod tests {
             )),
             None
         );
-        assert_eq!(classify(&ev(EventKind::Open, "Barracuda Sentinel", 0, None, 100)), Some(Machine::Scanner));
+        assert_eq!(
+            classify(&ev(EventKind::Open, "Barracuda Sentinel", 0, None, 100)),
+            Some(Machine::Scanner)
+        );
         assert_eq!(classify(&ev(EventKind::Open, FIREFOX, 0, None, 100)), None);
     }
 
     #[test]
     fn timing_signals() {
-        assert_eq!(classify(&ev(EventKind::Click, FIREFOX, 0, Some(0), 1)), Some(Machine::TooFast));
+        assert_eq!(
+            classify(&ev(EventKind::Click, FIREFOX, 0, Some(0), 1)),
+            Some(Machine::TooFast)
+        );
         let burst = [
             ev(EventKind::Click, FIREFOX, 10_000, Some(0), 100),
             ev(EventKind::Click, FIREFOX, 10_500, Some(1), 100),
             ev(EventKind::Click, FIREFOX, 60_000, Some(2), 150),
             ev(EventKind::Click, FIREFOX, 61_000, Some(2), 151),
         ];
-        let c = classify_all(&burst);
-        assert_eq!(c, vec![Some(Machine::LinkBurst), Some(Machine::LinkBurst), None, None]);
+        let c = classify_all(&burst, &Heuristics::default());
+        assert_eq!(
+            c,
+            vec![
+                Some(Machine::LinkBurst),
+                Some(Machine::LinkBurst),
+                None,
+                None
+            ]
+        );
     }
 }

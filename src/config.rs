@@ -13,6 +13,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::classify::Heuristics;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mailbeacon",
@@ -80,6 +82,9 @@ pub struct Opts {
     /// Seconds between retention sweeps [default: 60].
     #[arg(long, env = "MAILBEACON_SWEEP_INTERVAL_SECS", global = true)]
     pub sweep_interval_secs: Option<u64>,
+    /// A click this many seconds or sooner after sending counts as machine activity [default: 3].
+    #[arg(long, env = "MAILBEACON_MACHINE_CLICK_SECS", global = true)]
+    pub machine_click_secs: Option<u32>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "MAILBEACON_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
@@ -99,6 +104,7 @@ struct FileOpts {
     max_body_bytes: Option<usize>,
     trusted_proxies: Option<String>,
     sweep_interval_secs: Option<u64>,
+    machine_click_secs: Option<u32>,
     log_format: Option<String>,
 }
 
@@ -128,7 +134,9 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(i) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(i)) => {
@@ -159,6 +167,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub sweep_interval: Duration,
+    pub heuristics: Heuristics,
     pub log_json: bool,
 }
 
@@ -203,7 +212,11 @@ impl Config {
                 "public_url: {public_url:?} must be an absolute http:// or https:// URL without query or fragment"
             ));
         }
-        let redis_url = opts.redis_url.clone().or(file.redis_url).filter(|s| !s.is_empty());
+        let redis_url = opts
+            .redis_url
+            .clone()
+            .or(file.redis_url)
+            .filter(|s| !s.is_empty());
         let redis_cluster: Vec<String> = opts
             .redis_cluster
             .clone()
@@ -220,13 +233,21 @@ impl Config {
         }
         for u in redis_url.iter().chain(&redis_cluster) {
             if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                problems.push(format!("redis: {u:?} must start with redis:// or rediss://"));
+                problems.push(format!(
+                    "redis: {u:?} must start with redis:// or rediss://"
+                ));
             }
         }
-        let smtp_url = opts.smtp_url.clone().or(file.smtp_url).filter(|s| !s.is_empty());
+        let smtp_url = opts
+            .smtp_url
+            .clone()
+            .or(file.smtp_url)
+            .filter(|s| !s.is_empty());
         if let Some(u) = &smtp_url {
             if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
-                problems.push(format!("smtp_url: {u:?} must start with smtp:// or smtps://"));
+                problems.push(format!(
+                    "smtp_url: {u:?} must start with smtp:// or smtps://"
+                ));
             }
         }
         let default_retention_days = opts.retention_days.or(file.retention_days).unwrap_or(90);
@@ -262,6 +283,10 @@ impl Config {
         if sweep == 0 {
             problems.push("sweep_interval_secs must be at least 1".into());
         }
+        let too_fast = opts
+            .machine_click_secs
+            .or(file.machine_click_secs)
+            .unwrap_or(3);
         let log_format = opts
             .log_format
             .clone()
@@ -295,6 +320,9 @@ impl Config {
             idle_timeout: Duration::from_secs(75),
             trusted_proxies,
             sweep_interval: Duration::from_secs(sweep),
+            heuristics: Heuristics {
+                too_fast_s: i64::from(too_fast),
+            },
             log_json: log_format == "json",
         })
     }
@@ -339,6 +367,8 @@ mod tests {
         assert!(!n.contains("10.2.0.1".parse().unwrap()));
         let six = IpNet::parse("2001:db8::/32").unwrap();
         assert!(six.contains("2001:db8::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 }

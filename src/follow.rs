@@ -81,7 +81,10 @@ pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<
             delivery: None,
         });
     }
-    let from = draft.from().map(|f| f.normalized.clone()).unwrap_or_default();
+    let from = draft
+        .from()
+        .map(|f| f.normalized.clone())
+        .unwrap_or_default();
     let record = EmailRecord {
         id: plan.id,
         owner: plan.owner,

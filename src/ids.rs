@@ -62,7 +62,13 @@ mod tests {
         for id in [1u64, 0xdead_beef, u64::MAX] {
             assert_eq!(id_from_text(&id_to_text(id)), Some(id));
         }
-        for bad in ["", "0", "zzzzzzzzzzzzzzzz", "+123456789abcdef", "00000000000000000"] {
+        for bad in [
+            "",
+            "0",
+            "zzzzzzzzzzzzzzzz",
+            "+123456789abcdef",
+            "00000000000000000",
+        ] {
             assert_eq!(id_from_text(bad), None);
         }
     }

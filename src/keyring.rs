@@ -119,12 +119,19 @@ fn to_ring(file: &KeyFile) -> Result<KeyRing, String> {
             .decode(&k.secret)
             .map_err(|_| format!("key {} in the key ring is not valid base64", k.id))?;
         if secret.len() < 32 {
-            return Err(format!("key {} in the key ring is shorter than 32 bytes", k.id));
+            return Err(format!(
+                "key {} in the key ring is shorter than 32 bytes",
+                k.id
+            ));
         }
         keys.push(SigningKey::new(k.id, &secret));
     }
-    KeyRing::new(keys, file.current)
-        .ok_or_else(|| format!("the key ring's current key {} is not in the ring", file.current))
+    KeyRing::new(keys, file.current).ok_or_else(|| {
+        format!(
+            "the key ring's current key {} is not in the ring",
+            file.current
+        )
+    })
 }
 
 fn read(p: &Path) -> Result<KeyFile, String> {

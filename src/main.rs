@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     let config = match Config::resolve(&cli.opts) {
         Ok(c) => c,
         Err(problems) => {
-            eprintln!("mailbeacon: the configuration has {} problem(s):", problems.len());
+            eprintln!(
+                "mailbeacon: the configuration has {} problem(s):",
+                problems.len()
+            );
             for p in problems {
                 eprintln!("  - {p}");
             }
@@ -121,7 +124,14 @@ async fn serve(config: Config) -> Result<(), String> {
         smtp = config.smtp_url.is_some(),
         "mailbeacon is serving"
     );
-    let app = Arc::new(App::new(config, store.clone(), recorder, mailer, keys, settings));
+    let app = Arc::new(App::new(
+        config,
+        store.clone(),
+        recorder,
+        mailer,
+        keys,
+        settings,
+    ));
     let background = [
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(key_reloader(app.clone())),

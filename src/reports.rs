@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{json, Value};
 
-use crate::classify::{classify_all, Machine};
+use crate::classify::{classify_all, Heuristics, Machine};
 use crate::ids::{id_to_text, rfc3339};
 use crate::store::{EmailRecord, Event, EventKind};
 
@@ -30,7 +30,8 @@ struct Tally {
 }
 
 fn opt_time(t: Option<u64>) -> Value {
-    t.map(|ms| Value::String(rfc3339(ms))).unwrap_or(Value::Null)
+    t.map(|ms| Value::String(rfc3339(ms)))
+        .unwrap_or(Value::Null)
 }
 
 /// The summary line of an email for listings (no events).
@@ -49,8 +50,8 @@ pub fn summary(rec: &EmailRecord) -> Value {
 }
 
 /// The full engagement report of one email.
-pub fn engagement(rec: &EmailRecord, events: &[Event]) -> Value {
-    let classes = classify_all(events);
+pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value {
+    let classes = classify_all(events, h);
     let mut per: Vec<Tally> = rec.recipients.iter().map(|_| Tally::default()).collect();
     let mut unique_open = HashSet::new();
     let mut unique_click = HashSet::new();

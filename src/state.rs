@@ -59,10 +59,7 @@ impl App {
     pub fn keys(&self) -> Arc<KeyRing> {
         // A poisoned lock only means a writer panicked mid-swap of an Arc, which
         // cannot leave it half-written: keep using the value.
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reloads the key ring if its file changed (a `keys rotate` by another
@@ -77,7 +74,10 @@ impl App {
             Ok(ring) => {
                 let id = ring.current_id();
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-                *self.keys_modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+                *self
+                    .keys_modified
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = now;
                 tracing::info!(current_key = id, "key ring reloaded");
                 true
             }

@@ -77,7 +77,9 @@ pub struct KeyRing {
 impl KeyRing {
     /// Returns `None` if and only if `current` is not among `keys`.
     pub fn new(keys: Vec<SigningKey>, current: u16) -> Option<KeyRing> {
-        keys.iter().any(|k| k.id == current).then_some(KeyRing { keys, current })
+        keys.iter()
+            .any(|k| k.id == current)
+            .then_some(KeyRing { keys, current })
     }
 
     pub fn current_id(&self) -> u16 {
@@ -266,7 +268,13 @@ mod tests {
     #[test]
     fn garbage_is_rejected() {
         let r = ring(&[1], 1);
-        for t in ["", "a", "!!!!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &"A".repeat(5000)] {
+        for t in [
+            "",
+            "a",
+            "!!!!",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            &"A".repeat(5000),
+        ] {
             assert!(r.verify_open(t).is_none());
             assert!(r.verify_click(t, "https://x/").is_none());
         }

@@ -39,10 +39,18 @@ fn follow_open_click_report() {
     let resp = s.follow(&tok, &message);
     let id = resp["id"].as_str().expect("id").to_string();
     let rcpts = resp["recipients"].as_array().expect("recipients");
-    let addrs: Vec<&str> = rcpts.iter().map(|r| r["address"].as_str().unwrap()).collect();
+    let addrs: Vec<&str> = rcpts
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
     assert_eq!(
         addrs,
-        ["bob@client.test", "carol@client.test", "dan@client.test", "eve@partner.test"]
+        [
+            "bob@client.test",
+            "carol@client.test",
+            "dan@client.test",
+            "eve@partner.test"
+        ]
     );
     let copies: Vec<Copy> = rcpts.iter().map(|r| copy(r, &s.base)).collect();
     let mut pixels = HashSet::new();
@@ -51,9 +59,15 @@ fn follow_open_click_report() {
         let pixel = c.pixel.clone().expect("a pixel in every copy");
         assert!(pixels.insert(pixel), "each copy has its own pixel");
         assert_eq!(c.clicks.len(), 2, "both links rewritten: {}", c.html);
-        assert!(c.html.contains("mailto:x@example.test"), "mailto left alone");
+        assert!(
+            c.html.contains("mailto:x@example.test"),
+            "mailto left alone"
+        );
         let text = String::from_utf8_lossy(&c.raw);
-        assert!(!text.to_lowercase().contains("\nbcc:"), "Bcc header removed");
+        assert!(
+            !text.to_lowercase().contains("\nbcc:"),
+            "Bcc header removed"
+        );
         // No address readable in any tracking URL.
         for u in c.clicks.iter().chain(c.pixel.iter()) {
             assert!(!u.contains('@') && !u.contains("client.test"), "{u}");
@@ -66,36 +80,77 @@ fn follow_open_click_report() {
         let (st, hs, body) = raw("GET", px, &[("User-Agent", BROWSER_UA)]);
         assert_eq!((st, body.len()), (200, 43));
         assert_eq!(header(&hs, "content-type"), Some("image/gif"));
-        assert!(header(&hs, "cache-control").unwrap_or("").contains("no-store"));
+        assert!(header(&hs, "cache-control")
+            .unwrap_or("")
+            .contains("no-store"));
     }
     assert_eq!(raw("HEAD", px, &[("User-Agent", BROWSER_UA)]).0, 200);
-    assert_eq!(raw("GET", px, &[("User-Agent", BROWSER_UA), ("Sec-Purpose", "prefetch")]).0, 200);
+    assert_eq!(
+        raw(
+            "GET",
+            px,
+            &[("User-Agent", BROWSER_UA), ("Sec-Purpose", "prefetch")]
+        )
+        .0,
+        200
+    );
     // Carol clicks the second link: lands on the original URL.
     let carol = &copies[1];
     let (st, hs, _) = raw("GET", &carol.clicks[1], &[("User-Agent", BROWSER_UA)]);
     assert_eq!(st, 302);
     assert_eq!(header(&hs, "location"), Some("https://docs.example/b"));
     assert_eq!(header(&hs, "referrer-policy"), Some("no-referrer"));
-    assert!(header(&hs, "cache-control").unwrap_or("").contains("no-store"));
-    // The first link keeps its query string exactly (entities decoded).
-    let (_, hs, _) = raw("GET", &carol.clicks[0], &[("User-Agent", BROWSER_UA)]);
-    assert_eq!(header(&hs, "location"), Some("https://shop.example/a?x=1&y=2"));
-    // A scanner-like click (no user agent) is kept but counted apart.
-    assert_eq!(raw("GET", &copies[2].clicks[0], &[]).0, 302);
+    assert!(header(&hs, "cache-control")
+        .unwrap_or("")
+        .contains("no-store"));
+    // Eve's first link keeps its query string exactly (entities decoded).
+    let (_, hs, _) = raw("GET", &copies[3].clicks[0], &[("User-Agent", BROWSER_UA)]);
+    assert_eq!(
+        header(&hs, "location"),
+        Some("https://shop.example/a?x=1&y=2")
+    );
+    // A security scanner's click is kept but counted apart.
+    assert_eq!(
+        raw(
+            "GET",
+            &copies[2].clicks[0],
+            &[("User-Agent", "Barracuda Sentinel (EE)")]
+        )
+        .0,
+        302
+    );
 
     let rep = engagement(&s, &tok, &id);
     let b = recipient(&rep, "bob@client.test");
-    assert_eq!((b["opens"].as_u64(), b["clicks"].as_u64()), (Some(2), Some(0)), "{rep}");
+    assert_eq!(
+        (b["opens"].as_u64(), b["clicks"].as_u64()),
+        (Some(2), Some(0)),
+        "{rep}"
+    );
     assert!(b["first_open_at"].is_string());
     let c = recipient(&rep, "carol@client.test");
-    assert_eq!((c["opens"].as_u64(), c["clicks"].as_u64()), (Some(0), Some(2)), "{rep}");
+    assert_eq!(
+        (c["opens"].as_u64(), c["clicks"].as_u64()),
+        (Some(0), Some(1)),
+        "{rep}"
+    );
     let d = recipient(&rep, "dan@client.test");
-    assert_eq!((d["clicks"].as_u64(), d["machine_clicks"].as_u64()), (Some(0), Some(1)));
-    assert_eq!(recipient(&rep, "eve@partner.test")["field"], "bcc");
+    assert_eq!(
+        (d["clicks"].as_u64(), d["machine_clicks"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let e = recipient(&rep, "eve@partner.test");
+    assert_eq!(
+        (e["field"].as_str(), e["clicks"].as_u64()),
+        (Some("bcc"), Some(1))
+    );
     assert_eq!(rep["totals"]["opens"], 2);
     assert_eq!(rep["totals"]["unique_opens"], 1);
     assert_eq!(rep["links"][1]["clicks"], 1);
     assert_eq!(rep["links"][1]["url"], "https://docs.example/b");
+    assert_eq!(rep["links"][0]["clicks"], 1);
+    assert_eq!(rep["links"][0]["machine_clicks"], 1);
+    assert_eq!(rep["totals"]["unique_clicks"], 2);
 
     // The list shows it.
     let (st, list) = s.api("GET", "/api/v1/emails", Some(&tok), None);
@@ -108,13 +163,27 @@ fn follow_open_click_report() {
 fn invalid_tokens_never_redirect_and_never_count() {
     let s = Server::start();
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(&tok, &email("ann@sales.test", &["bob@client.test"], &[], &[], &["https://a.example/"]));
+    let resp = s.follow(
+        &tok,
+        &email(
+            "ann@sales.test",
+            &["bob@client.test"],
+            &[],
+            &[],
+            &["https://a.example/"],
+        ),
+    );
     let id = resp["id"].as_str().unwrap();
     let c = copy(&resp["recipients"][0], &s.base);
     let px = c.pixel.unwrap();
     let click = &c.clicks[0];
-    let open_token = px.trim_start_matches(&format!("{}/o/", s.base)).trim_end_matches(".gif").to_string();
-    let rest = click.trim_start_matches(&format!("{}/c/", s.base)).to_string();
+    let open_token = px
+        .trim_start_matches(&format!("{}/o/", s.base))
+        .trim_end_matches(".gif")
+        .to_string();
+    let rest = click
+        .trim_start_matches(&format!("{}/c/", s.base))
+        .to_string();
     let (click_token, dest) = rest.split_once('/').unwrap();
 
     let mut flipped = URL_SAFE_NO_PAD.decode(click_token).unwrap();
@@ -161,32 +230,102 @@ fn auth_and_permissions() {
     let s = Server::start();
     let ann = s.user("ann@sales.test");
     let bob = s.user("bob@sales.test");
-    let resp = s.follow(&ann, &email("ann@sales.test", &["x@client.test"], &[], &[], &[]));
+    let resp = s.follow(
+        &ann,
+        &email("ann@sales.test", &["x@client.test"], &[], &[], &[]),
+    );
     let id = resp["id"].as_str().unwrap();
     let path = format!("/api/v1/emails/{id}");
     assert_eq!(s.api("GET", &path, None, None).0, 401);
     let (st, v) = s.api("GET", &path, Some("nope"), None);
     assert_eq!(st, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
-    assert_eq!(s.api("GET", &path, Some(&bob), None).0, 404, "another user's email is not revealed");
-    assert_eq!(s.api("GET", &path, Some(ADMIN), None).0, 200, "admins see every email");
-    assert_eq!(s.api("GET", "/api/v1/emails/0000000000000001", Some(&ann), None).0, 404);
-    assert_eq!(s.api("GET", "/api/v1/emails/not-an-id", Some(&ann), None).0, 404);
-    let (st, v) = s.api("POST", "/api/v1/users", Some(&ann), Some(json!({"email": "z@z.test"})));
+    assert_eq!(
+        s.api("GET", &path, Some(&bob), None).0,
+        404,
+        "another user's email is not revealed"
+    );
+    assert_eq!(
+        s.api("GET", &path, Some(ADMIN), None).0,
+        200,
+        "admins see every email"
+    );
+    assert_eq!(
+        s.api("GET", "/api/v1/emails/0000000000000001", Some(&ann), None)
+            .0,
+        404
+    );
+    assert_eq!(
+        s.api("GET", "/api/v1/emails/not-an-id", Some(&ann), None).0,
+        404
+    );
+    let (st, v) = s.api(
+        "POST",
+        "/api/v1/users",
+        Some(&ann),
+        Some(json!({"email": "z@z.test"})),
+    );
     assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")));
     assert_eq!(s.api("GET", "/api/v1/settings", Some(&ann), None).0, 403);
-    assert_eq!(s.api("GET", "/api/v1/emails?all=true", Some(&ann), None).0, 403);
+    assert_eq!(
+        s.api("GET", "/api/v1/emails?all=true", Some(&ann), None).0,
+        403
+    );
     // Duplicate users conflict; bad emails and roles are refused.
-    assert_eq!(s.api("POST", "/api/v1/users", Some(ADMIN), Some(json!({"email": "ANN@sales.test"}))).0, 409);
-    assert_eq!(s.api("POST", "/api/v1/users", Some(ADMIN), Some(json!({"email": "nope"}))).0, 400);
-    assert_eq!(s.api("POST", "/api/v1/users", Some(ADMIN), Some(json!({"email": "a@b.test", "role": "root"}))).0, 400);
+    assert_eq!(
+        s.api(
+            "POST",
+            "/api/v1/users",
+            Some(ADMIN),
+            Some(json!({"email": "ANN@sales.test"}))
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        s.api(
+            "POST",
+            "/api/v1/users",
+            Some(ADMIN),
+            Some(json!({"email": "nope"}))
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        s.api(
+            "POST",
+            "/api/v1/users",
+            Some(ADMIN),
+            Some(json!({"email": "a@b.test", "role": "root"}))
+        )
+        .0,
+        400
+    );
     assert_eq!(s.api("GET", "/api/v1/nothing", Some(&ann), None).0, 404);
     assert_eq!(s.api("DELETE", "/api/v1/emails", Some(&ann), None).0, 405);
     // Sender identity: a user may only send as themselves; admins as anyone.
     let other = email("mallory@sales.test", &["x@client.test"], &[], &[], &[]);
-    let (st, v) = s.api("POST", "/api/v1/emails", Some(&bob), Some(json!({"mime": STANDARD.encode(&other)})));
-    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("sender_not_allowed")));
-    assert_eq!(s.api("POST", "/api/v1/emails", Some(ADMIN), Some(json!({"mime": STANDARD.encode(&other)}))).0, 201);
+    let (st, v) = s.api(
+        "POST",
+        "/api/v1/emails",
+        Some(&bob),
+        Some(json!({"mime": STANDARD.encode(&other)})),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("sender_not_allowed"))
+    );
+    assert_eq!(
+        s.api(
+            "POST",
+            "/api/v1/emails",
+            Some(ADMIN),
+            Some(json!({"mime": STANDARD.encode(&other)}))
+        )
+        .0,
+        201
+    );
 }
 
 #[test]
@@ -197,18 +336,52 @@ fn bad_input_gets_clear_errors() {
     let cases: Vec<(Value, u16, &str)> = vec![
         (json!({"mime": "!!!not base64!!!"}), 400, "invalid_mime"),
         (json!({"mime": ""}), 400, "invalid_mime"),
-        (json!({"mime": STANDARD.encode("this is not an email at all")}), 400, "malformed_mime"),
-        (json!({"mime": STANDARD.encode("From: ann@sales.test\r\nSubject: x\r\n\r\nhi\r\n")}), 400, "no_recipients"),
-        (json!({"mime": STANDARD.encode("To: b@client.test\r\nSubject: x\r\n\r\nhi\r\n")}), 400, "no_sender"),
-        (json!({"mime": STANDARD.encode("x"), "extra": 1}), 400, "invalid_json"),
-        (json!({"mime": STANDARD.encode("x"), "deliver": "fax"}), 400, "invalid_deliver"),
-        (json!({"mime": STANDARD.encode(email("ann@sales.test", &["b@client.test"], &[], &[], &[])), "deliver": "smtp"}), 400, "smtp_not_configured"),
-        (json!({"mime": "A".repeat(70_000)}), 413, "payload_too_large"),
+        (
+            json!({"mime": STANDARD.encode("this is not an email at all")}),
+            400,
+            "malformed_mime",
+        ),
+        (
+            json!({"mime": STANDARD.encode("From: ann@sales.test\r\nSubject: x\r\n\r\nhi\r\n")}),
+            400,
+            "no_recipients",
+        ),
+        (
+            json!({"mime": STANDARD.encode("To: b@client.test\r\nSubject: x\r\n\r\nhi\r\n")}),
+            400,
+            "no_sender",
+        ),
+        (
+            json!({"mime": STANDARD.encode("x"), "extra": 1}),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"mime": STANDARD.encode("x"), "deliver": "fax"}),
+            400,
+            "invalid_deliver",
+        ),
+        (
+            json!({"mime": STANDARD.encode(email("ann@sales.test", &["b@client.test"], &[], &[], &[])), "deliver": "smtp"}),
+            400,
+            "smtp_not_configured",
+        ),
+        (
+            json!({"mime": "A".repeat(70_000)}),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (body, status, code) in cases {
         let (st, v) = post(body);
-        assert_eq!((st, v["error"]["code"].as_str()), (status, Some(code)), "{v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{v}"
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     // Not JSON at all.
     let r = agent()
@@ -226,16 +399,32 @@ fn restart_keeps_everything() {
     let dir = tmp.path().join("data");
     let mut s = Server::start_in(&dir, &[]);
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(&tok, &email("ann@sales.test", &["b@client.test"], &[], &[], &["https://a.example/"]));
+    let resp = s.follow(
+        &tok,
+        &email(
+            "ann@sales.test",
+            &["b@client.test"],
+            &[],
+            &[],
+            &["https://a.example/"],
+        ),
+    );
     let id = resp["id"].as_str().unwrap().to_string();
     let c = copy(&resp["recipients"][0], &s.base);
-    raw("GET", c.pixel.as_ref().unwrap(), &[("User-Agent", BROWSER_UA)]);
+    raw(
+        "GET",
+        c.pixel.as_ref().unwrap(),
+        &[("User-Agent", BROWSER_UA)],
+    );
     s.stop();
     s.restart();
     let rep = engagement(&s, &tok, &id);
     assert_eq!(rep["totals"]["opens"], 1, "{rep}");
     // Links minted before the restart still work and still count.
-    assert_eq!(raw("GET", &c.clicks[0], &[("User-Agent", BROWSER_UA)]).0, 302);
+    assert_eq!(
+        raw("GET", &c.clicks[0], &[("User-Agent", BROWSER_UA)]).0,
+        302
+    );
     assert_eq!(engagement(&s, &tok, &id)["totals"]["clicks"], 1);
 }
 
@@ -263,16 +452,23 @@ fn kill_9_during_a_burst_loses_no_answered_hit() {
             let pixels = pixels.clone();
             let answered = answered.clone();
             std::thread::spawn(move || {
-                let a = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+                let a = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(5))
+                    .build();
                 let mut i = t;
                 let mut sent = 0u64;
                 while Instant::now() < stop_at {
-                    let r = a.get(&pixels[i % pixels.len()]).set("User-Agent", BROWSER_UA).call();
+                    let r = a
+                        .get(&pixels[i % pixels.len()])
+                        .set("User-Agent", BROWSER_UA)
+                        .call();
                     sent += 1;
                     match r {
                         Ok(resp) if resp.status() == 200 => {
                             let mut b = Vec::new();
-                            if std::io::Read::read_to_end(&mut resp.into_reader(), &mut b).is_ok() && b.len() == 43 {
+                            if std::io::Read::read_to_end(&mut resp.into_reader(), &mut b).is_ok()
+                                && b.len() == 43
+                            {
                                 answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
                         }
@@ -288,27 +484,49 @@ fn kill_9_during_a_burst_loses_no_answered_hit() {
     s.kill9();
     let sent: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(answered > 50, "the burst should have been answered for a while ({answered})");
+    assert!(
+        answered > 50,
+        "the burst should have been answered for a while ({answered})"
+    );
     s.restart();
     let rep = engagement(&s, &tok, &id);
     let recorded = rep["totals"]["opens"].as_u64().unwrap();
     eprintln!("kill -9: sent {sent}, answered {answered}, recorded after restart {recorded}");
-    assert!(recorded >= answered, "lost answered hits: answered {answered}, recorded {recorded}");
-    assert!(recorded <= sent, "recorded more hits than were sent: {recorded} > {sent}");
+    assert!(
+        recorded >= answered,
+        "lost answered hits: answered {answered}, recorded {recorded}"
+    );
+    assert!(
+        recorded <= sent,
+        "recorded more hits than were sent: {recorded} > {sent}"
+    );
 }
 
 #[test]
 fn key_rotation_keeps_old_links_working() {
     let s = Server::start();
     let tok = s.user("ann@sales.test");
-    let old = s.follow(&tok, &email("ann@sales.test", &["b@client.test"], &[], &[], &["https://a.example/"]));
+    let old = s.follow(
+        &tok,
+        &email(
+            "ann@sales.test",
+            &["b@client.test"],
+            &[],
+            &[],
+            &["https://a.example/"],
+        ),
+    );
     let old_copy = copy(&old["recipients"][0], &s.base);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailbeacon"))
         .args(["keys", "rotate", "--data-dir"])
         .arg(&s.data_dir)
         .output()
         .expect("run keys rotate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("signing key 2"));
     let key_id = |url: &str| {
         let t = url.rsplit('/').next().unwrap().trim_end_matches(".gif");
@@ -319,16 +537,34 @@ fn key_rotation_keeps_old_links_working() {
     // The running server picks the new key up within a few seconds.
     let t0 = Instant::now();
     let new_copy = loop {
-        let new = s.follow(&tok, &email("ann@sales.test", &["b@client.test"], &[], &[], &["https://a.example/"]));
+        let new = s.follow(
+            &tok,
+            &email(
+                "ann@sales.test",
+                &["b@client.test"],
+                &[],
+                &[],
+                &["https://a.example/"],
+            ),
+        );
         let c = copy(&new["recipients"][0], &s.base);
         if key_id(c.pixel.as_ref().unwrap()) == 2 {
             break c;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "rotation not picked up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "rotation not picked up"
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert_eq!(raw("GET", &old_copy.clicks[0], &[("User-Agent", BROWSER_UA)]).0, 302);
-    assert_eq!(raw("GET", &new_copy.clicks[0], &[("User-Agent", BROWSER_UA)]).0, 302);
+    assert_eq!(
+        raw("GET", &old_copy.clicks[0], &[("User-Agent", BROWSER_UA)]).0,
+        302
+    );
+    assert_eq!(
+        raw("GET", &new_copy.clicks[0], &[("User-Agent", BROWSER_UA)]).0,
+        302
+    );
     let rep = engagement(&s, &tok, old["id"].as_str().unwrap());
     assert_eq!(rep["totals"]["clicks"], 1, "old-key click counted: {rep}");
 }
@@ -337,11 +573,29 @@ fn key_rotation_keeps_old_links_working() {
 fn engagement_switch_stops_following_and_recording() {
     let s = Server::start();
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(&tok, &email("ann@sales.test", &["b@client.test"], &[], &[], &["https://a.example/"]));
+    let resp = s.follow(
+        &tok,
+        &email(
+            "ann@sales.test",
+            &["b@client.test"],
+            &[],
+            &[],
+            &["https://a.example/"],
+        ),
+    );
     let id = resp["id"].as_str().unwrap();
     let c = copy(&resp["recipients"][0], &s.base);
-    raw("GET", c.pixel.as_ref().unwrap(), &[("User-Agent", BROWSER_UA)]);
-    let (st, v) = s.api("PUT", "/api/v1/settings", Some(ADMIN), Some(json!({"email_engagement": false})));
+    raw(
+        "GET",
+        c.pixel.as_ref().unwrap(),
+        &[("User-Agent", BROWSER_UA)],
+    );
+    let (st, v) = s.api(
+        "PUT",
+        "/api/v1/settings",
+        Some(ADMIN),
+        Some(json!({"email_engagement": false})),
+    );
     assert_eq!((st, &v["email_engagement"]), (200, &json!(false)));
     let (st, v) = s.api(
         "POST",
@@ -349,16 +603,56 @@ fn engagement_switch_stops_following_and_recording() {
         Some(&tok),
         Some(json!({"mime": STANDARD.encode(email("ann@sales.test", &["b@client.test"], &[], &[], &[]))})),
     );
-    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("engagement_disabled")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("engagement_disabled"))
+    );
     // The pixel still answers and the link still redirects, but nothing counts.
-    assert_eq!(raw("GET", c.pixel.as_ref().unwrap(), &[("User-Agent", BROWSER_UA)]).2.len(), 43);
-    assert_eq!(raw("GET", &c.clicks[0], &[("User-Agent", BROWSER_UA)]).0, 302);
-    assert_eq!(s.api("PUT", "/api/v1/settings", Some(ADMIN), Some(json!({"email_engagement": true}))).0, 200);
+    assert_eq!(
+        raw(
+            "GET",
+            c.pixel.as_ref().unwrap(),
+            &[("User-Agent", BROWSER_UA)]
+        )
+        .2
+        .len(),
+        43
+    );
+    assert_eq!(
+        raw("GET", &c.clicks[0], &[("User-Agent", BROWSER_UA)]).0,
+        302
+    );
+    assert_eq!(
+        s.api(
+            "PUT",
+            "/api/v1/settings",
+            Some(ADMIN),
+            Some(json!({"email_engagement": true}))
+        )
+        .0,
+        200
+    );
     let rep = engagement(&s, &tok, id);
-    assert_eq!((rep["totals"]["opens"].as_u64(), rep["totals"]["clicks"].as_u64()), (Some(1), Some(0)), "{rep}");
+    assert_eq!(
+        (
+            rep["totals"]["opens"].as_u64(),
+            rep["totals"]["clicks"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{rep}"
+    );
     let (st, v) = s.api("GET", "/api/v1/settings", Some(ADMIN), None);
     assert_eq!((st, v["retention_days"].as_u64()), (200, Some(90)));
-    assert_eq!(s.api("PUT", "/api/v1/settings", Some(ADMIN), Some(json!({"retention_days": 0}))).0, 400);
+    assert_eq!(
+        s.api(
+            "PUT",
+            "/api/v1/settings",
+            Some(ADMIN),
+            Some(json!({"retention_days": 0}))
+        )
+        .0,
+        400
+    );
 }
 
 #[test]
@@ -385,8 +679,14 @@ fn smtp_delivery_sends_one_copy_per_recipient() {
         .unwrap()
         .iter()
         .map(|r| {
-            assert!(r.get("mime").is_none(), "smtp delivery does not return copies");
-            (r["address"].as_str().unwrap().into(), r["delivery"]["status"].as_str().unwrap().into())
+            assert!(
+                r.get("mime").is_none(),
+                "smtp delivery does not return copies"
+            );
+            (
+                r["address"].as_str().unwrap().into(),
+                r["delivery"]["status"].as_str().unwrap().into(),
+            )
         })
         .collect();
     assert_eq!(
@@ -399,7 +699,10 @@ fn smtp_delivery_sends_one_copy_per_recipient() {
         ]
     );
     let failed = &v["recipients"][1]["delivery"]["detail"];
-    assert!(failed.as_str().is_some_and(|d| d.contains("550")), "{failed}");
+    assert!(
+        failed.as_str().is_some_and(|d| d.contains("550")),
+        "{failed}"
+    );
     let got = sink.received();
     assert_eq!(got.len(), 3, "one message per accepted recipient");
     let mut pixels = HashSet::new();
@@ -407,15 +710,55 @@ fn smtp_delivery_sends_one_copy_per_recipient() {
         assert_eq!(from, "ann@sales.test");
         assert_eq!(rcpts.len(), 1, "exactly one envelope recipient per copy");
         let text = String::from_utf8_lossy(data).to_string();
-        assert!(text.contains("To: bob@client.test, reject-me@client.test"), "headers unchanged");
+        assert!(
+            text.contains("To: bob@client.test, reject-me@client.test"),
+            "headers unchanged"
+        );
         assert!(!text.contains("Bcc:"), "Bcc removed");
-        let msg = mail_parser::MessageParser::default().parse(data).expect("parses");
+        let msg = mail_parser::MessageParser::default()
+            .parse(data)
+            .expect("parses");
         let html = msg.body_html(0).expect("html").to_string();
-        let px = html.split(&format!("{}/o/", s.base)).nth(1).expect("pixel").split(".gif").next().unwrap().to_string();
+        let px = html
+            .split(&format!("{}/o/", s.base))
+            .nth(1)
+            .expect("pixel")
+            .split(".gif")
+            .next()
+            .unwrap()
+            .to_string();
         pixels.insert(px);
     }
     assert_eq!(pixels.len(), 3, "each delivered copy carries its own pixel");
     // Delivery results are kept in the report.
     let rep = engagement(&s, &tok, v["id"].as_str().unwrap());
-    assert_eq!(recipient(&rep, "reject-me@client.test")["delivery"]["status"], "failed");
+    assert_eq!(
+        recipient(&rep, "reject-me@client.test")["delivery"]["status"],
+        "failed"
+    );
+}
+
+#[test]
+fn a_click_right_after_sending_counts_as_machine_activity() {
+    let s = Server::start_env(&[("MAILBEACON_MACHINE_CLICK_SECS", "3")]);
+    let tok = s.user("ann@sales.test");
+    let resp = s.follow(
+        &tok,
+        &email(
+            "ann@sales.test",
+            &["b@client.test"],
+            &[],
+            &[],
+            &["https://a.example/"],
+        ),
+    );
+    let c = copy(&resp["recipients"][0], &s.base);
+    assert_eq!(
+        raw("GET", &c.clicks[0], &[("User-Agent", BROWSER_UA)]).0,
+        302
+    );
+    let rep = engagement(&s, &tok, resp["id"].as_str().unwrap());
+    assert_eq!(rep["totals"]["clicks"], 0, "{rep}");
+    assert_eq!(rep["totals"]["machine_clicks"], 1);
+    assert_eq!(rep["timeline"][0]["machine"], "too_fast");
 }

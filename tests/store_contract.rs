@@ -58,24 +58,44 @@ fn event(email: u64, at_ms: u64) -> Event {
 async fn contract(open: impl Fn() -> Store) {
     let store = open();
     // Users: create, conflict, lookup by token hash.
-    let u = User { id: 7, email: "ann@sales.test".into(), role: Role::User, created_ms: 1 };
+    let u = User {
+        id: 7,
+        email: "ann@sales.test".into(),
+        role: Role::User,
+        created_ms: 1,
+    };
     store.create_user(u.clone(), [1; 32]).await.unwrap();
     let dup = User { id: 8, ..u.clone() };
-    assert!(matches!(store.create_user(dup, [2; 32]).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u.clone()));
+    assert!(matches!(
+        store.create_user(dup, [2; 32]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.user_by_token_hash([1; 32]).await.unwrap(),
+        Some(u.clone())
+    );
     assert_eq!(store.user_by_token_hash([2; 32]).await.unwrap(), None);
     assert_eq!(store.user_count().await.unwrap(), 1);
 
     // Emails: put, get, list newest first with a cursor.
     for i in 1..=5u64 {
-        store.put_email(email(i, 7, 1000 + i, u64::MAX / 2)).await.unwrap();
+        store
+            .put_email(email(i, 7, 1000 + i, u64::MAX / 2))
+            .await
+            .unwrap();
     }
-    store.put_email(email(99, 8, 5000, u64::MAX / 2)).await.unwrap();
+    store
+        .put_email(email(99, 8, 5000, u64::MAX / 2))
+        .await
+        .unwrap();
     assert_eq!(store.get_email(3).await.unwrap().unwrap().created_ms, 1003);
     assert!(store.get_email(4242).await.unwrap().is_none());
     let page = store.list_emails(Some(7), None, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [5, 4]);
-    let next = store.list_emails(Some(7), Some((1004, 4)), 10).await.unwrap();
+    let next = store
+        .list_emails(Some(7), Some((1004, 4)), 10)
+        .await
+        .unwrap();
     assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 2, 1]);
     assert_eq!(store.list_emails(None, None, 100).await.unwrap().len(), 6);
 
@@ -94,19 +114,31 @@ async fn contract(open: impl Fn() -> Store) {
 
     // Settings.
     assert_eq!(store.settings().await.unwrap(), None);
-    let s = OrgSettings { email_engagement: false, auto_capture: true, retention_days: 30 };
+    let s = OrgSettings {
+        email_engagement: false,
+        auto_capture: true,
+        retention_days: 30,
+    };
     store.put_settings(s).await.unwrap();
     assert_eq!(store.settings().await.unwrap(), Some(s));
 
     // Retention: an expired email disappears with its events, others stay.
     store.put_email(email(50, 7, 10, 2000)).await.unwrap();
-    store.commit_events(vec![event(50, 11), event(50, 12)]).await.unwrap();
+    store
+        .commit_events(vec![event(50, 11), event(50, 12)])
+        .await
+        .unwrap();
     assert_eq!(store.events_for(50).await.unwrap().len(), 2);
     assert_eq!(store.sweep(1999).await.unwrap(), 0);
     assert_eq!(store.sweep(2001).await.unwrap(), 1);
     assert!(store.get_email(50).await.unwrap().is_none());
     assert!(store.events_for(50).await.unwrap().is_empty());
-    assert!(!store.list_emails(Some(7), None, 100).await.unwrap().iter().any(|e| e.id == 50));
+    assert!(!store
+        .list_emails(Some(7), None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.id == 50));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
     store.close().await.unwrap();
     drop(store);
@@ -137,9 +169,15 @@ async fn embedded_journal_replays_after_a_crash() {
     let dir = temp_dir("replay");
     let store = Store::Embedded(Embedded::open(&dir).unwrap());
     store.put_email(email(1, 7, 1, u64::MAX / 2)).await.unwrap();
-    store.commit_events((0..10).map(|i| event(1, i)).collect()).await.unwrap();
+    store
+        .commit_events((0..10).map(|i| event(1, i)).collect())
+        .await
+        .unwrap();
     let journal = std::fs::read(dir.join("events.journal")).unwrap();
-    assert!(!journal.is_empty(), "events are journalled before being acknowledged");
+    assert!(
+        !journal.is_empty(),
+        "events are journalled before being acknowledged"
+    );
     store.close().await.unwrap();
     drop(store);
     // Put the journal back (as if the durable index write never happened) and
@@ -148,7 +186,11 @@ async fn embedded_journal_replays_after_a_crash() {
     torn.extend_from_slice(&journal[..journal.len() / 3]);
     std::fs::write(dir.join("events.journal"), &torn).unwrap();
     let store = Store::Embedded(Embedded::open(&dir).unwrap());
-    assert_eq!(store.events_for(1).await.unwrap().len(), 10, "replay is idempotent");
+    assert_eq!(
+        store.events_for(1).await.unwrap().len(),
+        10,
+        "replay is idempotent"
+    );
     store.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::BodyExt as _;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode};
@@ -153,7 +153,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads a body of at most `max_body_bytes`. A larger one answers 413; up to
+/// `DRAIN_MAX` more bytes are read and discarded first, so an ordinary client that
+/// sends its whole body before reading sees the 413 instead of a reset connection.
 async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    const DRAIN_MAX: usize = 8 * 1024 * 1024;
     let limit = app.config.max_body_bytes;
     let too_large = || {
         error(
@@ -167,18 +171,33 @@ async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > (limit + DRAIN_MAX) as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("could not read the request body: {e}"),
-        )),
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > limit + DRAIN_MAX {
+                break;
+            }
+        }
     }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
@@ -200,7 +219,9 @@ pub fn normalize_address(s: &str) -> Option<String> {
         && !domain.is_empty()
         && a.len() <= 254
         && !domain.contains('@')
-        && !a.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c));
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c));
     ok.then_some(a)
 }
 
@@ -309,10 +330,8 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         }
     };
     let prefix = format!("{}/c/", app.config.public_url);
-    let parsed = tokio::task::spawn_blocking(move || {
-        Draft::parse(&raw, &prefix, &Limits::default())
-    })
-    .await;
+    let parsed =
+        tokio::task::spawn_blocking(move || Draft::parse(&raw, &prefix, &Limits::default())).await;
     let draft = match parsed {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
@@ -332,7 +351,10 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             )
         }
     };
-    let from = draft.from().map(|f| f.normalized.clone()).unwrap_or_default();
+    let from = draft
+        .from()
+        .map(|f| f.normalized.clone())
+        .unwrap_or_default();
     if user.role != Role::Admin && from != user.email {
         return error(
             StatusCode::FORBIDDEN,
@@ -354,8 +376,7 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         not_followed: vec![None; draft.recipients().len()],
     };
     let keys = app.keys();
-    let prepared =
-        tokio::task::spawn_blocking(move || follow::prepare(&draft, &keys, &plan)).await;
+    let prepared = tokio::task::spawn_blocking(move || follow::prepare(&draft, &keys, &plan)).await;
     let Ok((mut record, copies)) = prepared else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -436,9 +457,10 @@ async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Res
     };
     let before = match q.get("before") {
         None => None,
-        Some(c) => match c.split_once('-').and_then(|(t, id)| {
-            Some((t.parse::<u64>().ok()?, id_from_text(id)?))
-        }) {
+        Some(c) => match c
+            .split_once('-')
+            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
+        {
             Some(b) => Some(b),
             None => {
                 return error(
@@ -461,7 +483,10 @@ async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Res
     match app.store.list_emails(owner, before, limit).await {
         Ok(list) => {
             let next = (list.len() == limit)
-                .then(|| list.last().map(|e| format!("{}-{}", e.created_ms, id_to_text(e.id))))
+                .then(|| {
+                    list.last()
+                        .map(|e| format!("{}-{}", e.created_ms, id_to_text(e.id)))
+                })
                 .flatten();
             let emails: Vec<Value> = list.iter().map(reports::summary).collect();
             json_response(StatusCode::OK, &json!({"emails": emails, "next": next}))
@@ -487,7 +512,10 @@ async fn get_email(app: &App, user: &User, id: &str) -> Resp {
         Err(e) => return store_failed(e),
     };
     match app.store.events_for(id).await {
-        Ok(events) => json_response(StatusCode::OK, &reports::engagement(&rec, &events)),
+        Ok(events) => json_response(
+            StatusCode::OK,
+            &reports::engagement(&rec, &events, &app.config.heuristics),
+        ),
         Err(e) => store_failed(e),
     }
 }
@@ -544,7 +572,10 @@ mod tests {
 
     #[test]
     fn addresses_are_normalized_and_checked() {
-        assert_eq!(normalize_address("  Ann@Example.COM "), Some("ann@example.com".into()));
+        assert_eq!(
+            normalize_address("  Ann@Example.COM "),
+            Some("ann@example.com".into())
+        );
         for bad in ["", "ann", "@x", "a@", "a b@x", "a@b@c", "<a@b>"] {
             assert_eq!(normalize_address(bad), None, "{bad}");
         }

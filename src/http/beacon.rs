@@ -36,9 +36,9 @@ use crate::token::{decode_destination, Claims};
 
 /// A transparent 1×1 GIF.
 pub static GIF: [u8; 43] = [
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 const NO_STORE: &str = "no-store, no-cache, must-revalidate, max-age=0";
@@ -151,13 +151,7 @@ fn not_found() -> Resp {
     r
 }
 
-fn event(
-    app: &App,
-    req: &Request<Incoming>,
-    peer: IpAddr,
-    kind: EventKind,
-    c: &Claims,
-) -> Event {
+fn event(app: &App, req: &Request<Incoming>, peer: IpAddr, kind: EventKind, c: &Claims) -> Event {
     let at_ms = now_ms();
     let ua = req
         .headers()
@@ -245,13 +239,21 @@ mod tests {
 
     #[test]
     fn addresses_are_truncated() {
-        assert_eq!(truncate_ip("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
+        assert_eq!(
+            truncate_ip("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
         assert_eq!(
             truncate_ip("2001:db8:abcd:12::1".parse().unwrap()),
             "2001:db8:abcd::/48"
         );
         assert_eq!(
-            truncate_ip("::ffff:198.51.100.9".parse::<IpAddr>().unwrap().to_canonical()),
+            truncate_ip(
+                "::ffff:198.51.100.9"
+                    .parse::<IpAddr>()
+                    .unwrap()
+                    .to_canonical()
+            ),
             "198.51.100.0/24"
         );
     }
@@ -262,7 +264,10 @@ mod tests {
         h.insert("x-forwarded-for", "198.51.100.1, 10.0.0.5".parse().unwrap());
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
-        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
         let stranger: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
         assert_eq!(client_ip(proxy, &h, &[]), proxy);

@@ -213,7 +213,11 @@ impl Embedded {
 
     pub fn user_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<User>> {
         let tx = self.db.begin_read()?;
-        let Some(id) = tx.open_table(TOKENS)?.get(hash.as_slice())?.map(|g| g.value()) else {
+        let Some(id) = tx
+            .open_table(TOKENS)?
+            .get(hash.as_slice())?
+            .map(|g| g.value())
+        else {
             return Ok(None);
         };
         let users = tx.open_table(USERS)?;
@@ -235,8 +239,10 @@ impl Embedded {
                 .insert(rec.id, serde_json::to_vec(rec)?.as_slice())?;
             tx.open_table(BY_OWNER)?
                 .insert((rec.owner, rec.created_ms, rec.id), ())?;
-            tx.open_table(BY_TIME)?.insert((rec.created_ms, rec.id), ())?;
-            tx.open_table(EXPIRY)?.insert((rec.expires_ms, rec.id), ())?;
+            tx.open_table(BY_TIME)?
+                .insert((rec.created_ms, rec.id), ())?;
+            tx.open_table(EXPIRY)?
+                .insert((rec.expires_ms, rec.id), ())?;
         }
         tx.commit()?;
         Ok(())

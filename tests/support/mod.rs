@@ -109,7 +109,10 @@ impl Server {
             .env("MAILBEACON_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("MAILBEACON_DATA_DIR", &self.data_dir)
             .env("MAILBEACON_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // Tests click right after sending; a test that checks the "too fast"
+            // heuristic sets this back to its default.
+            .env("MAILBEACON_MACHINE_CLICK_SECS", "0");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -164,7 +167,11 @@ impl Server {
             let t0 = Instant::now();
             loop {
                 if let Ok(Some(status)) = c.try_wait() {
-                    assert!(status.success(), "unclean exit {status}:\n{}", self.log_text());
+                    assert!(
+                        status.success(),
+                        "unclean exit {status}:\n{}",
+                        self.log_text()
+                    );
                     return;
                 }
                 if t0.elapsed() > Duration::from_secs(20) {
@@ -186,7 +193,13 @@ impl Server {
     }
 
     /// An API call; returns (status, JSON body or Null).
-    pub fn api(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = agent().request(method, &self.url(path));
         if let Some(t) = token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -244,7 +257,11 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// A raw GET/HEAD; returns (status, headers as lowercase pairs, body).
-pub fn raw(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+pub fn raw(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut req = agent().request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
@@ -389,14 +406,21 @@ impl SmtpSink {
         files
             .iter()
             .map(|p| {
-                let v: Value = serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
                 (
                     v["mail_from"].as_str().unwrap_or("").to_string(),
                     v["rcpt_tos"]
                         .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
-                    STANDARD.decode(v["data_b64"].as_str().unwrap_or("")).expect("b64"),
+                    STANDARD
+                        .decode(v["data_b64"].as_str().unwrap_or(""))
+                        .expect("b64"),
                 )
             })
             .collect()
