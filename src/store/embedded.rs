@@ -54,6 +54,7 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
 const MAX_RECORD: usize = 64 * 1024;
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 macro_rules! backend_errors {
     ($($t:ty),*) => {$(
@@ -98,12 +99,18 @@ impl Embedded {
     /// Opens (or creates) the store in `dir`, replaying the journal.
     pub fn open(dir: &Path) -> Result<Arc<Embedded>> {
         fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join("mailbeacon.redb")).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot open {}: {e} (is another mailbeacon using this data directory?)",
-                dir.join("mailbeacon.redb").display()
-            ))
-        })?;
+        // redb caches up to 1 GiB by default; the working set here is small (new
+        // events append at the end of each email's range), and the memory target
+        // for the whole server is 64 MiB.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("mailbeacon.redb"))
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open {}: {e} (is another mailbeacon using this data directory?)",
+                    dir.join("mailbeacon.redb").display()
+                ))
+            })?;
         let tx = db.begin_write()?;
         tx.open_table(META)?;
         tx.open_table(USERS)?;
