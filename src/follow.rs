@@ -79,6 +79,7 @@ pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<
                 .or((!draft.has_html()).then_some("no_html_part"))
                 .map(str::to_owned),
             delivery: None,
+            erased: false,
         });
     }
     let from = draft
@@ -96,6 +97,7 @@ pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<
         deliver: plan.deliver.clone(),
         recipients,
         links: draft.links().to_vec(),
+        lookups: Vec::new(),
     };
     (record, copies)
 }

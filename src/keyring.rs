@@ -1,7 +1,9 @@
 //! The key ring on disk: `keyring.json` in the data directory.
 //!
 //! The file holds every signing key ever minted with (id, secret, creation time) and
-//! the id of the one used for new tokens. It is written atomically (temp file +
+//! the id of the one used for new tokens; likewise every data key that sealed
+//! personal data and the current one; and the lookup key for keyed hashes (never
+//! rotated, see `seal`). It is written atomically (temp file +
 //! rename, mode 0600) so a crash never leaves half a ring, and `mailbeacon keys
 //! rotate` can change it while a server runs: servers reload it when its
 //! modification time changes (see `Shared::reload_keys_if_changed`).
@@ -16,6 +18,7 @@ use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use crate::seal::Sealer;
 use crate::token::{KeyRing, SigningKey};
 
 pub const FILE_NAME: &str = "keyring.json";
@@ -24,6 +27,18 @@ pub const FILE_NAME: &str = "keyring.json";
 struct KeyFile {
     current: u16,
     keys: Vec<KeyEntry>,
+    #[serde(default)]
+    data_current: u16,
+    #[serde(default)]
+    data_keys: Vec<KeyEntry>,
+    #[serde(default)]
+    lookup: Option<String>,
+}
+
+/// Everything the key ring file yields.
+pub struct Keys {
+    pub signing: KeyRing,
+    pub sealer: Sealer,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,42 +59,72 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// Loads the ring, creating it with one fresh key when the file does not exist.
-/// Returns the ring and whether it was just created.
-pub fn load_or_create(data_dir: &Path) -> Result<(KeyRing, bool), String> {
+/// Loads the ring, creating it with fresh keys when the file does not exist (and
+/// adding data and lookup keys to a ring written before they existed). Returns the
+/// keys and whether the file was just created.
+pub fn load_or_create(data_dir: &Path) -> Result<(Keys, bool), String> {
     let p = path(data_dir);
     if !p.exists() {
-        let file = KeyFile {
+        let mut file = KeyFile {
             current: 1,
             keys: vec![new_entry(1)?],
+            data_current: 0,
+            data_keys: Vec::new(),
+            lookup: None,
         };
+        complete(&mut file)?;
         write(&p, &file)?;
-        return Ok((to_ring(&file)?, true));
+        return Ok((to_keys(&file)?, true));
     }
-    Ok((load(data_dir)?, false))
+    let mut file = read(&p)?;
+    if complete(&mut file)? {
+        write(&p, &file)?;
+    }
+    Ok((to_keys(&file)?, false))
 }
 
-pub fn load(data_dir: &Path) -> Result<KeyRing, String> {
-    to_ring(&read(&path(data_dir))?)
+pub fn load(data_dir: &Path) -> Result<Keys, String> {
+    to_keys(&read(&path(data_dir))?)
 }
 
-/// Adds a new key and makes it the minting key; older keys keep verifying.
-/// Returns the new key's id.
+/// Adds a new signing key and a new data key and makes them current; older keys
+/// keep verifying and opening. Returns the new signing key's id.
 pub fn rotate(data_dir: &Path) -> Result<u16, String> {
     let p = path(data_dir);
     let mut file = read(&p)?;
-    let id = file
-        .keys
-        .iter()
+    complete(&mut file)?;
+    let id = next_id(&file.keys)?;
+    file.keys.push(new_entry(id)?);
+    file.current = id;
+    let data_id = next_id(&file.data_keys)?;
+    file.data_keys.push(new_entry(data_id)?);
+    file.data_current = data_id;
+    write(&p, &file)?;
+    Ok(id)
+}
+
+fn next_id(keys: &[KeyEntry]) -> Result<u16, String> {
+    keys.iter()
         .map(|k| k.id)
         .max()
         .unwrap_or(0)
         .checked_add(1)
-        .ok_or("the key ring is full (65535 keys)")?;
-    file.keys.push(new_entry(id)?);
-    file.current = id;
-    write(&p, &file)?;
-    Ok(id)
+        .ok_or_else(|| "the key ring is full (65535 keys)".to_string())
+}
+
+/// Adds the data key and lookup key if missing; returns true if it changed.
+fn complete(file: &mut KeyFile) -> Result<bool, String> {
+    let mut changed = false;
+    if file.data_keys.is_empty() {
+        file.data_keys.push(new_entry(1)?);
+        file.data_current = 1;
+        changed = true;
+    }
+    if file.lookup.is_none() {
+        file.lookup = Some(new_entry(0)?.secret);
+        changed = true;
+    }
+    Ok(changed)
 }
 
 pub fn list(data_dir: &Path) -> Result<Vec<KeyInfo>, String> {
@@ -112,26 +157,43 @@ fn new_entry(id: u16) -> Result<KeyEntry, String> {
     })
 }
 
-fn to_ring(file: &KeyFile) -> Result<KeyRing, String> {
+fn decode_secret(k: &KeyEntry, what: &str) -> Result<Vec<u8>, String> {
+    let secret = STANDARD
+        .decode(&k.secret)
+        .map_err(|_| format!("{what} {} in the key ring is not valid base64", k.id))?;
+    if secret.len() != 32 {
+        return Err(format!("{what} {} in the key ring is not 32 bytes", k.id));
+    }
+    Ok(secret)
+}
+
+fn to_keys(file: &KeyFile) -> Result<Keys, String> {
     let mut keys = Vec::with_capacity(file.keys.len());
     for k in &file.keys {
-        let secret = STANDARD
-            .decode(&k.secret)
-            .map_err(|_| format!("key {} in the key ring is not valid base64", k.id))?;
-        if secret.len() < 32 {
-            return Err(format!(
-                "key {} in the key ring is shorter than 32 bytes",
-                k.id
-            ));
-        }
-        keys.push(SigningKey::new(k.id, &secret));
+        keys.push(SigningKey::new(k.id, &decode_secret(k, "signing key")?));
     }
-    KeyRing::new(keys, file.current).ok_or_else(|| {
+    let signing = KeyRing::new(keys, file.current).ok_or_else(|| {
         format!(
-            "the key ring's current key {} is not in the ring",
+            "the key ring's current signing key {} is not in the ring",
             file.current
         )
-    })
+    })?;
+    let mut data = Vec::with_capacity(file.data_keys.len());
+    for k in &file.data_keys {
+        data.push((k.id, decode_secret(k, "data key")?));
+    }
+    let lookup = file
+        .lookup
+        .as_deref()
+        .and_then(|l| STANDARD.decode(l).ok())
+        .ok_or("the key ring has no valid lookup key")?;
+    let sealer = Sealer::new(&data, file.data_current, &lookup).ok_or_else(|| {
+        format!(
+            "the key ring's current data key {} is not in the ring",
+            file.data_current
+        )
+    })?;
+    Ok(Keys { signing, sealer })
 }
 
 fn read(p: &Path) -> Result<KeyFile, String> {

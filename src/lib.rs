@@ -12,10 +12,12 @@
 //! - `follow`: a parsed email → record + per-recipient copies with tokens.
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
+//! - `subjects`: data-subject export and erase.
 //! - `recorder`: group commit of events into the store.
 //! - `store`: the storage interface; `store::embedded` (redb + journal).
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
+//! - `seal` (pure): sealing personal data, keyed hashes for lookups.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
 
 pub mod auth;
@@ -29,7 +31,9 @@ pub mod keyring;
 pub mod prepare;
 pub mod recorder;
 pub mod reports;
+pub mod seal;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod subjects;
 pub mod token;

@@ -10,7 +10,7 @@ use mailbeacon::deliver::Mailer;
 use mailbeacon::ids::{now_ms, random_id};
 use mailbeacon::recorder::Recorder;
 use mailbeacon::state::App;
-use mailbeacon::store::{embedded::Embedded, OrgSettings, Role, Store, User};
+use mailbeacon::store::{embedded::Embedded, AuditEntry, Backend, OrgSettings, Role, Store, User};
 use mailbeacon::{auth, keyring, server};
 
 fn main() -> ExitCode {
@@ -94,7 +94,7 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::info!(dir = %config.data_dir.display(), "created a new signing key ring");
     }
     let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let store = Store::Embedded(embedded);
+    let store = Store::new(Backend::Embedded(embedded), keys.sealer);
     bootstrap_admin(&config, &store).await?;
     let settings = match store.settings().await.map_err(|e| e.to_string())? {
         Some(s) => s,
@@ -129,7 +129,7 @@ async fn serve(config: Config) -> Result<(), String> {
         store.clone(),
         recorder,
         mailer,
-        keys,
+        keys.signing,
         settings,
     ));
     let background = [
@@ -177,7 +177,9 @@ async fn sweeper(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.config.sweep_interval);
     loop {
         tick.tick().await;
-        match app.store.sweep(now_ms()).await {
+        let now = now_ms();
+        let retention_ms = u64::from(app.settings().retention_days) * 86_400_000;
+        match app.store.sweep(now, now.saturating_sub(retention_ms)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(emails = n, "retention removed expired emails"),
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),
@@ -189,7 +191,19 @@ async fn key_reloader(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        app.reload_keys_if_changed();
+        if app.reload_keys_if_changed() {
+            let entry = AuditEntry {
+                seq: 0,
+                at_ms: now_ms(),
+                actor: u64::MAX,
+                action: "keys.rotate".into(),
+                subject: None,
+                detail: format!("current signing key {}", app.keys().current_id()),
+            };
+            if let Err(e) = app.store.audit(entry).await {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
+        }
     }
 }
 

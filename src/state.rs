@@ -71,9 +71,10 @@ impl App {
             return false;
         }
         match keyring::load(&self.config.data_dir) {
-            Ok(ring) => {
-                let id = ring.current_id();
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+            Ok(keys) => {
+                let id = keys.signing.current_id();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys.signing);
+                self.store.set_sealer(keys.sealer);
                 *self
                     .keys_modified
                     .write()

@@ -3,10 +3,23 @@
 
 use std::path::PathBuf;
 
+use mailbeacon::seal::Sealer;
 use mailbeacon::store::embedded::Embedded;
 use mailbeacon::store::{
-    EmailRecord, Event, EventKind, OrgSettings, RecipientRecord, Role, Store, StoreError, User,
+    AuditEntry, Backend, Contact, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
+    RecipientRecord, Role, Store, StoreError, User,
 };
+
+fn sealer() -> Sealer {
+    Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer")
+}
+
+fn embedded(dir: &std::path::Path) -> Store {
+    Store::new(
+        Backend::Embedded(Embedded::open(dir).expect("open embedded store")),
+        sealer(),
+    )
+}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!(
@@ -35,8 +48,10 @@ fn email(id: u64, owner: u64, created_ms: u64, expires_ms: u64) -> EmailRecord {
             followed: true,
             reason: None,
             delivery: None,
+            erased: false,
         }],
         links: vec!["https://a.example/".into()],
+        lookups: Vec::new(),
     }
 }
 
@@ -129,8 +144,8 @@ async fn contract(open: impl Fn() -> Store) {
         .await
         .unwrap();
     assert_eq!(store.events_for(50).await.unwrap().len(), 2);
-    assert_eq!(store.sweep(1999).await.unwrap(), 0);
-    assert_eq!(store.sweep(2001).await.unwrap(), 1);
+    assert_eq!(store.sweep(1999, 0).await.unwrap(), 0);
+    assert_eq!(store.sweep(2001, 0).await.unwrap(), 1);
     assert!(store.get_email(50).await.unwrap().is_none());
     assert!(store.events_for(50).await.unwrap().is_empty());
     assert!(!store
@@ -140,6 +155,82 @@ async fn contract(open: impl Fn() -> Store) {
         .iter()
         .any(|e| e.id == 50));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
+    // A shortened retention removes emails created before the cutoff.
+    store
+        .put_email(email(60, 7, 100, u64::MAX / 2))
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(2001, 101).await.unwrap(), 1);
+    assert!(store.get_email(60).await.unwrap().is_none());
+
+    // The subject index finds emails by address; erasing a recipient's events
+    // deletes them and drops later ones.
+    assert!(store
+        .emails_mentioning("b@client.test")
+        .await
+        .unwrap()
+        .contains(&1));
+    assert!(store
+        .emails_mentioning("nobody@x.test")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.erase_recipient_events(2, 0).await.unwrap(), 50);
+    store.commit_events(vec![event(2, 999)]).await.unwrap();
+    assert!(store.events_for(2).await.unwrap().is_empty());
+    let mut rec = store.get_email(2).await.unwrap().unwrap();
+    rec.recipients[0].address.clear();
+    store.put_email(rec).await.unwrap();
+    assert!(!store
+        .emails_mentioning("b@client.test")
+        .await
+        .unwrap()
+        .contains(&2));
+
+    // Contacts.
+    let c = Contact {
+        address: "b@client.test".into(),
+        follow_email: FollowEmail::DoNotAllow,
+        updated_ms: 5,
+    };
+    store.put_contacts(vec![c.clone()]).await.unwrap();
+    let got = store
+        .contacts(&["b@client.test".into(), "z@client.test".into()])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![Some(c), None]);
+    assert!(store.delete_contact("b@client.test").await.unwrap());
+    assert!(!store.delete_contact("b@client.test").await.unwrap());
+
+    // Audit: appended in order, newest first, redactable by subject.
+    for (i, subj) in [None, Some("b@client.test"), None].into_iter().enumerate() {
+        let e = AuditEntry {
+            seq: 0,
+            at_ms: i as u64,
+            actor: 1,
+            action: format!("a{i}"),
+            subject: subj.map(String::from),
+            detail: String::new(),
+        };
+        store.audit(e).await.unwrap();
+    }
+    let log = store.audit_log(None, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["a2", "a1", "a0"]
+    );
+    assert_eq!(log[1].subject.as_deref(), Some("b@client.test"));
+    assert_eq!(
+        store.audit_log(Some(log[1].seq), 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.redact_audit("b@client.test").await.unwrap(), 1);
+    assert!(store
+        .audit_log(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.subject.is_none()));
     store.close().await.unwrap();
     drop(store);
 
@@ -158,7 +249,7 @@ async fn contract(open: impl Fn() -> Store) {
 async fn embedded_store_contract() {
     let dir = temp_dir("embedded");
     let d = dir.clone();
-    contract(move || Store::Embedded(Embedded::open(&d).expect("open embedded store"))).await;
+    contract(move || embedded(&d)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -167,7 +258,7 @@ async fn embedded_journal_replays_after_a_crash() {
     // Simulates a crash after events were journalled but before the indexer made
     // them durable: the journal is copied aside before close, then put back.
     let dir = temp_dir("replay");
-    let store = Store::Embedded(Embedded::open(&dir).unwrap());
+    let store = embedded(&dir);
     store.put_email(email(1, 7, 1, u64::MAX / 2)).await.unwrap();
     store
         .commit_events((0..10).map(|i| event(1, i)).collect())
@@ -185,7 +276,7 @@ async fn embedded_journal_replays_after_a_crash() {
     let mut torn = journal.clone();
     torn.extend_from_slice(&journal[..journal.len() / 3]);
     std::fs::write(dir.join("events.journal"), &torn).unwrap();
-    let store = Store::Embedded(Embedded::open(&dir).unwrap());
+    let store = embedded(&dir);
     assert_eq!(
         store.events_for(1).await.unwrap().len(),
         10,

@@ -18,14 +18,14 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, json_response, Resp};
+use super::{error, json_response, privacy, Resp};
 use crate::auth::{self, AuthError};
 use crate::follow::{self, Plan};
 use crate::ids::{id_from_text, id_to_text, now_ms, random_id};
 use crate::prepare::{Draft, ErrorKind, Limits};
 use crate::reports;
 use crate::state::App;
-use crate::store::{Delivery, OrgSettings, Role, StoreError, User};
+use crate::store::{Delivery, FollowEmail, OrgSettings, Role, StoreError, User};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -68,7 +68,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             if let Some(r) = require_admin(&user) {
                 return r;
             }
-            create_user(app, req).await
+            create_user(app, &user, req).await
         }
         (&Method::POST, ["emails"]) => follow_email(app, &user, req).await,
         (&Method::GET, ["emails"]) => list_emails(app, &user, &query).await,
@@ -83,9 +83,39 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             if let Some(r) = require_admin(&user) {
                 return r;
             }
-            put_settings(app, req).await
+            put_settings(app, &user, req).await
         }
-        (_, ["users"] | ["emails"] | ["emails", _] | ["settings"]) => error(
+        (&Method::POST, ["contacts", "import"]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            privacy::import(app, &user, req).await
+        }
+        (_, ["contacts", address]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            let address = address.to_string();
+            privacy::contact(app, &user, &method, &address, req).await
+        }
+        (_, ["subjects", address]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            privacy::subject(app, &user, &method, address).await
+        }
+        (&Method::GET, ["audit"]) => {
+            if let Some(r) = require_admin(&user) {
+                return r;
+            }
+            let limit = match page_limit(&query) {
+                Ok(l) => l,
+                Err(r) => return r,
+            };
+            let before = query.get("before").and_then(|b| b.parse().ok());
+            privacy::audit_log(app, limit, before).await
+        }
+        (_, ["users"] | ["emails"] | ["emails", _] | ["settings"] | ["audit"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on /api/v1/{rest}"),
@@ -108,7 +138,7 @@ fn require_admin(user: &User) -> Option<Resp> {
     })
 }
 
-fn store_failed(e: StoreError) -> Resp {
+pub(super) fn store_failed(e: StoreError) -> Resp {
     match e {
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
         StoreError::Backend(m) => {
@@ -126,19 +156,21 @@ fn parse_query(q: &str) -> HashMap<String, String> {
     q.split('&')
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v)))
+            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v, true)))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, for query
+/// strings); invalid escapes stay as written.
+pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
@@ -156,7 +188,7 @@ fn percent_decode(s: &str) -> String {
 /// Reads a body of at most `max_body_bytes`. A larger one answers 413; up to
 /// `DRAIN_MAX` more bytes are read and discarded first, so an ordinary client that
 /// sends its whole body before reading sees the 413 instead of a reset connection.
-async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
+pub(super) async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
     const DRAIN_MAX: usize = 8 * 1024 * 1024;
     let limit = app.config.max_body_bytes;
     let too_large = || {
@@ -200,7 +232,10 @@ async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
     Ok(Bytes::from(buf))
 }
 
-async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<T, Resp> {
     let body = read_body(app, req).await?;
     serde_json::from_slice(&body).map_err(|e| {
         error(
@@ -233,7 +268,7 @@ struct NewUser {
     role: Option<String>,
 }
 
-async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
+async fn create_user(app: &App, admin: &User, req: Request<Incoming>) -> Resp {
     let body: NewUser = match read_json(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -270,6 +305,15 @@ async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
     {
         return store_failed(e);
     }
+    let role = if role == Role::Admin { "admin" } else { "user" };
+    privacy::audit(
+        app,
+        admin,
+        "user.create",
+        Some(&user.email),
+        format!("role={role}"),
+    )
+    .await;
     json_response(
         StatusCode::CREATED,
         &json!({"id": id_to_text(user.id), "email": user.email, "role": user.role, "token": token}),
@@ -365,6 +409,22 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             ),
         );
     }
+    let addresses: Vec<String> = draft
+        .recipients()
+        .iter()
+        .map(|r| r.normalized.clone())
+        .collect();
+    let not_followed: Vec<Option<&'static str>> = match app.store.contacts(&addresses).await {
+        Ok(prefs) => prefs
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .is_some_and(|c| c.follow_email == FollowEmail::DoNotAllow)
+                    .then_some("contact_opted_out")
+            })
+            .collect(),
+        Err(e) => return store_failed(e),
+    };
     let created_ms = now_ms();
     let plan = Plan {
         id: random_id(),
@@ -373,7 +433,7 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         expires_ms: created_ms + u64::from(settings.retention_days) * DAY_MS,
         deliver: deliver.clone(),
         public_url: app.config.public_url.clone(),
-        not_followed: vec![None; draft.recipients().len()],
+        not_followed,
     };
     let keys = app.keys();
     let prepared = tokio::task::spawn_blocking(move || follow::prepare(&draft, &keys, &plan)).await;
@@ -443,17 +503,22 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     )
 }
 
+fn page_limit(q: &HashMap<String, String>) -> Result<usize, Resp> {
+    match q.get("limit").map(|s| s.parse::<usize>()) {
+        None => Ok(50),
+        Some(Ok(n)) if (1..=500).contains(&n) => Ok(n),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be a number from 1 to 500".into(),
+        )),
+    }
+}
+
 async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
-    let limit = match q.get("limit").map(|s| s.parse::<usize>()) {
-        None => 50,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_limit",
-                "limit must be a number from 1 to 500".into(),
-            )
-        }
+    let limit = match page_limit(q) {
+        Ok(l) => l,
+        Err(r) => return r,
     };
     let before = match q.get("before") {
         None => None,
@@ -536,7 +601,7 @@ struct SettingsPatch {
     retention_days: Option<u32>,
 }
 
-async fn put_settings(app: &App, req: Request<Incoming>) -> Resp {
+async fn put_settings(app: &App, admin: &User, req: Request<Incoming>) -> Resp {
     let patch: SettingsPatch = match read_json(app, req).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -563,6 +628,11 @@ async fn put_settings(app: &App, req: Request<Incoming>) -> Resp {
     }
     app.set_settings(s);
     tracing::info!(?s, "organization settings changed");
+    let detail = format!(
+        "email_engagement={} auto_capture={} retention_days={}",
+        s.email_engagement, s.auto_capture, s.retention_days
+    );
+    privacy::audit(app, admin, "settings.update", None, detail).await;
     json_response(StatusCode::OK, &settings_json(&s))
 }
 

@@ -31,11 +31,12 @@ use redb::{
 };
 use tokio::sync::watch;
 
-use super::{EmailRecord, Event, OrgSettings, Result, StoreError, User};
+use super::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
-const USER_BY_EMAIL: TableDefinition<&str, u64> = TableDefinition::new("user_by_email");
+/// keyed hash of the user's email -> user id
+const USER_BY_EMAIL: TableDefinition<&[u8], u64> = TableDefinition::new("user_by_email");
 const TOKENS: TableDefinition<&[u8], u64> = TableDefinition::new("tokens");
 const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
 /// (owner, created_ms, email id)
@@ -46,6 +47,14 @@ const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("emails_by
 const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("emails_by_expiry");
 /// (email id, event seq) -> JSON event
 const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
+/// (keyed hash of an address, email id): the emails that mention an address.
+const SUBJECTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("emails_by_subject");
+/// (email id, recipient index) of erased recipients: their events are dropped.
+const ERASED: TableDefinition<(u64, u32), ()> = TableDefinition::new("erased_recipients");
+/// keyed hash of an address -> JSON contact
+const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+/// seq -> JSON audit entry
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const SETTINGS: &str = "settings";
@@ -121,6 +130,10 @@ impl Embedded {
         tx.open_table(BY_TIME)?;
         tx.open_table(EXPIRY)?;
         tx.open_table(EVENTS)?;
+        tx.open_table(SUBJECTS)?;
+        tx.open_table(ERASED)?;
+        tx.open_table(CONTACTS)?;
+        tx.open_table(AUDIT)?;
         tx.commit()?;
         let db = Arc::new(db);
 
@@ -198,17 +211,21 @@ impl Embedded {
         }
     }
 
-    pub fn create_user(&self, user: &User, token_hash: &[u8; 32]) -> Result<()> {
+    pub fn create_user(
+        &self,
+        user: &User,
+        token_hash: &[u8; 32],
+        email_hash: &[u8; 32],
+    ) -> Result<()> {
         let tx = self.db.begin_write()?;
         {
             let mut by_email = tx.open_table(USER_BY_EMAIL)?;
-            if by_email.get(user.email.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "a user with email {} already exists",
-                    user.email
-                )));
+            if by_email.get(email_hash.as_slice())?.is_some() {
+                return Err(StoreError::Conflict(
+                    "a user with that email already exists".into(),
+                ));
             }
-            by_email.insert(user.email.as_str(), user.id)?;
+            by_email.insert(email_hash.as_slice(), user.id)?;
             tx.open_table(USERS)?
                 .insert(user.id, serde_json::to_vec(user)?.as_slice())?;
             tx.open_table(TOKENS)?
@@ -242,8 +259,21 @@ impl Embedded {
     pub fn put_email(&self, rec: &EmailRecord) -> Result<()> {
         let tx = self.db.begin_write()?;
         {
-            tx.open_table(EMAILS)?
-                .insert(rec.id, serde_json::to_vec(rec)?.as_slice())?;
+            let mut emails = tx.open_table(EMAILS)?;
+            let old: Option<EmailRecord> = match emails.get(rec.id)? {
+                Some(g) => Some(serde_json::from_slice(g.value())?),
+                None => None,
+            };
+            emails.insert(rec.id, serde_json::to_vec(rec)?.as_slice())?;
+            let mut subjects = tx.open_table(SUBJECTS)?;
+            if let Some(old) = old {
+                for h in old.lookups.iter().filter(|h| !rec.lookups.contains(h)) {
+                    subjects.remove((h.as_str(), rec.id))?;
+                }
+            }
+            for h in &rec.lookups {
+                subjects.insert((h.as_str(), rec.id), ())?;
+            }
             tx.open_table(BY_OWNER)?
                 .insert((rec.owner, rec.created_ms, rec.id), ())?;
             tx.open_table(BY_TIME)?
@@ -253,6 +283,120 @@ impl Embedded {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    pub fn emails_for_lookup(&self, hash: &str) -> Result<Vec<u64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBJECTS)?;
+        let ids = t
+            .range((hash, 0)..=(hash, u64::MAX))?
+            .map(|x| x.map(|(k, _)| k.value().1))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    pub fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
+        let tx = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            tx.open_table(ERASED)?.insert((email, recipient), ())?;
+            let mut events = tx.open_table(EVENTS)?;
+            let mut doomed = Vec::new();
+            for row in events.range((email, 0)..=(email, u64::MAX))? {
+                let (k, v) = row?;
+                let e: Event = serde_json::from_slice(v.value())?;
+                if e.recipient == recipient {
+                    doomed.push(k.value());
+                }
+            }
+            for k in doomed {
+                events.remove(k)?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    pub fn get_contacts(&self, hashes: &[String]) -> Result<Vec<Option<Contact>>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONTACTS)?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            out.push(match t.get(h.as_str())? {
+                Some(g) => Some(serde_json::from_slice(g.value())?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn put_contacts(&self, contacts: &[(String, Contact)]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONTACTS)?;
+            for (hash, c) in contacts {
+                t.insert(hash.as_str(), serde_json::to_vec(c)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_contact(&self, hash: &str) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        let existed = tx.open_table(CONTACTS)?.remove(hash)?.is_some();
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(AUDIT)?;
+            let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+            let e = AuditEntry {
+                seq: last + 1,
+                ..entry.clone()
+            };
+            t.insert(e.seq, serde_json::to_vec(&e)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn list_audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in t.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Replaces every entry for which `f` returns a new version; returns how many.
+    pub fn rewrite_audit(&self, f: &dyn Fn(&AuditEntry) -> Option<AuditEntry>) -> Result<u64> {
+        let tx = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut t = tx.open_table(AUDIT)?;
+            let mut changed = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let e: AuditEntry = serde_json::from_slice(v.value())?;
+                if let Some(new) = f(&e) {
+                    changed.push((k.value(), new));
+                }
+            }
+            for (k, e) in changed {
+                t.insert(k, serde_json::to_vec(&e)?.as_slice())?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     pub fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
@@ -367,28 +511,41 @@ impl Embedded {
         Ok(())
     }
 
-    pub fn sweep(&self, now_ms: u64) -> Result<usize> {
+    pub fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
         let tx = self.db.begin_write()?;
         let removed;
         {
             let mut expiry = tx.open_table(EXPIRY)?;
-            let due: Vec<(u64, u64)> = expiry
+            let mut due: Vec<u64> = expiry
                 .range(..(now_ms, 0))?
-                .map(|x| x.map(|(k, _)| k.value()))
+                .map(|x| x.map(|(k, _)| k.value().1))
                 .collect::<std::result::Result<_, _>>()?;
+            let mut by_time = tx.open_table(BY_TIME)?;
+            for row in by_time.range(..(created_before_ms, 0))? {
+                due.push(row?.0.value().1);
+            }
+            due.sort_unstable();
+            due.dedup();
             let mut emails = tx.open_table(EMAILS)?;
             let mut by_owner = tx.open_table(BY_OWNER)?;
-            let mut by_time = tx.open_table(BY_TIME)?;
             let mut events = tx.open_table(EVENTS)?;
-            for &(at, id) in &due {
-                expiry.remove((at, id))?;
+            let mut subjects = tx.open_table(SUBJECTS)?;
+            let mut erased = tx.open_table(ERASED)?;
+            for &id in &due {
                 let rec: Option<EmailRecord> = match emails.remove(id)? {
                     Some(g) => Some(serde_json::from_slice(g.value())?),
                     None => None,
                 };
                 if let Some(rec) = rec {
+                    expiry.remove((rec.expires_ms, id))?;
                     by_owner.remove((rec.owner, rec.created_ms, id))?;
                     by_time.remove((rec.created_ms, id))?;
+                    for h in &rec.lookups {
+                        subjects.remove((h.as_str(), id))?;
+                    }
+                    for r in 0..rec.recipients.len() as u32 {
+                        erased.remove((id, r))?;
+                    }
                 }
                 let keys: Vec<(u64, u64)> = events
                     .range((id, 0)..=(id, u64::MAX))?
@@ -453,15 +610,17 @@ fn decode_journal(mut bytes: &[u8]) -> (Vec<Event>, bool) {
 }
 
 /// Inserts events of known emails; returns the highest seq seen. Events of emails
-/// that no longer exist (erased or expired) are dropped: there is nothing left to
-/// attach them to, and keeping them would outlive retention.
+/// that no longer exist (expired) or of erased recipients are dropped: there is
+/// nothing left to attach them to, and keeping them would undo the erase or
+/// outlive retention.
 fn apply(tx: &WriteTransaction, events: &[Event]) -> Result<u64> {
     let emails = tx.open_table(EMAILS)?;
+    let erased = tx.open_table(ERASED)?;
     let mut t = tx.open_table(EVENTS)?;
     let mut max = 0;
     for e in events {
         max = max.max(e.seq);
-        if emails.get(e.email)?.is_some() {
+        if emails.get(e.email)?.is_some() && erased.get((e.email, e.recipient))?.is_none() {
             t.insert((e.email, e.seq), serde_json::to_vec(e)?.as_slice())?;
         }
     }

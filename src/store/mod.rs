@@ -1,17 +1,24 @@
-//! The storage interface: domain records and the `Store` that holds them.
+//! The storage interface: domain records, and the `Store` that keeps them.
 //!
-//! HTTP handlers and the recorder see only this module. `Store` is an enum whose
-//! methods match on the backend and delegate (the shape stalwart's mail-server
-//! uses), so adding the Redis backend means adding a variant, not touching callers.
-//! Each backend lives in its own file; `embedded` is the default.
+//! `Store` is the one place personal data passes on its way to and from a
+//! database: it seals addresses, names, subjects, URLs, user agents and client
+//! networks (see `seal`) before a backend sees them, computes the keyed hashes that
+//! index them, and opens them again on the way out. Backends store opaque text.
 //!
-//! Architecture invariant: only this module and its children talk to a database.
+//! Backends sit behind the `Backend` enum, whose arms delegate (the shape stalwart's
+//! mail-server uses): adding one means adding a variant, not touching callers. Each
+//! lives in its own file; `embedded` is the default.
+//!
+//! Architecture invariant: only this module and its children talk to a database,
+//! and nothing reaches a backend unsealed.
 
 pub mod embedded;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
+
+use crate::seal::Sealer;
 
 /// A user of the API. Bearer tokens are stored only as SHA-256 hashes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -46,11 +53,15 @@ pub struct EmailRecord {
     pub recipients: Vec<RecipientRecord>,
     /// Trackable links in document order; a click token's link index points here.
     pub links: Vec<String>,
+    /// Keyed hashes (hex) of every address this email mentions (sender and
+    /// recipients), for data-subject requests. Computed by `Store`.
+    #[serde(default)]
+    pub lookups: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct RecipientRecord {
-    /// Normalized address.
+    /// Normalized address; empty once the recipient was erased.
     pub address: String,
     pub name: Option<String>,
     /// "to", "cc" or "bcc".
@@ -59,6 +70,10 @@ pub struct RecipientRecord {
     /// Why the recipient is not followed (e.g. "contact_opted_out").
     pub reason: Option<String>,
     pub delivery: Option<Delivery>,
+    /// True once a data-subject erase removed this recipient: their events are
+    /// deleted and new ones are not recorded.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -106,6 +121,40 @@ pub struct OrgSettings {
     pub retention_days: u32,
 }
 
+/// A contact's "Follow email" preference.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowEmail {
+    Allow,
+    DoNotAllow,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// Normalized address.
+    pub address: String,
+    pub follow_email: FollowEmail,
+    pub updated_ms: u64,
+}
+
+/// One administrative action: who did what, when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Assigned by the store.
+    #[serde(default)]
+    pub seq: u64,
+    pub at_ms: u64,
+    /// The acting user's id (0 = the bootstrap admin token, u64::MAX = the system).
+    pub actor: u64,
+    /// E.g. "settings.update", "contact.update", "subject.export", "subject.erase".
+    pub action: String,
+    /// The address the action was about, if any (sealed at rest; blanked when that
+    /// subject is erased).
+    pub subject: Option<String>,
+    /// Free-form details, never personal data.
+    pub detail: String,
+}
+
 #[derive(Debug)]
 pub enum StoreError {
     /// A unique value (e.g. a user's email) already exists.
@@ -127,50 +176,91 @@ impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// The store in use. Cheap to clone.
+/// The storage backends.
 #[derive(Clone)]
-pub enum Store {
+pub enum Backend {
     Embedded(Arc<embedded::Embedded>),
 }
 
+/// The store in use. Cheap to clone; clones share the sealer.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    sealer: Arc<RwLock<Arc<Sealer>>>,
+}
+
+/// Runs `$body` with `$s` bound to the backend, off the async runtime.
+macro_rules! on_backend {
+    ($self:ident, |$s:ident| $body:expr) => {
+        match &$self.backend {
+            Backend::Embedded(b) => b.run(move |$s| $body).await,
+        }
+    };
+}
+
 impl Store {
+    pub fn new(backend: Backend, sealer: Sealer) -> Store {
+        Store {
+            backend,
+            sealer: Arc::new(RwLock::new(Arc::new(sealer))),
+        }
+    }
+
     /// A short name for logs and `/healthz`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Embedded(_) => "embedded",
+        match self.backend {
+            Backend::Embedded(_) => "embedded",
         }
+    }
+
+    pub fn sealer(&self) -> Arc<Sealer> {
+        // A poisoned lock only means a writer panicked while swapping an Arc.
+        self.sealer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the sealer after a key rotation (old data keys stay in the new one).
+    pub fn set_sealer(&self, sealer: Sealer) {
+        *self.sealer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sealer);
     }
 
     /// Creates a user; `Conflict` if a user with that email exists.
     pub async fn create_user(&self, user: User, token_hash: [u8; 32]) -> Result<()> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.create_user(&user, &token_hash)).await,
-        }
+        let k = self.sealer();
+        let email_hash = k.lookup(&user.email);
+        let sealed = User {
+            email: k.seal(&user.email),
+            ..user
+        };
+        on_backend!(self, |s| s.create_user(&sealed, &token_hash, &email_hash))
     }
 
     pub async fn user_by_token_hash(&self, hash: [u8; 32]) -> Result<Option<User>> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.user_by_token_hash(&hash)).await,
-        }
+        let k = self.sealer();
+        let user = on_backend!(self, |s| s.user_by_token_hash(&hash))?;
+        Ok(user.map(|u| User {
+            email: k.open_lossy(&u.email),
+            ..u
+        }))
     }
 
     pub async fn user_count(&self) -> Result<u64> {
-        match self {
-            Store::Embedded(s) => s.run(|s| s.user_count()).await,
-        }
+        on_backend!(self, |s| s.user_count())
     }
 
     /// Inserts or replaces an email record, durably.
     pub async fn put_email(&self, rec: EmailRecord) -> Result<()> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.put_email(&rec)).await,
-        }
+        let k = self.sealer();
+        let sealed = seal_email(&k, rec);
+        on_backend!(self, |s| s.put_email(&sealed))
     }
 
     pub async fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.get_email(id)).await,
-        }
+        let k = self.sealer();
+        let rec = on_backend!(self, |s| s.get_email(id))?;
+        Ok(rec.map(|r| open_email(&k, r)))
     }
 
     /// Newest first. `owner: None` lists every user's emails. `before` is the
@@ -181,54 +271,223 @@ impl Store {
         before: Option<(u64, u64)>,
         limit: usize,
     ) -> Result<Vec<EmailRecord>> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.list_emails(owner, before, limit)).await,
-        }
+        let k = self.sealer();
+        let list = on_backend!(self, |s| s.list_emails(owner, before, limit))?;
+        Ok(list.into_iter().map(|r| open_email(&k, r)).collect())
+    }
+
+    /// Ids of every email that mentions `address` (normalized).
+    pub async fn emails_mentioning(&self, address: &str) -> Result<Vec<u64>> {
+        let hash = self.sealer().lookup_hex(address);
+        on_backend!(self, |s| s.emails_for_lookup(&hash))
     }
 
     /// Durably commits a batch of events (one sync for the whole batch). When this
     /// returns Ok, every event of the batch survives a crash.
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<()> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.commit_events(events)).await,
-        }
+        let k = self.sealer();
+        on_backend!(self, |s| {
+            let sealed = events
+                .into_iter()
+                .map(|e| Event {
+                    ua: k.seal(&e.ua),
+                    ip: k.seal(&e.ip),
+                    ..e
+                })
+                .collect();
+            s.commit_events(sealed)
+        })
     }
 
     /// Every event recorded for one email, oldest first, including every event
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
-        match self {
-            Store::Embedded(s) => {
-                s.wait_indexed().await;
-                s.run(move |s| s.events_for(email)).await
-            }
+        let k = self.sealer();
+        match &self.backend {
+            Backend::Embedded(b) => b.wait_indexed().await,
         }
+        on_backend!(self, |s| {
+            let events = s.events_for(email)?;
+            Ok(events
+                .into_iter()
+                .map(|e| Event {
+                    ua: k.open_lossy(&e.ua),
+                    ip: k.open_lossy(&e.ip),
+                    ..e
+                })
+                .collect())
+        })
+    }
+
+    /// Deletes one recipient's events of one email and stops recording new ones.
+    /// Returns how many events were deleted.
+    pub async fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
+        match &self.backend {
+            Backend::Embedded(b) => b.wait_indexed().await,
+        }
+        on_backend!(self, |s| s.erase_recipient_events(email, recipient))
     }
 
     pub async fn settings(&self) -> Result<Option<OrgSettings>> {
-        match self {
-            Store::Embedded(s) => s.run(|s| s.settings()).await,
-        }
+        on_backend!(self, |s| s.settings())
     }
 
     pub async fn put_settings(&self, settings: OrgSettings) -> Result<()> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.put_settings(&settings)).await,
-        }
+        on_backend!(self, |s| s.put_settings(&settings))
     }
 
-    /// Removes every email (and its events) whose retention ended before `now_ms`.
-    /// Returns how many emails were removed.
-    pub async fn sweep(&self, now_ms: u64) -> Result<usize> {
-        match self {
-            Store::Embedded(s) => s.run(move |s| s.sweep(now_ms)).await,
-        }
+    pub async fn contact(&self, address: &str) -> Result<Option<Contact>> {
+        Ok(self.contacts(&[address.to_owned()]).await?.pop().flatten())
+    }
+
+    /// The preferences of many addresses at once (same order; `None` = no
+    /// preference stored), in one read.
+    pub async fn contacts(&self, addresses: &[String]) -> Result<Vec<Option<Contact>>> {
+        let k = self.sealer();
+        let hashes: Vec<String> = addresses.iter().map(|a| k.lookup_hex(a)).collect();
+        let found = on_backend!(self, |s| s.get_contacts(&hashes))?;
+        Ok(found
+            .into_iter()
+            .map(|c| {
+                c.map(|c| Contact {
+                    address: k.open_lossy(&c.address),
+                    ..c
+                })
+            })
+            .collect())
+    }
+
+    pub async fn put_contacts(&self, contacts: Vec<Contact>) -> Result<()> {
+        let k = self.sealer();
+        let sealed: Vec<(String, Contact)> = contacts
+            .into_iter()
+            .map(|c| {
+                (
+                    k.lookup_hex(&c.address),
+                    Contact {
+                        address: k.seal(&c.address),
+                        ..c
+                    },
+                )
+            })
+            .collect();
+        on_backend!(self, |s| s.put_contacts(&sealed))
+    }
+
+    /// Returns true if a preference was stored for `address`.
+    pub async fn delete_contact(&self, address: &str) -> Result<bool> {
+        let hash = self.sealer().lookup_hex(address);
+        on_backend!(self, |s| s.delete_contact(&hash))
+    }
+
+    pub async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        let k = self.sealer();
+        let sealed = AuditEntry {
+            subject: entry.subject.as_deref().map(|a| k.seal(a)),
+            ..entry
+        };
+        on_backend!(self, |s| s.append_audit(&sealed))
+    }
+
+    /// Newest first; `before` is a seq from a previous page (exclusive).
+    pub async fn audit_log(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let k = self.sealer();
+        let list = on_backend!(self, |s| s.list_audit(before, limit))?;
+        Ok(list.into_iter().map(|e| open_audit(&k, e)).collect())
+    }
+
+    /// Blanks the subject of every audit entry about `address`. Returns how many.
+    pub async fn redact_audit(&self, address: &str) -> Result<u64> {
+        let k = self.sealer();
+        let address = address.to_owned();
+        on_backend!(self, |s| s.rewrite_audit(&|e: &AuditEntry| {
+            let about = e.subject.as_deref().map(|x| k.open_lossy(x));
+            (about.as_deref() == Some(address.as_str())).then(|| AuditEntry {
+                subject: None,
+                detail: format!("{} (subject erased)", e.detail),
+                ..e.clone()
+            })
+        }))
+    }
+
+    /// Removes every email (and its events) whose retention ended: its expiry is
+    /// before `now_ms`, or it was created before `created_before_ms` (a retention
+    /// period shortened since). Returns how many emails were removed.
+    pub async fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
+        on_backend!(self, |s| s.sweep(now_ms, created_before_ms))
     }
 
     /// Makes everything durable and stops background work. Call once, at shutdown.
     pub async fn close(&self) -> Result<()> {
-        match self {
-            Store::Embedded(s) => s.run(|s| s.close()).await,
-        }
+        on_backend!(self, |s| s.close())
+    }
+}
+
+fn seal_opt(k: &Sealer, v: Option<String>) -> Option<String> {
+    v.map(|s| k.seal(&s))
+}
+
+fn open_opt(k: &Sealer, v: Option<String>) -> Option<String> {
+    v.map(|s| k.open_lossy(&s))
+}
+
+fn seal_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
+    let mut lookups: Vec<String> = std::iter::once(rec.from.as_str())
+        .chain(rec.recipients.iter().map(|r| r.address.as_str()))
+        .filter(|a| !a.is_empty())
+        .map(|a| k.lookup_hex(a))
+        .collect();
+    lookups.sort();
+    lookups.dedup();
+    EmailRecord {
+        from: k.seal(&rec.from),
+        subject: seal_opt(k, rec.subject),
+        message_id: seal_opt(k, rec.message_id),
+        recipients: rec
+            .recipients
+            .into_iter()
+            .map(|r| RecipientRecord {
+                address: k.seal(&r.address),
+                name: seal_opt(k, r.name),
+                delivery: r.delivery.map(|d| Delivery {
+                    detail: seal_opt(k, d.detail),
+                    ..d
+                }),
+                ..r
+            })
+            .collect(),
+        links: rec.links.iter().map(|l| k.seal(l)).collect(),
+        lookups,
+        ..rec
+    }
+}
+
+fn open_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
+    EmailRecord {
+        from: k.open_lossy(&rec.from),
+        subject: open_opt(k, rec.subject),
+        message_id: open_opt(k, rec.message_id),
+        recipients: rec
+            .recipients
+            .into_iter()
+            .map(|r| RecipientRecord {
+                address: k.open_lossy(&r.address),
+                name: open_opt(k, r.name),
+                delivery: r.delivery.map(|d| Delivery {
+                    detail: open_opt(k, d.detail),
+                    ..d
+                }),
+                ..r
+            })
+            .collect(),
+        links: rec.links.iter().map(|l| k.open_lossy(l)).collect(),
+        ..rec
+    }
+}
+
+fn open_audit(k: &Sealer, e: AuditEntry) -> AuditEntry {
+    AuditEntry {
+        subject: open_opt(k, e.subject),
+        ..e
     }
 }
