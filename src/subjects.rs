@@ -135,5 +135,6 @@ pub async fn erase(store: &Store, address: &str) -> Result<Erased> {
     }
     out.contact = store.delete_contact(address).await?;
     out.audit_entries = store.redact_audit(address).await?;
+    store.scrub().await?;
     Ok(out)
 }

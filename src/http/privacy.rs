@@ -142,60 +142,61 @@ pub async fn import(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let rows: Vec<(usize, String, String)> =
-        if is_csv {
-            let text = String::from_utf8_lossy(&body);
-            let mut lines = text
-                .lines()
+    let rows: Vec<(usize, String, String)> = if is_csv {
+        let text = String::from_utf8_lossy(&body);
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        match lines.next() {
+            Some((_, h))
+                if h.trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_ascii_lowercase()
+                    .replace(' ', "")
+                    == "address,follow_email" => {}
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_csv",
+                    "the first line must be the header address,follow_email".into(),
+                )
+            }
+        }
+        lines
+            .map(|(n, l)| {
+                let (a, f) = l.split_once(',').unwrap_or((l, ""));
+                (
+                    n + 1,
+                    a.trim().trim_matches('"').to_string(),
+                    f.trim().trim_matches('"').to_string(),
+                )
+            })
+            .collect()
+    } else {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Row {
+            address: String,
+            follow_email: String,
+        }
+        match serde_json::from_slice::<Vec<Row>>(&body) {
+            Ok(v) => v
+                .into_iter()
                 .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty());
-            match lines.next() {
-                Some((_, h))
-                    if h.trim()
-                        .trim_start_matches('\u{feff}')
-                        .to_ascii_lowercase()
-                        .replace(' ', "")
-                        == "address,follow_email" => {}
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_csv",
-                        "the first line must be the header address,follow_email".into(),
-                    )
-                }
-            }
-            lines
-                .map(|(n, l)| {
-                    let (a, f) = l.split_once(',').unwrap_or((l, ""));
-                    (
-                        n + 1,
-                        a.trim().trim_matches('"').to_string(),
-                        f.trim().trim_matches('"').to_string(),
-                    )
-                })
-                .collect()
-        } else {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Row {
-                address: String,
-                follow_email: String,
-            }
-            match serde_json::from_slice::<Vec<Row>>(&body) {
-                Ok(v) => v
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, r)| (i + 1, r.address, r.follow_email))
-                    .collect(),
-                Err(e) => return error(
+                .map(|(i, r)| (i + 1, r.address, r.follow_email))
+                .collect(),
+            Err(e) => {
+                return error(
                     StatusCode::BAD_REQUEST,
                     "invalid_json",
                     format!(
                         "expected an array of {{\"address\",\"follow_email\"}} (or text/csv): {e}"
                     ),
-                ),
+                )
             }
-        };
+        }
+    };
     if rows.len() > MAX_IMPORT {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -247,7 +248,19 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
     match *method {
         Method::GET => match subjects::export(&app.store, &address, &app.config.heuristics).await {
             Ok(v) => {
-                audit(app, user, "subject.export", Some(&address), String::new()).await;
+                // Name the subject in the log only if something is stored about
+                // them: an export after an erase must not bring the address back.
+                let empty = |k: &str| v[k].as_array().is_none_or(|a| a.is_empty());
+                let found = !v["contact"].is_null()
+                    || !empty("emails_received")
+                    || !empty("emails_sent")
+                    || !empty("audit");
+                let (subject, detail) = if found {
+                    (Some(address.as_str()), String::new())
+                } else {
+                    (None, "nothing stored about the address".to_string())
+                };
+                audit(app, user, "subject.export", subject, detail).await;
                 json_response(StatusCode::OK, &v)
             }
             Err(e) => store_failed(e),

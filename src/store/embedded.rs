@@ -22,7 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,9 @@ enum IndexMsg {
 }
 
 pub struct Embedded {
-    db: Arc<Database>,
+    /// Shared by readers and writers alike; taken exclusively only to compact
+    /// (after a data-subject erase, see `scrub`).
+    db: Arc<RwLock<Database>>,
     journal: Arc<Mutex<Journal>>,
     indexer: Mutex<Option<(mpsc::Sender<IndexMsg>, JoinHandle<()>)>>,
     /// Highest event seq durably written to the journal.
@@ -135,9 +137,9 @@ impl Embedded {
         tx.open_table(CONTACTS)?;
         tx.open_table(AUDIT)?;
         tx.commit()?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
 
-        let mut applied = read_applied(&db)?;
+        let mut applied = read_applied(&read(&db))?;
         let path = dir.join("events.journal");
         let mut file = OpenOptions::new()
             .read(true)
@@ -156,7 +158,7 @@ impl Embedded {
         let replay: Vec<Event> = events.into_iter().filter(|e| e.seq > applied).collect();
         if !replay.is_empty() {
             tracing::info!(events = replay.len(), "replaying journal");
-            let tx = db.begin_write()?;
+            let tx = read(&db).begin_write()?;
             let max = apply(&tx, &replay)?;
             applied = applied.max(max);
             tx.open_table(META)?
@@ -190,6 +192,27 @@ impl Embedded {
         }))
     }
 
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        read(&self.db)
+    }
+
+    /// Rewrites the database file so that pages freed by deletions (which redb's
+    /// copy-on-write B-trees leave behind until reused) no longer hold erased
+    /// data. Blocks every other store call while it runs.
+    pub fn scrub(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Two empty durable commits let redb release pages freed by the last
+        // transactions; compaction then moves live pages down and truncates.
+        for _ in 0..2 {
+            let tx = db.begin_write()?;
+            tx.open_table(META)?;
+            tx.commit()?;
+        }
+        db.compact()
+            .map_err(|e| StoreError::Backend(format!("compaction failed: {e}")))?;
+        Ok(())
+    }
+
     /// Runs blocking store work off the async runtime.
     pub async fn run<T: Send + 'static>(
         self: &Arc<Self>,
@@ -217,7 +240,7 @@ impl Embedded {
         token_hash: &[u8; 32],
         email_hash: &[u8; 32],
     ) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         {
             let mut by_email = tx.open_table(USER_BY_EMAIL)?;
             if by_email.get(email_hash.as_slice())?.is_some() {
@@ -236,7 +259,7 @@ impl Embedded {
     }
 
     pub fn user_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<User>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let Some(id) = tx
             .open_table(TOKENS)?
             .get(hash.as_slice())?
@@ -253,11 +276,11 @@ impl Embedded {
     }
 
     pub fn user_count(&self) -> Result<u64> {
-        Ok(self.db.begin_read()?.open_table(USERS)?.len()?)
+        Ok(self.db().begin_read()?.open_table(USERS)?.len()?)
     }
 
     pub fn put_email(&self, rec: &EmailRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         {
             let mut emails = tx.open_table(EMAILS)?;
             let old: Option<EmailRecord> = match emails.get(rec.id)? {
@@ -286,7 +309,7 @@ impl Embedded {
     }
 
     pub fn emails_for_lookup(&self, hash: &str) -> Result<Vec<u64>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(SUBJECTS)?;
         let ids = t
             .range((hash, 0)..=(hash, u64::MAX))?
@@ -296,7 +319,7 @@ impl Embedded {
     }
 
     pub fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         let mut n = 0;
         {
             tx.open_table(ERASED)?.insert((email, recipient), ())?;
@@ -319,7 +342,7 @@ impl Embedded {
     }
 
     pub fn get_contacts(&self, hashes: &[String]) -> Result<Vec<Option<Contact>>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(CONTACTS)?;
         let mut out = Vec::with_capacity(hashes.len());
         for h in hashes {
@@ -332,7 +355,7 @@ impl Embedded {
     }
 
     pub fn put_contacts(&self, contacts: &[(String, Contact)]) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         {
             let mut t = tx.open_table(CONTACTS)?;
             for (hash, c) in contacts {
@@ -344,14 +367,14 @@ impl Embedded {
     }
 
     pub fn delete_contact(&self, hash: &str) -> Result<bool> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         let existed = tx.open_table(CONTACTS)?.remove(hash)?.is_some();
         tx.commit()?;
         Ok(existed)
     }
 
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         {
             let mut t = tx.open_table(AUDIT)?;
             let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
@@ -366,7 +389,7 @@ impl Embedded {
     }
 
     pub fn list_audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(AUDIT)?;
         let mut out = Vec::new();
         for row in t.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
@@ -378,7 +401,7 @@ impl Embedded {
 
     /// Replaces every entry for which `f` returns a new version; returns how many.
     pub fn rewrite_audit(&self, f: &dyn Fn(&AuditEntry) -> Option<AuditEntry>) -> Result<u64> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         let mut n = 0;
         {
             let mut t = tx.open_table(AUDIT)?;
@@ -400,7 +423,7 @@ impl Embedded {
     }
 
     pub fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(EMAILS)?;
         let got = t.get(id)?;
         Ok(match got {
@@ -415,7 +438,7 @@ impl Embedded {
         before: Option<(u64, u64)>,
         limit: usize,
     ) -> Result<Vec<EmailRecord>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let emails = tx.open_table(EMAILS)?;
         let (bt, bid) = before.unwrap_or((u64::MAX, u64::MAX));
         let ids: Vec<u64> = match owner {
@@ -483,7 +506,7 @@ impl Embedded {
     }
 
     pub fn events_for(&self, email: u64) -> Result<Vec<Event>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(EVENTS)?;
         let mut out = Vec::new();
         for row in t.range((email, 0)..=(email, u64::MAX))? {
@@ -494,7 +517,7 @@ impl Embedded {
     }
 
     pub fn settings(&self) -> Result<Option<OrgSettings>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(META)?;
         let got = t.get(SETTINGS)?;
         Ok(match got {
@@ -504,7 +527,7 @@ impl Embedded {
     }
 
     pub fn put_settings(&self, s: &OrgSettings) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         tx.open_table(META)?
             .insert(SETTINGS, serde_json::to_vec(s)?.as_slice())?;
         tx.commit()?;
@@ -512,7 +535,7 @@ impl Embedded {
     }
 
     pub fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         let removed;
         {
             let mut expiry = tx.open_table(EXPIRY)?;
@@ -574,6 +597,12 @@ impl Embedded {
     }
 }
 
+/// Shared access to the database. A poisoned lock means a thread panicked while
+/// holding it; redb's own transactions keep the data consistent, so carry on.
+fn read(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+    db.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn read_applied(db: &Database) -> Result<u64> {
     let tx = db.begin_read()?;
     let t = tx.open_table(META)?;
@@ -628,7 +657,7 @@ fn apply(tx: &WriteTransaction, events: &[Event]) -> Result<u64> {
 }
 
 fn indexer(
-    db: Arc<Database>,
+    db: Arc<RwLock<Database>>,
     journal: Arc<Mutex<Journal>>,
     rx: mpsc::Receiver<IndexMsg>,
     applied_tx: watch::Sender<u64>,
@@ -637,7 +666,7 @@ fn indexer(
     let mut durable = applied;
     let mut last_durable = Instant::now();
     let make_durable = |applied: u64| -> Result<()> {
-        let tx = db.begin_write()?;
+        let tx = read(&db).begin_write()?;
         tx.open_table(META)?
             .insert(APPLIED_SEQ, applied.to_be_bytes().as_slice())?;
         tx.commit()?;
@@ -681,7 +710,7 @@ fn indexer(
             let mut delay = Duration::from_millis(50);
             loop {
                 let res = (|| -> Result<u64> {
-                    let mut tx = db.begin_write()?;
+                    let mut tx = read(&db).begin_write()?;
                     tx.set_durability(Durability::None);
                     let max = apply(&tx, &batch)?;
                     tx.commit()?;

@@ -396,6 +396,12 @@ impl Store {
         Ok(list.into_iter().map(|e| open_audit(&k, e)).collect())
     }
 
+    /// Makes sure deleted data is gone from the backend's files too (the embedded
+    /// store compacts; Redis has nothing to do).
+    pub async fn scrub(&self) -> Result<()> {
+        on_backend!(self, |s| s.scrub())
+    }
+
     /// Blanks the subject of every audit entry about `address`. Returns how many.
     pub async fn redact_audit(&self, address: &str) -> Result<u64> {
         let k = self.sealer();
