@@ -10,6 +10,8 @@ step() { echo "==> [$(date +%H:%M:%S)] $*"; }
 step "checking system packages"
 missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if ((${#missing[@]})); then
   step "installing ${missing[*]} with apt-get"

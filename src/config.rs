@@ -82,6 +82,12 @@ pub struct Opts {
     /// Seconds between retention sweeps [default: 60].
     #[arg(long, env = "MAILBEACON_SWEEP_INTERVAL_SECS", global = true)]
     pub sweep_interval_secs: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1).
+    #[arg(long, env = "MAILBEACON_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MAILBEACON_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// A click this many seconds or sooner after sending counts as machine activity [default: 3].
     #[arg(long, env = "MAILBEACON_MACHINE_CLICK_SECS", global = true)]
     pub machine_click_secs: Option<u32>,
@@ -105,6 +111,8 @@ struct FileOpts {
     trusted_proxies: Option<String>,
     sweep_interval_secs: Option<u64>,
     machine_click_secs: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     log_format: Option<String>,
 }
 
@@ -168,6 +176,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub sweep_interval: Duration,
     pub heuristics: Heuristics,
+    /// (certificate, key) PEM paths when serving HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub log_json: bool,
 }
 
@@ -198,11 +208,30 @@ impl Config {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./data"));
+        let tls = match (
+            opts.tls_cert.clone().or(file.tls_cert),
+            opts.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => {
+                for (what, p) in [("tls_cert", &c), ("tls_key", &k)] {
+                    if !p.is_file() {
+                        problems.push(format!("{what}: {} is not a readable file", p.display()));
+                    }
+                }
+                Some((c, k))
+            }
+            (None, None) => None,
+            _ => {
+                problems.push("tls_cert and tls_key go together: set both or neither".into());
+                None
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = opts
             .public_url
             .clone()
             .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .unwrap_or_else(|| format!("{scheme}://{listen}"));
         let public_url = public_url.trim_end_matches('/').to_string();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
             || public_url.len() <= "https://".len()
@@ -323,6 +352,7 @@ impl Config {
             heuristics: Heuristics {
                 too_fast_s: i64::from(too_fast),
             },
+            tls,
             log_json: log_format == "json",
         })
     }

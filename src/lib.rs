@@ -5,7 +5,7 @@
 //! travels straight down: `server` → `http::beacon` → `token` (verify) →
 //! `recorder` (group commit) → `store` → `store::embedded`.
 //!
-//! - `server`: accept loop, connection limits, graceful shutdown.
+//! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
 //! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
 //! - `auth`: bearer tokens.
 //! - `state`: what handlers share (config, store, recorder, key ring, settings).
@@ -36,4 +36,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod subjects;
+pub mod tls;
 pub mod token;

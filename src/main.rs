@@ -11,6 +11,7 @@ use mailbeacon::ids::{now_ms, random_id};
 use mailbeacon::recorder::Recorder;
 use mailbeacon::state::App;
 use mailbeacon::store::{embedded::Embedded, AuditEntry, Backend, OrgSettings, Role, Store, User};
+use mailbeacon::tls::Tls;
 use mailbeacon::{auth, keyring, server};
 
 fn main() -> ExitCode {
@@ -112,6 +113,10 @@ async fn serve(config: Config) -> Result<(), String> {
         Some(u) => Some(Mailer::from_url(u)?),
         None => None,
     };
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(Arc::new(Tls::new(cert, key)?)),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -122,6 +127,7 @@ async fn serve(config: Config) -> Result<(), String> {
         data_dir = %config.data_dir.display(),
         public_url = %config.public_url,
         smtp = config.smtp_url.is_some(),
+        tls = tls.is_some(),
         "mailbeacon is serving"
     );
     let app = Arc::new(App::new(
@@ -134,9 +140,9 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let background = [
         tokio::spawn(sweeper(app.clone())),
-        tokio::spawn(key_reloader(app.clone())),
+        tokio::spawn(reloader(app.clone(), tls.clone())),
     ];
-    server::run(listener, app.clone(), shutdown_signal()).await;
+    server::run(listener, app.clone(), tls, shutdown_signal()).await;
     for task in background {
         task.abort();
     }
@@ -187,10 +193,32 @@ async fn sweeper(app: Arc<App>) {
     }
 }
 
-async fn key_reloader(app: Arc<App>) {
+/// Picks up a rotated key ring and a renewed TLS certificate: every 2 s if the
+/// files changed, and at once on SIGHUP.
+async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        tick.tick().await;
+        #[cfg(unix)]
+        let forced = match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => false,
+                _ = h.recv() => true,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            tick.tick().await;
+            false
+        };
+        if let Some(t) = &tls {
+            t.reload_if_changed(forced);
+        }
         if app.reload_keys_if_changed() {
             let entry = AuditEntry {
                 seq: 0,

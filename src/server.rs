@@ -10,24 +10,37 @@
 //! connection with no new request for `idle_timeout` is closed; bodies are limited
 //! by the API handlers.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::state::App;
+use crate::tls::Tls;
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` resolves. With `tls`, every connection is HTTPS
+/// (HTTP/2 or HTTP/1.1 by ALPN); without, plain HTTP/1.1.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -35,7 +48,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, app.clone(), stop_rx.clone(), done_tx.clone()));
+                    tokio::spawn(connection(stream, peer, app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone()));
                 }
                 Err(e) => {
                     // E.g. too many open files: log, breathe, keep serving.
@@ -62,13 +75,13 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<Tls>>,
+    stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let last_request = Arc::new(AtomicU64::new(0));
-    let idle = app.config.idle_timeout;
     let service = {
         let last_request = last_request.clone();
         let app = app.clone();
@@ -77,12 +90,67 @@ async fn connection(
             crate::http::handle(app.clone(), peer, req)
         })
     };
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.header_read_timeout)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
+    let idle = Idle {
+        started,
+        last_request,
+        limit: app.config.idle_timeout,
+    };
+    match tls {
+        None => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(app.config.header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            drive(conn, |c| c.graceful_shutdown(), stop, idle, peer).await;
+        }
+        Some(tls) => {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_LIMIT, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(app.config.header_read_timeout)
+                .keep_alive(true);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            drive(conn, |c| c.graceful_shutdown(), stop, idle, peer).await;
+        }
+    }
+}
+
+/// When the connection last started a request, and how long it may idle.
+struct Idle {
+    started: Instant,
+    last_request: Arc<AtomicU64>,
+    limit: Duration,
+}
+
+/// Runs a connection to its end, asking it to finish gracefully on shutdown or
+/// after `idle.limit` without a new request.
+async fn drive<F, E>(
+    mut conn: Pin<&mut F>,
+    graceful: impl Fn(Pin<&mut F>),
+    mut stop: watch::Receiver<bool>,
+    idle: Idle,
+    peer: SocketAddr,
+) where
+    F: Future<Output = Result<(), E>>,
+    E: Display,
+{
     let mut closing = false;
     loop {
         tokio::select! {
@@ -93,13 +161,13 @@ async fn connection(
                 break;
             }
             _ = stop.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 closing = true;
             }
-            _ = tokio::time::sleep(idle / 2), if !closing => {
-                let since = started.elapsed().as_secs() - last_request.load(Ordering::Relaxed);
-                if since >= idle.as_secs() {
-                    conn.as_mut().graceful_shutdown();
+            _ = tokio::time::sleep(idle.limit / 2), if !closing => {
+                let since = idle.started.elapsed().as_secs() - idle.last_request.load(Ordering::Relaxed);
+                if since >= idle.limit.as_secs() {
+                    graceful(conn.as_mut());
                     closing = true;
                 }
             }

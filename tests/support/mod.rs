@@ -130,7 +130,13 @@ impl Server {
                     panic!("mailbeacon exited early ({status}):\n{}", self.log_text());
                 }
             }
-            if let Ok(r) = agent().get(&format!("{}/healthz", self.base)).call() {
+            let tls = self.env.iter().any(|(k, _)| k == "MAILBEACON_TLS_CERT");
+            if tls {
+                // HTTPS: the test checks the protocol itself; here, wait for the port.
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            } else if let Ok(r) = agent().get(&format!("{}/healthz", self.base)).call() {
                 if r.status() == 200 {
                     return;
                 }
