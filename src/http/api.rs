@@ -28,6 +28,9 @@ use crate::state::App;
 use crate::store::{Delivery, FollowEmail, OrgSettings, Role, StoreError, User};
 
 const DAY_MS: u64 = 86_400_000;
+/// Most recipients one followed email may have (each gets its own copy, and with
+/// deliver "return" every copy is in the response).
+pub const MAX_RECIPIENTS: usize = 1000;
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
@@ -395,6 +398,16 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             )
         }
     };
+    if draft.recipients().len() > MAX_RECIPIENTS {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_recipients",
+            format!(
+                "the message has {} recipients; at most {MAX_RECIPIENTS} can be followed in one email",
+                draft.recipients().len()
+            ),
+        );
+    }
     let from = draft
         .from()
         .map(|f| f.normalized.clone())
