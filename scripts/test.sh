@@ -26,6 +26,13 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages aiosmtpd
 fi
 python3 -c 'import aiosmtpd' || { echo "aiosmtpd could not be installed" >&2; exit 1; }
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  python3 -m pip install -q openapi-spec-validator 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages openapi-spec-validator
+fi
+
+step "validating the OpenAPI description (docs/openapi.yaml)"
+python3 -m openapi_spec_validator docs/openapi.yaml
 
 step "building (debug, all targets)"
 cargo build --all-targets
