@@ -163,18 +163,7 @@ fn follow_open_click_report() {
 fn invalid_tokens_never_redirect_and_never_count() {
     let s = Server::start();
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(
-        &tok,
-        &email(
-            "ann@sales.test",
-            &["bob@client.test"],
-            &[],
-            &[],
-            &["https://a.example/"],
-        ),
-    );
-    let id = resp["id"].as_str().unwrap();
-    let c = copy(&resp["recipients"][0], &s.base);
+    let (id, c) = s.follow_one(&tok, "bob@client.test", "https://a.example/");
     let px = c.pixel.unwrap();
     let click = &c.clicks[0];
     let open_token = px
@@ -218,7 +207,7 @@ fn invalid_tokens_never_redirect_and_never_count() {
         assert_eq!(header(&hs, "content-type"), Some("image/gif"));
     }
     assert_eq!(raw("POST", &px, &[]).0, 405);
-    let rep = engagement(&s, &tok, id);
+    let rep = engagement(&s, &tok, &id);
     assert_eq!(rep["totals"]["opens"], 0, "{rep}");
     assert_eq!(rep["totals"]["clicks"], 0);
     assert_eq!(rep["totals"]["machine_clicks"], 0);
@@ -399,18 +388,7 @@ fn restart_keeps_everything() {
     let dir = tmp.path().join("data");
     let mut s = Server::start_in(&dir, &[]);
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(
-        &tok,
-        &email(
-            "ann@sales.test",
-            &["b@client.test"],
-            &[],
-            &[],
-            &["https://a.example/"],
-        ),
-    );
-    let id = resp["id"].as_str().unwrap().to_string();
-    let c = copy(&resp["recipients"][0], &s.base);
+    let (id, c) = s.follow_one(&tok, "b@client.test", "https://a.example/");
     raw(
         "GET",
         c.pixel.as_ref().unwrap(),
@@ -573,18 +551,7 @@ fn key_rotation_keeps_old_links_working() {
 fn engagement_switch_stops_following_and_recording() {
     let s = Server::start();
     let tok = s.user("ann@sales.test");
-    let resp = s.follow(
-        &tok,
-        &email(
-            "ann@sales.test",
-            &["b@client.test"],
-            &[],
-            &[],
-            &["https://a.example/"],
-        ),
-    );
-    let id = resp["id"].as_str().unwrap();
-    let c = copy(&resp["recipients"][0], &s.base);
+    let (id, c) = s.follow_one(&tok, "b@client.test", "https://a.example/");
     raw(
         "GET",
         c.pixel.as_ref().unwrap(),
@@ -632,7 +599,7 @@ fn engagement_switch_stops_following_and_recording() {
         .0,
         200
     );
-    let rep = engagement(&s, &tok, id);
+    let rep = engagement(&s, &tok, &id);
     assert_eq!(
         (
             rep["totals"]["opens"].as_u64(),

@@ -429,12 +429,34 @@ impl Store {
     }
 }
 
-fn seal_opt(k: &Sealer, v: Option<String>) -> Option<String> {
-    v.map(|s| k.seal(&s))
-}
-
 fn open_opt(k: &Sealer, v: Option<String>) -> Option<String> {
     v.map(|s| k.open_lossy(&s))
+}
+
+/// Applies `f` to every personal field of an email record. This is the one list
+/// of what gets sealed, so sealing and opening cannot drift apart.
+fn map_personal(rec: EmailRecord, f: &dyn Fn(&str) -> String) -> EmailRecord {
+    let opt = |v: Option<String>| v.map(|s| f(&s));
+    EmailRecord {
+        from: f(&rec.from),
+        subject: opt(rec.subject),
+        message_id: opt(rec.message_id),
+        recipients: rec
+            .recipients
+            .into_iter()
+            .map(|r| RecipientRecord {
+                address: f(&r.address),
+                name: opt(r.name),
+                delivery: r.delivery.map(|d| Delivery {
+                    detail: opt(d.detail),
+                    ..d
+                }),
+                ..r
+            })
+            .collect(),
+        links: rec.links.iter().map(|l| f(l)).collect(),
+        ..rec
+    }
 }
 
 fn seal_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
@@ -446,49 +468,13 @@ fn seal_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
     lookups.sort();
     lookups.dedup();
     EmailRecord {
-        from: k.seal(&rec.from),
-        subject: seal_opt(k, rec.subject),
-        message_id: seal_opt(k, rec.message_id),
-        recipients: rec
-            .recipients
-            .into_iter()
-            .map(|r| RecipientRecord {
-                address: k.seal(&r.address),
-                name: seal_opt(k, r.name),
-                delivery: r.delivery.map(|d| Delivery {
-                    detail: seal_opt(k, d.detail),
-                    ..d
-                }),
-                ..r
-            })
-            .collect(),
-        links: rec.links.iter().map(|l| k.seal(l)).collect(),
         lookups,
-        ..rec
+        ..map_personal(rec, &|s| k.seal(s))
     }
 }
 
 fn open_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
-    EmailRecord {
-        from: k.open_lossy(&rec.from),
-        subject: open_opt(k, rec.subject),
-        message_id: open_opt(k, rec.message_id),
-        recipients: rec
-            .recipients
-            .into_iter()
-            .map(|r| RecipientRecord {
-                address: k.open_lossy(&r.address),
-                name: open_opt(k, r.name),
-                delivery: r.delivery.map(|d| Delivery {
-                    detail: open_opt(k, d.detail),
-                    ..d
-                }),
-                ..r
-            })
-            .collect(),
-        links: rec.links.iter().map(|l| k.open_lossy(l)).collect(),
-        ..rec
-    }
+    map_personal(rec, &|s| k.open_lossy(s))
 }
 
 fn open_audit(k: &Sealer, e: AuditEntry) -> AuditEntry {

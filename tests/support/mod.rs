@@ -249,6 +249,16 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Follows an email from ann@sales.test to `to` with one link; returns the
+    /// email id and that recipient's copy.
+    pub fn follow_one(&self, token: &str, to: &str, link: &str) -> (String, Copy) {
+        let resp = self.follow(token, &email("ann@sales.test", &[to], &[], &[], &[link]));
+        let id = resp["id"].as_str().expect("id").to_string();
+        (id, copy(&resp["recipients"][0], &self.base))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
