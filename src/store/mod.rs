@@ -3,11 +3,14 @@
 //! HTTP handlers and the recorder see only this module. `Store` is an enum whose
 //! methods match on the backend and delegate (the shape stalwart's mail-server
 //! uses), so adding the Redis backend means adding a variant, not touching callers.
-//! Each backend lives in its own file; `embedded` is the default.
+//! Each backend lives in its own file; `embedded` is the default, `redis` serves a
+//! single Redis node or Redis Cluster.
 //!
 //! Architecture invariant: only this module and its children talk to a database.
 
 pub mod embedded;
+pub mod journal;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -131,6 +134,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub enum Store {
     Embedded(Arc<embedded::Embedded>),
+    /// One Redis node or Redis Cluster (`kind()` tells which).
+    Redis(Arc<redis::Redis>),
 }
 
 impl Store {
@@ -138,6 +143,24 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Embedded(_) => "embedded",
+            Store::Redis(r) => r.kind(),
+        }
+    }
+
+    /// Returns true if and only if the store cannot take writes right now and
+    /// events are being kept locally until it can (`/healthz` says "degraded").
+    pub fn degraded(&self) -> bool {
+        match self {
+            Store::Embedded(_) => false,
+            Store::Redis(r) => r.degraded(),
+        }
+    }
+
+    /// The Redis backend, when it is the one in use.
+    pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
+        match self {
+            Store::Redis(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -145,18 +168,21 @@ impl Store {
     pub async fn create_user(&self, user: User, token_hash: [u8; 32]) -> Result<()> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.create_user(&user, &token_hash)).await,
+            Store::Redis(r) => r.create_user(&user, &token_hash).await,
         }
     }
 
     pub async fn user_by_token_hash(&self, hash: [u8; 32]) -> Result<Option<User>> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.user_by_token_hash(&hash)).await,
+            Store::Redis(r) => r.user_by_token_hash(&hash).await,
         }
     }
 
     pub async fn user_count(&self) -> Result<u64> {
         match self {
             Store::Embedded(s) => s.run(|s| s.user_count()).await,
+            Store::Redis(r) => r.user_count().await,
         }
     }
 
@@ -164,12 +190,14 @@ impl Store {
     pub async fn put_email(&self, rec: EmailRecord) -> Result<()> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.put_email(&rec)).await,
+            Store::Redis(r) => r.put_email(&rec).await,
         }
     }
 
     pub async fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.get_email(id)).await,
+            Store::Redis(r) => r.get_email(id).await,
         }
     }
 
@@ -183,6 +211,7 @@ impl Store {
     ) -> Result<Vec<EmailRecord>> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.list_emails(owner, before, limit)).await,
+            Store::Redis(r) => r.list_emails(owner, before, limit).await,
         }
     }
 
@@ -191,6 +220,7 @@ impl Store {
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<()> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.commit_events(events)).await,
+            Store::Redis(r) => r.commit_events(events).await,
         }
     }
 
@@ -202,18 +232,21 @@ impl Store {
                 s.wait_indexed().await;
                 s.run(move |s| s.events_for(email)).await
             }
+            Store::Redis(r) => r.events_for(email).await,
         }
     }
 
     pub async fn settings(&self) -> Result<Option<OrgSettings>> {
         match self {
             Store::Embedded(s) => s.run(|s| s.settings()).await,
+            Store::Redis(r) => r.settings().await,
         }
     }
 
     pub async fn put_settings(&self, settings: OrgSettings) -> Result<()> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.put_settings(&settings)).await,
+            Store::Redis(r) => r.put_settings(&settings).await,
         }
     }
 
@@ -222,6 +255,7 @@ impl Store {
     pub async fn sweep(&self, now_ms: u64) -> Result<usize> {
         match self {
             Store::Embedded(s) => s.run(move |s| s.sweep(now_ms)).await,
+            Store::Redis(r) => r.sweep(now_ms).await,
         }
     }
 
@@ -229,6 +263,7 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         match self {
             Store::Embedded(s) => s.run(|s| s.close()).await,
+            Store::Redis(r) => r.close().await,
         }
     }
 }

@@ -1,0 +1,440 @@
+//! The Redis backend: one node (`MAILBEACON_REDIS_URL`) or Redis Cluster
+//! (`MAILBEACON_REDIS_CLUSTER`), shared by any number of mailbeacon processes.
+//!
+//! Parts, one file each:
+//! - `keys`: the key layout (hash tags, what has a TTL).
+//! - `conn`: one connection type over redis-rs's `ConnectionManager` and its
+//!   async cluster client.
+//! - `events`: the hot path. A recorder batch becomes **one** stream entry on one
+//!   of `keys::SHARDS` shard logs (O(1) Redis work per batch, whatever its size);
+//!   a deriver task in every process, a member of the shard's consumer group,
+//!   copies entries into per-email event hashes keyed by event id (idempotent) and
+//!   deletes them from the log. Reports read the hash *and* the entries still in
+//!   the logs, so they see every committed event at once (read-your-writes across
+//!   processes) whatever the deriver's lag.
+//! - `spool`: the local, fsynced spool used while Redis cannot take a batch, and
+//!   replayed in order once it can.
+//!
+//! This file holds the records: users, emails and their indexes, settings, the key
+//! ring, and retention.
+
+pub mod conn;
+mod events;
+pub mod keys;
+mod spool;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ::redis::AsyncCommands as _;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use self::conn::{Conn, Target};
+use self::spool::Spool;
+use super::{EmailRecord, OrgSettings, Result, StoreError, User};
+use crate::ids::{id_from_text, id_to_text};
+
+/// Expiry times are clamped to this (year 2286): far enough to mean "never" for
+/// retention, and exact as a sorted-set score.
+const MAX_EXPIRES_MS: u64 = 10_000_000_000_000;
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Backend(format!("redis: {e}"))
+    }
+}
+
+/// Counters for `/metrics` and `/healthz`.
+#[derive(Default)]
+pub struct RedisStats {
+    /// Events waiting in the local spool.
+    pub spool_events: AtomicU64,
+    /// Batches that went to the spool instead of Redis.
+    pub spooled_batches: AtomicU64,
+    /// Events copied into per-email hashes by this process's deriver.
+    pub derived_events: AtomicU64,
+    /// Age of the newest log entry derived in the last pass (ms): how far behind
+    /// the deriver runs.
+    pub derive_lag_ms: AtomicU64,
+    /// Redis commands that failed.
+    pub errors: AtomicU64,
+}
+
+pub struct Redis {
+    kind: &'static str,
+    /// Hot-path connection: only batch appends, so they never queue behind a
+    /// report or the deriver on the same multiplexed socket.
+    hot: Conn,
+    /// Everything else.
+    conn: Conn,
+    ids: Mutex<events::IdGen>,
+    next_shard: AtomicUsize,
+    spool: Arc<Mutex<Spool>>,
+    /// True while the spool holds batches not yet replayed: new batches queue
+    /// behind them. Changed only under `commit_order`.
+    spooling: AtomicBool,
+    /// Serializes the "Redis or spool?" decision with the replayer's "spool
+    /// drained" decision, so the order of batches is kept.
+    commit_order: tokio::sync::Mutex<()>,
+    derive_wake: Notify,
+    replay_wake: Notify,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub stats: RedisStats,
+}
+
+/// Script: create a user unless its email is taken (all keys share `{g}`).
+const CREATE_USER: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
+return 1";
+
+impl Redis {
+    /// Connects, prepares the shard logs and starts the deriver and the spool
+    /// replayer. `data_dir` holds the spool.
+    pub async fn open(
+        target: &Target,
+        data_dir: &Path,
+        spool_max_bytes: u64,
+    ) -> Result<Arc<Redis>> {
+        let conn = conn::connect(target).await?;
+        let hot = conn::connect(target).await?;
+        let mut c = conn.clone();
+        let node: u64 = c.incr(keys::NODES, 1).await?;
+        for shard in 0..keys::SHARDS {
+            events::create_group(&mut c, shard).await?;
+        }
+        let spool = Spool::open(data_dir, spool_max_bytes)?;
+        let waiting = spool.events;
+        let spooling = !spool.is_empty();
+        if spooling {
+            tracing::info!(
+                events = waiting,
+                "the Redis spool holds events from an earlier run; replaying them"
+            );
+        }
+        let (stop, _) = watch::channel(false);
+        let me = Arc::new(Redis {
+            kind: match target {
+                Target::Single(_) => "redis",
+                Target::Cluster(_) => "redis-cluster",
+            },
+            hot,
+            conn,
+            ids: Mutex::new(events::IdGen::new(node % 1024)),
+            next_shard: AtomicUsize::new((node as usize) % keys::SHARDS),
+            spool: Arc::new(Mutex::new(spool)),
+            spooling: AtomicBool::new(spooling),
+            commit_order: tokio::sync::Mutex::new(()),
+            derive_wake: Notify::new(),
+            replay_wake: Notify::new(),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+            stats: RedisStats::default(),
+        });
+        me.stats.spool_events.store(waiting, Ordering::Relaxed);
+        let consumer = format!("n{node}-{:08x}", crate::ids::random_id() as u32);
+        let tasks = vec![
+            tokio::spawn(events::derive_loop(
+                me.clone(),
+                consumer,
+                me.stop.subscribe(),
+            )),
+            tokio::spawn(events::replay_loop(me.clone(), me.stop.subscribe())),
+        ];
+        *me.tasks.lock().map_err(|_| poisoned())? = tasks;
+        Ok(me)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Returns true if and only if batches are going to the local spool.
+    pub fn degraded(&self) -> bool {
+        self.spooling.load(Ordering::Relaxed)
+    }
+
+    fn c(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    pub async fn create_user(&self, user: &User, token_hash: &[u8; 32]) -> Result<()> {
+        let created: i64 = ::redis::cmd("EVAL")
+            .arg(CREATE_USER)
+            .arg(3)
+            .arg(keys::USER_BY_EMAIL)
+            .arg(keys::USERS)
+            .arg(keys::TOKENS)
+            .arg(&user.email)
+            .arg(id_to_text(user.id))
+            .arg(serde_json::to_vec(user)?)
+            .arg(hex(token_hash))
+            .query_async(&mut self.c())
+            .await?;
+        if created == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a user with email {} already exists",
+                user.email
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn user_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<User>> {
+        let mut c = self.c();
+        let id: Option<String> = c.hget(keys::TOKENS, hex(hash)).await?;
+        let Some(id) = id else { return Ok(None) };
+        let json: Option<Vec<u8>> = c.hget(keys::USERS, id).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn user_count(&self) -> Result<u64> {
+        Ok(self.c().hlen(keys::USERS).await?)
+    }
+
+    /// Every user with the hashes of its bearer tokens (for `migrate`).
+    pub async fn users_with_tokens(&self) -> Result<Vec<(User, Vec<[u8; 32]>)>> {
+        let mut c = self.c();
+        let users: HashMap<String, Vec<u8>> = c.hgetall(keys::USERS).await?;
+        let tokens: HashMap<String, String> = c.hgetall(keys::TOKENS).await?;
+        let mut out = Vec::with_capacity(users.len());
+        for (id, json) in users {
+            let user: User = serde_json::from_slice(&json)?;
+            let hashes = tokens
+                .iter()
+                .filter(|(_, uid)| **uid == id)
+                .filter_map(|(h, _)| unhex32(h))
+                .collect();
+            out.push((user, hashes));
+        }
+        out.sort_by_key(|(u, _)| u.id);
+        Ok(out)
+    }
+
+    /// Adds another bearer token for an existing user (for `migrate`).
+    pub async fn add_token(&self, user: u64, token_hash: &[u8; 32]) -> Result<()> {
+        let _: () = self
+            .c()
+            .hset(keys::TOKENS, hex(token_hash), id_to_text(user))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_email(&self, rec: &EmailRecord) -> Result<()> {
+        let id = id_to_text(rec.id);
+        let expires = rec.expires_ms.min(MAX_EXPIRES_MS);
+        let mut c = self.c();
+        // The record first (its own slot), then the indexes (theirs).
+        let _: () = ::redis::cmd("SET")
+            .arg(keys::email(rec.id))
+            .arg(serde_json::to_vec(rec)?)
+            .arg("PXAT")
+            .arg(expires.max(1))
+            .query_async(&mut c)
+            .await?;
+        let mut p = ::redis::pipe();
+        p.zadd(keys::BY_TIME, &id, rec.created_ms).zadd(
+            keys::BY_EXPIRY,
+            format!("{id}:{}", id_to_text(rec.owner)),
+            expires,
+        );
+        expire_with(&mut p, keys::BY_TIME, expires);
+        expire_with(&mut p, keys::BY_EXPIRY, expires);
+        p.query_async::<()>(&mut c).await?;
+        let owner = keys::by_owner(rec.owner);
+        let mut p = ::redis::pipe();
+        p.zadd(&owner, &id, rec.created_ms);
+        expire_with(&mut p, &owner, expires);
+        p.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    pub async fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
+        let json: Option<Vec<u8>> = self.c().get(keys::email(id)).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn list_emails(
+        &self,
+        owner: Option<u64>,
+        before: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<EmailRecord>> {
+        let key = match owner {
+            Some(o) => keys::by_owner(o),
+            None => keys::BY_TIME.to_string(),
+        };
+        let (bt, bid) = before.unwrap_or((u64::MAX, u64::MAX));
+        let max = if before.is_some() {
+            bt.to_string()
+        } else {
+            "+inf".into()
+        };
+        let mut c = self.c();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        let page = limit.clamp(1, 500) + 8;
+        while out.len() < limit {
+            // Newest first; members with equal scores come in reverse id order,
+            // the same order as (created_ms, id).
+            let got: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(&max)
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(page)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await?;
+            offset += got.len();
+            let ids: Vec<u64> = got
+                .iter()
+                .filter_map(|(m, score)| Some((id_from_text(m)?, *score as u64)))
+                .filter(|(id, created)| (*created, *id) < (bt, bid))
+                .map(|(id, _)| id)
+                .collect();
+            let recs = futures_util::future::try_join_all(ids.iter().map(|id| self.get_email(*id)))
+                .await?;
+            // Missing records have expired; their index entries go at the next sweep.
+            out.extend(recs.into_iter().flatten());
+            if got.len() < page {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    pub async fn settings(&self) -> Result<Option<OrgSettings>> {
+        let json: Option<Vec<u8>> = self.c().get(keys::SETTINGS).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn put_settings(&self, s: &OrgSettings) -> Result<()> {
+        let _: () = self.c().set(keys::SETTINGS, serde_json::to_vec(s)?).await?;
+        Ok(())
+    }
+
+    /// The key ring's JSON (the `keyring.json` format), if one is stored.
+    pub async fn keyring(&self) -> Result<Option<String>> {
+        Ok(self.c().get(keys::KEYRING).await?)
+    }
+
+    /// Stores the key ring if and only if the stored one is still `expected`
+    /// (`None`: no ring stored yet). Returns false if another process changed it
+    /// first.
+    pub async fn put_keyring(&self, expected: Option<&str>, json: &str) -> Result<bool> {
+        const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3]) return 1
+end
+return 0";
+        let done: i64 = ::redis::cmd("EVAL")
+            .arg(CAS)
+            .arg(1)
+            .arg(keys::KEYRING)
+            .arg(if expected.is_none() { "" } else { "x" })
+            .arg(expected.unwrap_or(""))
+            .arg(json)
+            .query_async(&mut self.c())
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Removes emails whose retention ended before `now_ms`, with their events and
+    /// index entries. Redis expires the email's own keys by itself at that time;
+    /// this also cleans the indexes, and makes `sweep` mean the same for both
+    /// backends.
+    pub async fn sweep(&self, now_ms: u64) -> Result<usize> {
+        let mut c = self.c();
+        let mut removed = 0;
+        loop {
+            let due: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(keys::BY_EXPIRY)
+                .arg("-inf")
+                .arg(format!("({now_ms}"))
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            for member in &due {
+                let Some((id, owner)) = member
+                    .split_once(':')
+                    .and_then(|(i, o)| Some((id_from_text(i)?, id_from_text(o)?)))
+                else {
+                    continue;
+                };
+                let _: () = ::redis::pipe()
+                    .del(keys::email(id))
+                    .del(keys::events(id))
+                    .query_async(&mut c)
+                    .await?;
+                let _: () = c.zrem(keys::by_owner(owner), id_to_text(id)).await?;
+                let _: () = c.zrem(keys::BY_TIME, id_to_text(id)).await?;
+            }
+            let n: usize = c.zrem(keys::BY_EXPIRY, &due).await?;
+            removed += n;
+        }
+    }
+
+    /// Stops the deriver (after a last pass) and the replayer. Whatever is still
+    /// spooled stays in the data directory and is replayed at the next start.
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().map_err(|_| poisoned())?);
+        for t in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        Ok(())
+    }
+}
+
+/// Adds "expire `key` at `at_ms`, unless it already lives longer": a new key gets
+/// the TTL (NX), an existing one is only extended (GT). So an index expires with
+/// the last email it lists.
+fn expire_with(p: &mut ::redis::Pipeline, key: &str, at_ms: u64) {
+    p.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
+    p.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("GT").ignore();
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("a lock was poisoned".into())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
