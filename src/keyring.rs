@@ -4,7 +4,11 @@
 //! the id of the one used for new tokens. It is written atomically (temp file +
 //! rename, mode 0600) so a crash never leaves half a ring, and `mailbeacon keys
 //! rotate` can change it while a server runs: servers reload it when its
-//! modification time changes (see `Shared::reload_keys_if_changed`).
+//! modification time changes (see `App::reload_keys_if_changed`).
+//!
+//! With the Redis store the same JSON lives in Redis instead, so every process
+//! shares one ring; the `*_json` functions below work on that text and the store
+//! keeps it (see `main.rs`).
 
 use std::fs;
 use std::io::Write as _;
@@ -93,6 +97,67 @@ pub fn list(data_dir: &Path) -> Result<Vec<KeyInfo>, String> {
             current: k.id == file.current,
         })
         .collect())
+}
+
+/// A new ring with one fresh key, as JSON.
+pub fn new_json() -> Result<String, String> {
+    let file = KeyFile {
+        current: 1,
+        keys: vec![new_entry(1)?],
+    };
+    serde_json::to_string_pretty(&file).map_err(|e| e.to_string())
+}
+
+/// Writes a ring's JSON as the data directory's key ring file (atomically).
+pub fn write_json(data_dir: &Path, text: &str) -> Result<(), String> {
+    write(&path(data_dir), &parse(text)?)
+}
+
+/// Parses a ring from its JSON.
+pub fn from_json(text: &str) -> Result<KeyRing, String> {
+    to_ring(&parse(text)?)
+}
+
+/// `rotate` on a ring's JSON: returns the new JSON and the new key's id.
+pub fn rotate_json(text: &str) -> Result<(String, u16), String> {
+    let mut file = parse(text)?;
+    let id = add_key(&mut file)?;
+    let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
+    Ok((json, id))
+}
+
+/// `list` on a ring's JSON.
+pub fn list_json(text: &str) -> Result<Vec<KeyInfo>, String> {
+    Ok(describe(&parse(text)?))
+}
+
+fn parse(text: &str) -> Result<KeyFile, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a valid key ring: {e}"))
+}
+
+fn add_key(file: &mut KeyFile) -> Result<u16, String> {
+    let id = file
+        .keys
+        .iter()
+        .map(|k| k.id)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or("the key ring is full (65535 keys)")?;
+    file.keys.push(new_entry(id)?);
+    file.current = id;
+    Ok(id)
+}
+
+fn describe(file: &KeyFile) -> Vec<KeyInfo> {
+    file.keys
+        .iter()
+        .map(|k| KeyInfo {
+            id: k.id,
+            created: k.created.clone(),
+            current: k.id == file.current,
+        })
+        .collect()
 }
 
 /// The file's modification time, used to notice rotations made by another process.

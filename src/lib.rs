@@ -26,6 +26,8 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
+pub mod metrics;
+pub mod migrate;
 pub mod prepare;
 pub mod recorder;
 pub mod reports;

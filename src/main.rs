@@ -1,4 +1,9 @@
-//! The `mailbeacon` binary: parses the command line, then serves or manages keys.
+//! The `mailbeacon` binary: parses the command line, then serves, manages keys, or
+//! migrates between stores.
+//!
+//! Store selection: `MAILBEACON_REDIS_URL` (one node) or `MAILBEACON_REDIS_CLUSTER`
+//! (seed nodes) select the Redis store, else the embedded one. With Redis, the key
+//! ring and the organization settings live in Redis, shared by every process.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,8 +15,11 @@ use mailbeacon::deliver::Mailer;
 use mailbeacon::ids::{now_ms, random_id};
 use mailbeacon::recorder::Recorder;
 use mailbeacon::state::App;
+use mailbeacon::store::redis::conn::{self, Target};
+use mailbeacon::store::redis::{self as redis_store, Redis};
 use mailbeacon::store::{embedded::Embedded, OrgSettings, Role, Store, User};
-use mailbeacon::{auth, keyring, server};
+use mailbeacon::token::KeyRing;
+use mailbeacon::{auth, keyring, migrate, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,13 +37,21 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_json);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => tokio::runtime::Builder::new_current_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))
-            .and_then(|rt| rt.block_on(serve(config))),
-        Command::Keys { action } => keys(&config, action),
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Keys { action } => match redis_target(&config) {
+            Some(target) => runtime().and_then(|rt| rt.block_on(keys_in_redis(&target, action))),
+            None => keys(&config, action),
+        },
+        Command::Migrate { from, to } => {
+            runtime().and_then(|rt| rt.block_on(migrate::run(&config, from, to)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,19 +98,122 @@ fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    if config.redis_url.is_some() || !config.redis_cluster.is_empty() {
-        return Err(
-            "the Redis backend is not part of this build yet; unset MAILBEACON_REDIS_URL / MAILBEACON_REDIS_CLUSTER to use the embedded store"
-                .into(),
+/// The Redis the configuration names, if any.
+pub fn redis_target(config: &Config) -> Option<Target> {
+    match (&config.redis_url, config.redis_cluster.is_empty()) {
+        (Some(url), _) => Some(Target::Single(url.clone())),
+        (None, false) => Some(Target::Cluster(config.redis_cluster.clone())),
+        (None, true) => None,
+    }
+}
+
+/// `keys rotate|list` against the ring stored in Redis.
+async fn keys_in_redis(target: &Target, action: KeysAction) -> Result<(), String> {
+    let mut c = conn::connect(target).await.map_err(|e| e.to_string())?;
+    let missing = || "no key ring in Redis (start the server once to create it)".to_string();
+    let mut current = redis_store::get_keyring(&mut c)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(missing)?;
+    match action {
+        KeysAction::Rotate => loop {
+            let (json, id) = keyring::rotate_json(&current)?;
+            // Compare-and-set: a concurrent rotation elsewhere is retried on top.
+            if redis_store::put_keyring(&mut c, Some(&current), &json)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("signing key {id} is now current; older keys keep verifying");
+                return Ok(());
+            }
+            current = redis_store::get_keyring(&mut c)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(missing)?;
+        },
+        KeysAction::List => {
+            for k in keyring::list_json(&current)? {
+                let mark = if k.current { " (current)" } else { "" };
+                println!("{}\t{}{}", k.id, k.created, mark);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The key ring shared through Redis. The first process on an empty Redis stores
+/// its data directory's ring if it has one (so links already sent keep working),
+/// else a new one; a concurrent first start loses the race and reads the winner's.
+async fn shared_keyring(redis: &Redis, config: &Config) -> Result<(KeyRing, String), String> {
+    if let Some(json) = redis.keyring().await.map_err(|e| e.to_string())? {
+        return Ok((keyring::from_json(&json)?, json));
+    }
+    let local = keyring::path(&config.data_dir);
+    let json = if local.exists() {
+        std::fs::read_to_string(&local)
+            .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+    } else {
+        keyring::new_json()?
+    };
+    let ring = keyring::from_json(&json)?;
+    if redis
+        .put_keyring(None, &json)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::info!(
+            from_data_dir = local.exists(),
+            "stored the signing key ring in Redis"
         );
+        return Ok((ring, json));
     }
-    let (keys, created) = keyring::load_or_create(&config.data_dir)?;
-    if created {
-        tracing::info!(dir = %config.data_dir.display(), "created a new signing key ring");
+    let json = redis
+        .keyring()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the key ring vanished from Redis")?;
+    Ok((keyring::from_json(&json)?, json))
+}
+
+/// Logs what the Redis persistence settings promise (README, "Durability").
+async fn log_redis_durability(redis: &Redis) {
+    match redis.durability().await {
+        Some((aof, fsync)) if aof == "yes" && fsync == "always" => tracing::info!(
+            "Redis has appendonly yes, appendfsync always: an answered hit survives a Redis crash or power loss"
+        ),
+        Some((aof, fsync)) if aof == "yes" => tracing::warn!(
+            appendfsync = %fsync,
+            "Redis does not fsync every write: a crash of the Redis host can lose about the last second of answered hits (set appendfsync always for no loss)"
+        ),
+        Some(_) => tracing::warn!(
+            "Redis has appendonly no: a Redis restart loses every hit since its last snapshot (set appendonly yes, appendfsync always)"
+        ),
+        None => tracing::info!(
+            "cannot read Redis's persistence settings (CONFIG is disabled); the durability promise is the README's table for the configuration you chose"
+        ),
     }
-    let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let store = Store::Embedded(embedded);
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let target = redis_target(&config);
+    let (store, keys, shared_ring) = match &target {
+        None => {
+            let (keys, created) = keyring::load_or_create(&config.data_dir)?;
+            if created {
+                tracing::info!(dir = %config.data_dir.display(), "created a new signing key ring");
+            }
+            let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
+            (Store::Embedded(embedded), keys, None)
+        }
+        Some(t) => {
+            let redis = Redis::open(t, &config.data_dir, config.spool_max_bytes)
+                .await
+                .map_err(|e| format!("cannot open the Redis store: {e}"))?;
+            log_redis_durability(&redis).await;
+            let (keys, json) = shared_keyring(&redis, &config).await?;
+            (Store::Redis(redis), keys, Some(json))
+        }
+    };
     bootstrap_admin(&config, &store).await?;
     let settings = match store.settings().await.map_err(|e| e.to_string())? {
         Some(s) => s,
@@ -134,7 +253,11 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let background = [
         tokio::spawn(sweeper(app.clone())),
-        tokio::spawn(key_reloader(app.clone())),
+        match shared_ring {
+            Some(json) => tokio::spawn(shared_key_reloader(app.clone(), json)),
+            None => tokio::spawn(key_reloader(app.clone())),
+        },
+        tokio::spawn(settings_refresher(app.clone(), settings)),
     ];
     server::run(listener, app.clone(), shutdown_signal()).await;
     for task in background {
@@ -190,6 +313,52 @@ async fn key_reloader(app: Arc<App>) {
     loop {
         tick.tick().await;
         app.reload_keys_if_changed();
+    }
+}
+
+/// With Redis: picks up a key rotation made by any process (every 2 s).
+async fn shared_key_reloader(app: Arc<App>, mut last: String) {
+    let Some(redis) = app.store.as_redis().cloned() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match redis.keyring().await {
+            Ok(Some(json)) if json != last => match keyring::from_json(&json) {
+                Ok(ring) => {
+                    tracing::info!(current_key = ring.current_id(), "key ring reloaded");
+                    app.set_keys(ring);
+                    last = json;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the shared key ring cannot be loaded; keeping the old one")
+                }
+            },
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the shared key ring"),
+        }
+    }
+}
+
+/// Settings are cached in memory for the hot path; another process (sharing the
+/// store) may change them. Every 2 s, a stored value that changed since the last
+/// look replaces the cache.
+async fn settings_refresher(app: Arc<App>, mut last: OrgSettings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match app.store.settings().await {
+            Ok(Some(s)) if s != last => {
+                last = s;
+                if s != app.settings() {
+                    tracing::info!(?s, "organization settings changed elsewhere; applied");
+                    app.set_settings(s);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot refresh the settings"),
+        }
     }
 }
 

@@ -88,6 +88,12 @@ impl App {
         }
     }
 
+    /// Replaces the key ring (a rotation made by another process, read from the
+    /// shared store).
+    pub fn set_keys(&self, ring: KeyRing) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+    }
+
     pub fn settings(&self) -> OrgSettings {
         *self.settings.read().unwrap_or_else(|p| p.into_inner())
     }

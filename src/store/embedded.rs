@@ -397,6 +397,53 @@ impl Embedded {
         Ok(removed)
     }
 
+    /// Every user with the hashes of its bearer tokens (for `migrate`).
+    pub fn users_with_tokens(&self) -> Result<Vec<(User, Vec<[u8; 32]>)>> {
+        let tx = self.db.begin_read()?;
+        let mut tokens: std::collections::HashMap<u64, Vec<[u8; 32]>> = Default::default();
+        for row in tx.open_table(TOKENS)?.iter()? {
+            let (h, id) = row?;
+            if let Ok(h) = <[u8; 32]>::try_from(h.value()) {
+                tokens.entry(id.value()).or_default().push(h);
+            }
+        }
+        let mut out = Vec::new();
+        for row in tx.open_table(USERS)?.iter()? {
+            let (id, json) = row?;
+            let user: User = serde_json::from_slice(json.value())?;
+            out.push((user, tokens.remove(&id.value()).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Adds another bearer token for an existing user (for `migrate`).
+    pub fn add_token(&self, user: u64, token_hash: &[u8; 32]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(TOKENS)?.insert(token_hash.as_slice(), user)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes events that already have their sequence numbers (for `migrate`),
+    /// durably and idempotently; later events get higher numbers.
+    pub fn import_events(&self, events: &[Event]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        let max = apply(&tx, events)?;
+        let applied = {
+            let meta = tx.open_table(META)?;
+            let got = meta.get(APPLIED_SEQ)?;
+            got.and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        if max > applied {
+            tx.open_table(META)?
+                .insert(APPLIED_SEQ, max.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn close(&self) -> Result<()> {
         let taken = self.indexer.lock().ok().and_then(|mut g| g.take());
         if let Some((tx, handle)) = taken {

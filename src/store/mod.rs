@@ -156,6 +156,14 @@ impl Store {
         }
     }
 
+    /// Events kept locally until the store can take them.
+    pub fn spool_events(&self) -> u64 {
+        match self {
+            Store::Embedded(_) => 0,
+            Store::Redis(r) => r.spool_events(),
+        }
+    }
+
     /// The Redis backend, when it is the one in use.
     pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
         match self {
@@ -256,6 +264,31 @@ impl Store {
         match self {
             Store::Embedded(s) => s.run(move |s| s.sweep(now_ms)).await,
             Store::Redis(r) => r.sweep(now_ms).await,
+        }
+    }
+
+    /// Every user with the hashes of its bearer tokens (for `migrate`).
+    pub async fn users_with_tokens(&self) -> Result<Vec<(User, Vec<[u8; 32]>)>> {
+        match self {
+            Store::Embedded(s) => s.run(|s| s.users_with_tokens()).await,
+            Store::Redis(r) => r.users_with_tokens().await,
+        }
+    }
+
+    /// Adds another bearer token for an existing user (for `migrate`).
+    pub async fn add_token(&self, user: u64, token_hash: [u8; 32]) -> Result<()> {
+        match self {
+            Store::Embedded(s) => s.run(move |s| s.add_token(user, &token_hash)).await,
+            Store::Redis(r) => r.add_token(user, &token_hash).await,
+        }
+    }
+
+    /// Writes events of one email that already carry their sequence numbers, as
+    /// they are (for `migrate`). Idempotent.
+    pub async fn import_events(&self, email: u64, events: Vec<Event>) -> Result<()> {
+        match self {
+            Store::Embedded(s) => s.run(move |s| s.import_events(&events)).await,
+            Store::Redis(r) => r.import_events(email, &events).await,
         }
     }
 

@@ -110,9 +110,17 @@ pub async fn create_group(c: &mut Conn, shard: usize) -> Result<()> {
         .query_async(c)
         .await;
     match res {
-        Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-        _ => Ok(()),
+        Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
+        _ => {}
     }
+    // A log made here has no TTL yet (appends refresh it).
+    let _: () = ::redis::cmd("PEXPIRE")
+        .arg(keys::log(shard))
+        .arg(LOG_TTL_MS)
+        .arg("NX")
+        .query_async(c)
+        .await?;
+    Ok(())
 }
 
 type Entry = (String, Vec<u8>);
@@ -235,7 +243,7 @@ impl Redis {
             return Ok(());
         }
         let now = now_ms();
-        let mut per_email: HashMap<u64, Vec<(String, Vec<u8>)>> = HashMap::new();
+        let mut per_email: HashMap<u64, Vec<Event>> = HashMap::new();
         let mut newest = 0;
         let mut count = 0u64;
         for (id, packed) in entries {
@@ -247,29 +255,16 @@ impl Redis {
                     continue;
                 }
             };
+            count += batch.len() as u64;
             for e in batch {
-                count += 1;
-                per_email
-                    .entry(e.email)
-                    .or_default()
-                    .push((id_to_text(e.seq), serde_json::to_vec(&e)?));
+                per_email.entry(e.email).or_default().push(e);
             }
         }
-        let scripts = per_email.into_iter().map(|(email, evs)| {
+        futures_util::future::try_join_all(per_email.iter().map(|(email, evs)| {
             let mut c = self.conn.clone();
-            async move {
-                let mut cmd = ::redis::cmd("EVAL");
-                cmd.arg(DERIVE)
-                    .arg(2)
-                    .arg(keys::email(email))
-                    .arg(keys::events(email));
-                for (id, json) in evs {
-                    cmd.arg(id).arg(json);
-                }
-                cmd.query_async::<i64>(&mut c).await
-            }
-        });
-        futures_util::future::try_join_all(scripts).await?;
+            async move { derive_into(&mut c, *email, evs).await }
+        }))
+        .await?;
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         let key = keys::log(shard);
         let _: () = ::redis::pipe()
@@ -367,6 +362,22 @@ impl Redis {
         }
         Ok(())
     }
+}
+
+/// Writes one email's events into its hash, by event id (the deriver's write).
+pub async fn derive_into(c: &mut Conn, email: u64, events: &[Event]) -> Result<()> {
+    for chunk in events.chunks(512) {
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(DERIVE)
+            .arg(2)
+            .arg(keys::email(email))
+            .arg(keys::events(email));
+        for e in chunk {
+            cmd.arg(id_to_text(e.seq)).arg(serde_json::to_vec(e)?);
+        }
+        cmd.query_async::<i64>(c).await?;
+    }
+    Ok(())
 }
 
 /// Appends one packed batch to a shard log (one pipeline, one slot).

@@ -228,6 +228,12 @@ impl Redis {
         Ok(())
     }
 
+    /// Writes events that already have their ids (for `migrate`): the same
+    /// idempotent write the deriver does.
+    pub async fn import_events(&self, email: u64, events: &[super::Event]) -> Result<()> {
+        events::derive_into(&mut self.c(), email, events).await
+    }
+
     pub async fn put_email(&self, rec: &EmailRecord) -> Result<()> {
         let id = id_to_text(rec.id);
         let expires = rec.expires_ms.min(MAX_EXPIRES_MS);
@@ -334,29 +340,33 @@ impl Redis {
 
     /// The key ring's JSON (the `keyring.json` format), if one is stored.
     pub async fn keyring(&self) -> Result<Option<String>> {
-        Ok(self.c().get(keys::KEYRING).await?)
+        get_keyring(&mut self.c()).await
     }
 
-    /// Stores the key ring if and only if the stored one is still `expected`
-    /// (`None`: no ring stored yet). Returns false if another process changed it
-    /// first.
+    /// See `put_keyring`.
     pub async fn put_keyring(&self, expected: Option<&str>, json: &str) -> Result<bool> {
-        const CAS: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if (cur == false and ARGV[1] == '') or cur == ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[3]) return 1
-end
-return 0";
-        let done: i64 = ::redis::cmd("EVAL")
-            .arg(CAS)
-            .arg(1)
-            .arg(keys::KEYRING)
-            .arg(if expected.is_none() { "" } else { "x" })
-            .arg(expected.unwrap_or(""))
-            .arg(json)
-            .query_async(&mut self.c())
-            .await?;
-        Ok(done == 1)
+        put_keyring(&mut self.c(), expected, json).await
+    }
+
+    /// Events waiting in the local spool.
+    pub fn spool_events(&self) -> u64 {
+        self.stats.spool_events.load(Ordering::Relaxed)
+    }
+
+    /// What Redis's persistence settings promise, for the startup log (see the
+    /// README's durability table). `None` if Redis does not say (CONFIG disabled).
+    pub async fn durability(&self) -> Option<(String, String)> {
+        let mut c = self.c();
+        let aof: HashMap<String, String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        Some((
+            aof.get("appendonly")?.clone(),
+            aof.get("appendfsync")?.clone(),
+        ))
     }
 
     /// Removes emails whose retention ended before `now_ms`, with their events and
@@ -410,6 +420,32 @@ return 0";
         }
         Ok(())
     }
+}
+
+/// The key ring's JSON, if one is stored.
+pub async fn get_keyring(c: &mut Conn) -> Result<Option<String>> {
+    Ok(c.get(keys::KEYRING).await?)
+}
+
+/// Stores the key ring if and only if the stored one is still `expected` (`None`:
+/// no ring stored yet). Returns false if another process changed it first.
+pub async fn put_keyring(c: &mut Conn, expected: Option<&str>, json: &str) -> Result<bool> {
+    const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or (cur ~= false and ARGV[1] ~= '' and cur == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3]) return 1
+end
+return 0";
+    let done: i64 = ::redis::cmd("EVAL")
+        .arg(CAS)
+        .arg(1)
+        .arg(keys::KEYRING)
+        .arg(if expected.is_none() { "" } else { "x" })
+        .arg(expected.unwrap_or(""))
+        .arg(json)
+        .query_async(c)
+        .await?;
+    Ok(done == 1)
 }
 
 /// Adds "expire `key` at `at_ms`, unless it already lives longer": a new key gets
