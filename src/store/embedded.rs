@@ -12,7 +12,8 @@
 //! replayed. Events are keyed by (email, sequence), so replaying twice never counts
 //! twice.
 //!
-//! Journal record: `len u32 LE | crc32 u32 LE | JSON event`. A torn or corrupt tail
+//! Journal record: `len u32 LE | crc32 u32 LE | JSON event` (framing in
+//! `store::journal`, shared with the Redis spool). A torn or corrupt tail
 //! (a crash mid-write, before the batch was acknowledged) ends the replay.
 //!
 //! Records and settings (users, emails) are written with ordinary durable redb
@@ -31,7 +32,7 @@ use redb::{
 };
 use tokio::sync::watch;
 
-use super::{EmailRecord, Event, OrgSettings, Result, StoreError, User};
+use super::{journal, EmailRecord, Event, OrgSettings, Result, StoreError, User};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -309,10 +310,7 @@ impl Embedded {
         for e in &mut events {
             seq += 1;
             e.seq = seq;
-            let body = serde_json::to_vec(e)?;
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
+            journal::frame(&serde_json::to_vec(e)?, &mut buf);
         }
         let before = j.len;
         if let Err(e) = j.file.write_all(&buf).and_then(|_| j.file.sync_data()) {
@@ -468,28 +466,19 @@ fn read_applied(db: &Database) -> Result<u64> {
 }
 
 /// Decodes journal records; returns the events and whether a torn tail was found.
-fn decode_journal(mut bytes: &[u8]) -> (Vec<Event>, bool) {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        if bytes.len() < 8 {
-            return (out, true);
-        }
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if len > MAX_RECORD || bytes.len() < 8 + len {
-            return (out, true);
-        }
-        let body = &bytes[8..8 + len];
-        if crc32fast::hash(body) != crc {
+fn decode_journal(bytes: &[u8]) -> (Vec<Event>, bool) {
+    let (records, valid) = journal::decode(bytes);
+    let mut out = Vec::with_capacity(records.len());
+    for body in records {
+        if body.len() > MAX_RECORD {
             return (out, true);
         }
         match serde_json::from_slice::<Event>(body) {
             Ok(e) => out.push(e),
             Err(_) => return (out, true),
         }
-        bytes = &bytes[8 + len..];
     }
-    (out, false)
+    (out, valid < bytes.len())
 }
 
 /// Inserts events of known emails; returns the highest seq seen. Events of emails
