@@ -2,7 +2,8 @@
 //! ring, cached organization settings, and the SMTP mailer.
 //!
 //! The hot path (pixel, click) reads only in-memory values here: the key ring
-//! behind an `RwLock<Arc<_>>` (swapped when `keys rotate` changes the file) and
+//! behind an `RwLock<Arc<_>>` (swapped when `keys rotate` changes the file, or
+//! the copy in Redis) and
 //! the Email Engagement switch as an atomic. It never waits on the store except to
 //! commit its event.
 
