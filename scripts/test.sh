@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README "Tests"): installs what the tests need, then runs
-# every test. Services (the SMTP server, and later Redis, Dovecot, Chromium) are
+# every test. Services (the SMTP server, Redis, and later Dovecot, Chromium) are
 # started by the tests themselves on free 127.0.0.1 ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Redis (single node and Cluster tests): the tests start their own servers.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if ((${#missing[@]})); then
   step "installing ${missing[*]} with apt-get"

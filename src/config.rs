@@ -32,11 +32,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
-    /// Manage the token signing keys in the data directory.
+    /// Manage the token signing keys (in the data directory, or in Redis when
+    /// Redis is configured).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Copy everything from one store to the other (embedded <-> Redis). Resumable:
+    /// run it again after an interruption. Verifies counts at the end.
+    Migrate {
+        /// The store to copy from.
+        #[arg(long, value_enum)]
+        from: StoreKind,
+        /// The store to copy into.
+        #[arg(long, value_enum)]
+        to: StoreKind,
+    },
+}
+
+/// A store `migrate` can read or write. "redis" means the Redis node or Cluster
+/// the configuration names; "embedded" the data directory's store.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+    Redis,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -94,6 +113,9 @@ pub struct Opts {
     /// Log format: text or json [default: text].
     #[arg(long, env = "MAILBEACON_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Largest local spool kept while Redis is unavailable, in bytes [default: 268435456 = 256 MiB].
+    #[arg(long, env = "MAILBEACON_SPOOL_MAX_BYTES", global = true)]
+    pub spool_max_bytes: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -114,6 +136,7 @@ struct FileOpts {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log_format: Option<String>,
+    spool_max_bytes: Option<u64>,
 }
 
 /// A validated IP network (address + prefix length).
@@ -179,6 +202,8 @@ pub struct Config {
     /// (certificate, key) PEM paths when serving HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_json: bool,
+    /// Bound of the Redis store's local spool (bytes).
+    pub spool_max_bytes: u64,
 }
 
 impl Config {
@@ -324,6 +349,15 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             problems.push(format!("log_format: {log_format:?} must be text or json"));
         }
+        let spool_max_bytes = opts
+            .spool_max_bytes
+            .or(file.spool_max_bytes)
+            .unwrap_or(256 * 1024 * 1024);
+        if spool_max_bytes < 1024 * 1024 {
+            problems.push(format!(
+                "spool_max_bytes: {spool_max_bytes} is too small (at least 1048576)"
+            ));
+        }
         let admin_token = std::env::var("MAILBEACON_ADMIN_TOKEN")
             .ok()
             .filter(|s| !s.is_empty());
@@ -354,6 +388,7 @@ impl Config {
             },
             tls,
             log_json: log_format == "json",
+            spool_max_bytes,
         })
     }
 }

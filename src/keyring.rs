@@ -6,7 +6,11 @@
 //! rotated, see `seal`). It is written atomically (temp file +
 //! rename, mode 0600) so a crash never leaves half a ring, and `mailbeacon keys
 //! rotate` can change it while a server runs: servers reload it when its
-//! modification time changes (see `Shared::reload_keys_if_changed`).
+//! modification time changes (see `App::reload_keys_if_changed`).
+//!
+//! With the Redis store the same JSON lives in Redis instead, so every process
+//! shares one ring; the `*_json` functions below work on that text and the store
+//! keeps it (see `main.rs`).
 
 use std::fs;
 use std::io::Write as _;
@@ -92,13 +96,7 @@ pub fn load(data_dir: &Path) -> Result<Keys, String> {
 pub fn rotate(data_dir: &Path) -> Result<u16, String> {
     let p = path(data_dir);
     let mut file = read(&p)?;
-    complete(&mut file)?;
-    let id = next_id(&file.keys)?;
-    file.keys.push(new_entry(id)?);
-    file.current = id;
-    let data_id = next_id(&file.data_keys)?;
-    file.data_keys.push(new_entry(data_id)?);
-    file.data_current = data_id;
+    let id = rotate_file(&mut file)?;
     write(&p, &file)?;
     Ok(id)
 }
@@ -128,16 +126,85 @@ fn complete(file: &mut KeyFile) -> Result<bool, String> {
 }
 
 pub fn list(data_dir: &Path) -> Result<Vec<KeyInfo>, String> {
-    let file = read(&path(data_dir))?;
-    Ok(file
-        .keys
+    Ok(describe(&read(&path(data_dir))?))
+}
+
+/// A new, complete ring (one signing key, one data key, a lookup key), as JSON.
+pub fn new_json() -> Result<String, String> {
+    let mut file = KeyFile {
+        current: 1,
+        keys: vec![new_entry(1)?],
+        data_current: 0,
+        data_keys: Vec::new(),
+        lookup: None,
+    };
+    complete(&mut file)?;
+    to_json(&file)
+}
+
+/// Writes a ring's JSON as the data directory's key ring file (atomically).
+pub fn write_json(data_dir: &Path, text: &str) -> Result<(), String> {
+    write(&path(data_dir), &parse(text)?)
+}
+
+/// The keys of a ring's JSON.
+pub fn from_json(text: &str) -> Result<Keys, String> {
+    to_keys(&parse(text)?)
+}
+
+/// A ring written before data and lookup keys existed, completed: `Some(new
+/// JSON)` if keys had to be added (the caller stores it, compare-and-set, so
+/// every process ends up with the same keys), `None` if it was complete.
+pub fn complete_json(text: &str) -> Result<Option<String>, String> {
+    let mut file = parse(text)?;
+    if complete(&mut file)? {
+        return Ok(Some(to_json(&file)?));
+    }
+    Ok(None)
+}
+
+/// `rotate` on a ring's JSON: returns the new JSON and the new signing key's id.
+pub fn rotate_json(text: &str) -> Result<(String, u16), String> {
+    let mut file = parse(text)?;
+    let id = rotate_file(&mut file)?;
+    Ok((to_json(&file)?, id))
+}
+
+/// `list` on a ring's JSON.
+pub fn list_json(text: &str) -> Result<Vec<KeyInfo>, String> {
+    Ok(describe(&parse(text)?))
+}
+
+fn parse(text: &str) -> Result<KeyFile, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a valid key ring: {e}"))
+}
+
+fn to_json(file: &KeyFile) -> Result<String, String> {
+    serde_json::to_string_pretty(file).map_err(|e| e.to_string())
+}
+
+/// Adds a signing key and a data key and makes them current; returns the new
+/// signing key's id.
+fn rotate_file(file: &mut KeyFile) -> Result<u16, String> {
+    complete(file)?;
+    let id = next_id(&file.keys)?;
+    file.keys.push(new_entry(id)?);
+    file.current = id;
+    let data_id = next_id(&file.data_keys)?;
+    file.data_keys.push(new_entry(data_id)?);
+    file.data_current = data_id;
+    Ok(id)
+}
+
+fn describe(file: &KeyFile) -> Vec<KeyInfo> {
+    file.keys
         .iter()
         .map(|k| KeyInfo {
             id: k.id,
             created: k.created.clone(),
             current: k.id == file.current,
         })
-        .collect())
+        .collect()
 }
 
 /// The file's modification time, used to notice rotations made by another process.

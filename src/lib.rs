@@ -3,7 +3,7 @@
 //! # Layout
 //! Read top to bottom; each module uses only modules below it, so a pixel hit
 //! travels straight down: `server` → `http::beacon` → `token` (verify) →
-//! `recorder` (group commit) → `store` → `store::embedded`.
+//! `recorder` (group commit) → `store` → `store::embedded` or `store::redis`.
 //!
 //! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
 //! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
@@ -14,7 +14,10 @@
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
 //! - `subjects`: data-subject export and erase.
 //! - `recorder`: group commit of events into the store.
-//! - `store`: the storage interface; `store::embedded` (redb + journal).
+//! - `metrics`: request, latency and recording counters for `/metrics`.
+//! - `migrate`: copies everything between the embedded store and Redis.
+//! - `store`: the storage interface; `store::embedded` (redb + journal),
+//!   `store::redis` (one node or Cluster: shard logs, deriver, local spool).
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
@@ -28,6 +31,8 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
+pub mod metrics;
+pub mod migrate;
 pub mod prepare;
 pub mod recorder;
 pub mod reports;

@@ -1,4 +1,9 @@
-//! The `mailbeacon` binary: parses the command line, then serves or manages keys.
+//! The `mailbeacon` binary: parses the command line, then serves, manages keys, or
+//! migrates between stores.
+//!
+//! Store selection: `MAILBEACON_REDIS_URL` (one node) or `MAILBEACON_REDIS_CLUSTER`
+//! (seed nodes) select the Redis store, else the embedded one. With Redis, the key
+//! ring and the organization settings live in Redis, shared by every process.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,11 +13,14 @@ use clap::Parser as _;
 use mailbeacon::config::{Cli, Command, Config, KeysAction};
 use mailbeacon::deliver::Mailer;
 use mailbeacon::ids::{now_ms, random_id};
+use mailbeacon::keyring::Keys;
 use mailbeacon::recorder::Recorder;
 use mailbeacon::state::App;
+use mailbeacon::store::redis::conn::{self, Target};
+use mailbeacon::store::redis::{self as redis_store, Redis};
 use mailbeacon::store::{embedded::Embedded, AuditEntry, Backend, OrgSettings, Role, Store, User};
 use mailbeacon::tls::Tls;
-use mailbeacon::{auth, keyring, server};
+use mailbeacon::{auth, keyring, migrate, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,13 +38,21 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_json);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => tokio::runtime::Builder::new_current_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))
-            .and_then(|rt| rt.block_on(serve(config))),
-        Command::Keys { action } => keys(&config, action),
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Keys { action } => match redis_target(&config) {
+            Some(target) => runtime().and_then(|rt| rt.block_on(keys_in_redis(&target, action))),
+            None => keys(&config, action),
+        },
+        Command::Migrate { from, to } => {
+            runtime().and_then(|rt| rt.block_on(migrate::run(&config, from, to)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,19 +99,127 @@ fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
     Ok(())
 }
 
+/// The Redis the configuration names, if any.
+pub fn redis_target(config: &Config) -> Option<Target> {
+    match (&config.redis_url, config.redis_cluster.is_empty()) {
+        (Some(url), _) => Some(Target::Single(url.clone())),
+        (None, false) => Some(Target::Cluster(config.redis_cluster.clone())),
+        (None, true) => None,
+    }
+}
+
+/// `keys rotate|list` against the ring stored in Redis.
+async fn keys_in_redis(target: &Target, action: KeysAction) -> Result<(), String> {
+    let mut c = conn::connect(target).await.map_err(|e| e.to_string())?;
+    let missing = || "no key ring in Redis (start the server once to create it)".to_string();
+    let mut current = redis_store::get_keyring(&mut c)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(missing)?;
+    match action {
+        KeysAction::Rotate => loop {
+            let (json, id) = keyring::rotate_json(&current)?;
+            // Compare-and-set: a concurrent rotation elsewhere is retried on top.
+            if redis_store::put_keyring(&mut c, Some(&current), &json)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("signing key {id} is now current; older keys keep verifying");
+                return Ok(());
+            }
+            current = redis_store::get_keyring(&mut c)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(missing)?;
+        },
+        KeysAction::List => {
+            for k in keyring::list_json(&current)? {
+                let mark = if k.current { " (current)" } else { "" };
+                println!("{}\t{}{}", k.id, k.created, mark);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The key ring shared through Redis. The first process on an empty Redis stores
+/// its data directory's ring if it has one (so links already sent keep working and
+/// data sealed before stays readable), else a new one; a concurrent first start
+/// loses the race and reads the winner's. A ring from before data keys existed is
+/// completed the same way, compare-and-set.
+async fn shared_keyring(redis: &Redis, config: &Config) -> Result<(Keys, String), String> {
+    loop {
+        let stored = redis.keyring().await.map_err(|e| e.to_string())?;
+        let (expected, json) = match stored {
+            Some(json) => match keyring::complete_json(&json)? {
+                None => return Ok((keyring::from_json(&json)?, json)),
+                Some(completed) => (Some(json), completed),
+            },
+            None => {
+                let local = keyring::path(&config.data_dir);
+                let json = if local.exists() {
+                    let text = std::fs::read_to_string(&local)
+                        .map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                    keyring::complete_json(&text)?.unwrap_or(text)
+                } else {
+                    keyring::new_json()?
+                };
+                (None, json)
+            }
+        };
+        if redis
+            .put_keyring(expected.as_deref(), &json)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            tracing::info!("stored the key ring in Redis");
+            return Ok((keyring::from_json(&json)?, json));
+        }
+        // Another process stored one first: read theirs.
+    }
+}
+
+/// Logs what the Redis persistence settings promise (README, "Durability").
+async fn log_redis_durability(redis: &Redis) {
+    match redis.durability().await {
+        Some((aof, fsync)) if aof == "yes" && fsync == "always" => tracing::info!(
+            "Redis has appendonly yes, appendfsync always: an answered hit survives a Redis crash or power loss"
+        ),
+        Some((aof, fsync)) if aof == "yes" => tracing::warn!(
+            appendfsync = %fsync,
+            "Redis does not fsync every write: a crash of the Redis host can lose about the last second of answered hits (set appendfsync always for no loss)"
+        ),
+        Some(_) => tracing::warn!(
+            "Redis has appendonly no: a Redis restart loses every hit since its last snapshot (set appendonly yes, appendfsync always)"
+        ),
+        None => tracing::info!(
+            "cannot read Redis's persistence settings (CONFIG is disabled); the durability promise is the README's table for the configuration you chose"
+        ),
+    }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
-    if config.redis_url.is_some() || !config.redis_cluster.is_empty() {
-        return Err(
-            "the Redis backend is not part of this build yet; unset MAILBEACON_REDIS_URL / MAILBEACON_REDIS_CLUSTER to use the embedded store"
-                .into(),
-        );
-    }
-    let (keys, created) = keyring::load_or_create(&config.data_dir)?;
-    if created {
-        tracing::info!(dir = %config.data_dir.display(), "created a new signing key ring");
-    }
-    let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let store = Store::new(Backend::Embedded(embedded), keys.sealer);
+    let target = redis_target(&config);
+    let (backend, keys, shared_ring) = match &target {
+        None => {
+            let (keys, created) = keyring::load_or_create(&config.data_dir)?;
+            if created {
+                tracing::info!(dir = %config.data_dir.display(), "created a new key ring");
+            }
+            let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
+            (Backend::Embedded(embedded), keys, None)
+        }
+        Some(t) => {
+            let redis = Redis::open(t, &config.data_dir, config.spool_max_bytes)
+                .await
+                .map_err(|e| format!("cannot open the Redis store: {e}"))?;
+            log_redis_durability(&redis).await;
+            let (keys, json) = shared_keyring(&redis, &config).await?;
+            (Backend::Redis(redis), keys, Some(json))
+        }
+    };
+    let Keys { signing, sealer } = keys;
+    let store = Store::new(backend, sealer);
     bootstrap_admin(&config, &store).await?;
     let settings = match store.settings().await.map_err(|e| e.to_string())? {
         Some(s) => s,
@@ -135,12 +259,13 @@ async fn serve(config: Config) -> Result<(), String> {
         store.clone(),
         recorder,
         mailer,
-        keys.signing,
+        signing,
         settings,
     ));
     let background = [
         tokio::spawn(sweeper(app.clone())),
-        tokio::spawn(reloader(app.clone(), tls.clone())),
+        tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
+        tokio::spawn(settings_refresher(app.clone(), settings)),
     ];
     server::run(listener, app.clone(), tls, shutdown_signal()).await;
     for task in background {
@@ -193,9 +318,10 @@ async fn sweeper(app: Arc<App>) {
     }
 }
 
-/// Picks up a rotated key ring and a renewed TLS certificate: every 2 s if the
-/// files changed, and at once on SIGHUP.
-async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>) {
+/// Picks up a rotated key ring (from the data directory's file, or from Redis
+/// when the ring is shared there) and a renewed TLS certificate: every 2 s, and
+/// at once on SIGHUP. A rotation is written to the audit log.
+async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>, mut shared: Option<String>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -219,7 +345,11 @@ async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>) {
         if let Some(t) = &tls {
             t.reload_if_changed(forced);
         }
-        if app.reload_keys_if_changed() {
+        let rotated = match shared.as_mut() {
+            None => app.reload_keys_if_changed(),
+            Some(last) => reload_shared_keys(&app, last).await,
+        };
+        if rotated {
             let entry = AuditEntry {
                 seq: 0,
                 at_ms: now_ms(),
@@ -231,6 +361,54 @@ async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>) {
             if let Err(e) = app.store.audit(entry).await {
                 tracing::error!(error = %e, "could not write the audit log");
             }
+        }
+    }
+}
+
+/// With Redis: picks up a key rotation made by any process. Returns true if and
+/// only if a new ring is now in use.
+async fn reload_shared_keys(app: &App, last: &mut String) -> bool {
+    let Some(redis) = app.store.as_redis() else {
+        return false;
+    };
+    match redis.keyring().await {
+        Ok(Some(json)) if json != *last => match keyring::from_json(&json) {
+            Ok(keys) => {
+                tracing::info!(current_key = keys.signing.current_id(), "key ring reloaded");
+                app.set_keys(keys);
+                *last = json;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the shared key ring cannot be loaded; keeping the old one");
+                false
+            }
+        },
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the shared key ring");
+            false
+        }
+    }
+}
+
+/// Settings are cached in memory for the hot path; another process (sharing the
+/// store) may change them. Every 2 s, a stored value that changed since the last
+/// look replaces the cache.
+async fn settings_refresher(app: Arc<App>, mut last: OrgSettings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match app.store.settings().await {
+            Ok(Some(s)) if s != last => {
+                last = s;
+                if s != app.settings() {
+                    tracing::info!(?s, "organization settings changed elsewhere; applied");
+                    app.set_settings(s);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot refresh the settings"),
         }
     }
 }

@@ -63,6 +63,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<RecorderStats
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) = jobs.drain(..).unzip();
         let n = events.len() as u64;
+        crate::metrics::METRICS.batch_sizes.observe(n);
         let ok = match store.commit_events(events).await {
             Ok(()) => true,
             Err(e) => {

@@ -2,7 +2,8 @@
 //! ring, cached organization settings, and the SMTP mailer.
 //!
 //! The hot path (pixel, click) reads only in-memory values here: the key ring
-//! behind an `RwLock<Arc<_>>` (swapped when `keys rotate` changes the file) and
+//! behind an `RwLock<Arc<_>>` (swapped when `keys rotate` changes the file, or
+//! the copy in Redis) and
 //! the Email Engagement switch as an atomic. It never waits on the store except to
 //! commit its event.
 
@@ -14,7 +15,7 @@ use dashmap::DashMap;
 
 use crate::config::Config;
 use crate::deliver::Mailer;
-use crate::keyring;
+use crate::keyring::{self, Keys};
 use crate::recorder::Recorder;
 use crate::store::{OrgSettings, Store, User};
 use crate::token::KeyRing;
@@ -73,8 +74,7 @@ impl App {
         match keyring::load(&self.config.data_dir) {
             Ok(keys) => {
                 let id = keys.signing.current_id();
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys.signing);
-                self.store.set_sealer(keys.sealer);
+                self.set_keys(keys);
                 *self
                     .keys_modified
                     .write()
@@ -87,6 +87,13 @@ impl App {
                 false
             }
         }
+    }
+
+    /// Replaces the key ring (a rotation made by another process, read from the
+    /// shared store).
+    pub fn set_keys(&self, keys: Keys) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys.signing);
+        self.store.set_sealer(keys.sealer);
     }
 
     pub fn settings(&self) -> OrgSettings {

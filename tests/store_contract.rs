@@ -1,10 +1,20 @@
 //! The store contract: behaviour every backend must have, run against each backend
-//! the build has (today the embedded store; the Redis backends join this suite).
+//! the build has: the embedded store, a single Redis node and a 3-master Redis
+//! Cluster (real servers, started here on free ports). Every backend goes through
+//! the same sealing `Store`.
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use std::path::PathBuf;
 
+use mailbeacon::ids::now_ms;
 use mailbeacon::seal::Sealer;
 use mailbeacon::store::embedded::Embedded;
+use mailbeacon::store::redis::conn::Target;
+use mailbeacon::store::redis::Redis;
 use mailbeacon::store::{
     AuditEntry, Backend, Contact, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
     RecipientRecord, Role, Store, StoreError, User,
@@ -70,8 +80,8 @@ fn event(email: u64, at_ms: u64) -> Event {
     }
 }
 
-async fn contract(open: impl Fn() -> Store) {
-    let store = open();
+async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
+    let store = open().await;
     // Users: create, conflict, lookup by token hash.
     let u = User {
         id: 7,
@@ -137,15 +147,17 @@ async fn contract(open: impl Fn() -> Store) {
     store.put_settings(s).await.unwrap();
     assert_eq!(store.settings().await.unwrap(), Some(s));
 
-    // Retention: an expired email disappears with its events, others stay.
-    store.put_email(email(50, 7, 10, 2000)).await.unwrap();
+    // Retention: an expired email disappears with its events, others stay. (The
+    // expiry is in the future so that Redis's own expiry does not act first.)
+    let expires = now_ms() + 3_600_000;
+    store.put_email(email(50, 7, 10, expires)).await.unwrap();
     store
         .commit_events(vec![event(50, 11), event(50, 12)])
         .await
         .unwrap();
     assert_eq!(store.events_for(50).await.unwrap().len(), 2);
-    assert_eq!(store.sweep(1999, 0).await.unwrap(), 0);
-    assert_eq!(store.sweep(2001, 0).await.unwrap(), 1);
+    assert_eq!(store.sweep(expires - 1, 0).await.unwrap(), 0);
+    assert_eq!(store.sweep(expires + 1, 0).await.unwrap(), 1);
     assert!(store.get_email(50).await.unwrap().is_none());
     assert!(store.events_for(50).await.unwrap().is_empty());
     assert!(!store
@@ -160,7 +172,7 @@ async fn contract(open: impl Fn() -> Store) {
         .put_email(email(60, 7, 100, u64::MAX / 2))
         .await
         .unwrap();
-    assert_eq!(store.sweep(2001, 101).await.unwrap(), 1);
+    assert_eq!(store.sweep(expires + 1, 101).await.unwrap(), 1);
     assert!(store.get_email(60).await.unwrap().is_none());
 
     // The subject index finds emails by address; erasing a recipient's events
@@ -235,7 +247,7 @@ async fn contract(open: impl Fn() -> Store) {
     drop(store);
 
     // Everything survives reopening, and sequence numbers keep growing.
-    let store = open();
+    let store = open().await;
     assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
     store.commit_events(vec![event(1, 500)]).await.unwrap();
@@ -249,8 +261,45 @@ async fn contract(open: impl Fn() -> Store) {
 async fn embedded_store_contract() {
     let dir = temp_dir("embedded");
     let d = dir.clone();
-    contract(move || embedded(&d)).await;
+    contract(move || {
+        let d = d.clone();
+        async move { embedded(&d) }
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn open_redis(target: Target, dir: PathBuf) -> Store {
+    let r: Arc<Redis> = Redis::open(&target, &dir, 1 << 20)
+        .await
+        .expect("open the Redis store");
+    Store::new(Backend::Redis(r), sealer())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn redis_single_node_contract() {
+    let server = support::redis::RedisServer::start();
+    let dir = support::TempDir::new("contract-redis");
+    let target = Target::Single(server.url());
+    let d = dir.path().to_path_buf();
+    contract(move || open_redis(target.clone(), d.clone())).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn redis_cluster_contract() {
+    let cluster = support::redis::RedisCluster::start();
+    let dir = support::TempDir::new("contract-cluster");
+    let target = Target::Cluster(cluster.nodes.iter().map(|n| n.url()).collect());
+    let d = dir.path().to_path_buf();
+    contract(move || open_redis(target.clone(), d.clone())).await;
+    // The shard logs are spread over the masters.
+    let keys = cluster.all_keys();
+    let nodes_with_logs: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .filter(|(_, k)| k.starts_with("mb:{log:"))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(nodes_with_logs.len(), 3, "{keys:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -1,7 +1,8 @@
 //! HTTP routing and response helpers.
 //!
 //! Routing is a plain match over the path (no framework): `/o/…` and `/c/…` go to
-//! `beacon` (the hot path), `/api/v1/…` to `api`, `/healthz` answers here. Every
+//! `beacon` (the hot path), `/api/v1/…` to `api`, `/healthz` and `/metrics`
+//! answer here (every request is counted in `metrics`, a few atomic adds). Every
 //! error an API client can see is JSON `{"error":{"code","message"}}` with the
 //! right status; nothing answers 500 for bad input.
 
@@ -15,6 +16,7 @@ pub mod privacy;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPT
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::metrics;
 use crate::state::App;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -34,7 +37,9 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
+    let started = std::time::Instant::now();
     let path = req.uri().path();
+    let route = metrics::route_of(path);
     let resp = if let Some(rest) = path.strip_prefix("/o/") {
         let rest = rest.to_owned();
         beacon::pixel(&app, &req, &rest, peer.ip()).await
@@ -42,10 +47,19 @@ pub async fn handle(
         let rest = rest.to_owned();
         beacon::click(&app, &req, &rest, peer.ip()).await
     } else if path == "/healthz" {
+        // 200 while serving; "degraded" while events are spooled locally because
+        // the store (Redis) cannot take them.
+        let status = if app.store.degraded() {
+            "degraded"
+        } else {
+            "ok"
+        };
         json_response(
             StatusCode::OK,
-            &json!({"status": "ok", "store": app.store.kind()}),
+            &json!({"status": status, "store": app.store.kind(), "spool_events": app.store.spool_events()}),
         )
+    } else if path == "/metrics" {
+        metrics_response(&app)
     } else if path.starts_with("/api/") {
         api::handle(&app, req).await
     } else {
@@ -55,7 +69,33 @@ pub async fn handle(
             "no such endpoint".to_string(),
         )
     };
+    metrics::METRICS.request(route, resp.status().as_u16(), started.elapsed());
     Ok(resp)
+}
+
+fn metrics_response(app: &App) -> Resp {
+    let stats = &app.recorder.stats;
+    let redis = app.store.as_redis().map(|r| &r.stats);
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let text = metrics::render(&metrics::Gauges {
+        store: app.store.kind(),
+        events_recorded: get(&stats.events),
+        event_failures: get(&stats.failures),
+        batches: get(&stats.batches),
+        spool_events: app.store.spool_events(),
+        degraded: app.store.degraded(),
+        store_errors: redis.map(|r| get(&r.errors)).unwrap_or(0),
+        derived_events: redis.map(|r| get(&r.derived_events)).unwrap_or(0),
+        derive_lag_ms: redis.map(|r| get(&r.derive_lag_ms)).unwrap_or(0),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 pub fn json_response(status: StatusCode, value: &Value) -> Resp {

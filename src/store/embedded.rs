@@ -12,7 +12,8 @@
 //! replayed. Events are keyed by (email, sequence), so replaying twice never counts
 //! twice.
 //!
-//! Journal record: `len u32 LE | crc32 u32 LE | JSON event`. A torn or corrupt tail
+//! Journal record: `len u32 LE | crc32 u32 LE | JSON event` (framing in
+//! `store::journal`, shared with the Redis spool). A torn or corrupt tail
 //! (a crash mid-write, before the batch was acknowledged) ends the replay.
 //!
 //! Records and settings (users, emails) are written with ordinary durable redb
@@ -31,7 +32,9 @@ use redb::{
 };
 use tokio::sync::watch;
 
-use super::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User};
+use super::{
+    journal, AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User,
+};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -483,10 +486,7 @@ impl Embedded {
         for e in &mut events {
             seq += 1;
             e.seq = seq;
-            let body = serde_json::to_vec(e)?;
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
+            journal::frame(&serde_json::to_vec(e)?, &mut buf);
         }
         let before = j.len;
         if let Err(e) = j.file.write_all(&buf).and_then(|_| j.file.sync_data()) {
@@ -584,6 +584,53 @@ impl Embedded {
         Ok(removed)
     }
 
+    /// Every user with the hashes of its bearer tokens (for `migrate`).
+    pub fn users_with_tokens(&self) -> Result<Vec<(User, Vec<[u8; 32]>)>> {
+        let tx = self.db().begin_read()?;
+        let mut tokens: std::collections::HashMap<u64, Vec<[u8; 32]>> = Default::default();
+        for row in tx.open_table(TOKENS)?.iter()? {
+            let (h, id) = row?;
+            if let Ok(h) = <[u8; 32]>::try_from(h.value()) {
+                tokens.entry(id.value()).or_default().push(h);
+            }
+        }
+        let mut out = Vec::new();
+        for row in tx.open_table(USERS)?.iter()? {
+            let (id, json) = row?;
+            let user: User = serde_json::from_slice(json.value())?;
+            out.push((user, tokens.remove(&id.value()).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Adds another bearer token for an existing user (for `migrate`).
+    pub fn add_token(&self, user: u64, token_hash: &[u8; 32]) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(TOKENS)?.insert(token_hash.as_slice(), user)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes events that already have their sequence numbers (for `migrate`),
+    /// durably and idempotently; later events get higher numbers.
+    pub fn import_events(&self, events: &[Event]) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        let max = apply(&tx, events)?;
+        let applied = {
+            let meta = tx.open_table(META)?;
+            let got = meta.get(APPLIED_SEQ)?;
+            got.and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        if max > applied {
+            tx.open_table(META)?
+                .insert(APPLIED_SEQ, max.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn close(&self) -> Result<()> {
         let taken = self.indexer.lock().ok().and_then(|mut g| g.take());
         if let Some((tx, handle)) = taken {
@@ -614,28 +661,19 @@ fn read_applied(db: &Database) -> Result<u64> {
 }
 
 /// Decodes journal records; returns the events and whether a torn tail was found.
-fn decode_journal(mut bytes: &[u8]) -> (Vec<Event>, bool) {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        if bytes.len() < 8 {
-            return (out, true);
-        }
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if len > MAX_RECORD || bytes.len() < 8 + len {
-            return (out, true);
-        }
-        let body = &bytes[8..8 + len];
-        if crc32fast::hash(body) != crc {
+fn decode_journal(bytes: &[u8]) -> (Vec<Event>, bool) {
+    let (records, valid) = journal::decode(bytes);
+    let mut out = Vec::with_capacity(records.len());
+    for body in records {
+        if body.len() > MAX_RECORD {
             return (out, true);
         }
         match serde_json::from_slice::<Event>(body) {
             Ok(e) => out.push(e),
             Err(_) => return (out, true),
         }
-        bytes = &bytes[8 + len..];
     }
-    (out, false)
+    (out, valid < bytes.len())
 }
 
 /// Inserts events of known emails; returns the highest seq seen. Events of emails

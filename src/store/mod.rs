@@ -7,12 +7,15 @@
 //!
 //! Backends sit behind the `Backend` enum, whose arms delegate (the shape stalwart's
 //! mail-server uses): adding one means adding a variant, not touching callers. Each
-//! lives in its own file; `embedded` is the default.
+//! lives in its own file; `embedded` is the default, `redis` serves a single Redis
+//! node or Redis Cluster.
 //!
 //! Architecture invariant: only this module and its children talk to a database,
 //! and nothing reaches a backend unsealed.
 
 pub mod embedded;
+pub mod journal;
+pub mod redis;
 
 use std::sync::{Arc, RwLock};
 
@@ -180,6 +183,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub enum Backend {
     Embedded(Arc<embedded::Embedded>),
+    /// One Redis node or Redis Cluster (`kind()` tells which).
+    Redis(Arc<redis::Redis>),
 }
 
 /// The store in use. Cheap to clone; clones share the sealer.
@@ -189,11 +194,13 @@ pub struct Store {
     sealer: Arc<RwLock<Arc<Sealer>>>,
 }
 
-/// Runs `$body` with `$s` bound to the backend, off the async runtime.
+/// Calls the backend: the embedded one with `$s` bound to it off the async
+/// runtime (its calls block), Redis with `$r` bound to it (its calls are async).
 macro_rules! on_backend {
-    ($self:ident, |$s:ident| $body:expr) => {
+    ($self:ident, |$s:ident| $body:expr, |$r:ident| $rbody:expr) => {
         match &$self.backend {
             Backend::Embedded(b) => b.run(move |$s| $body).await,
+            Backend::Redis($r) => $rbody,
         }
     };
 }
@@ -208,8 +215,34 @@ impl Store {
 
     /// A short name for logs and `/healthz`.
     pub fn kind(&self) -> &'static str {
-        match self.backend {
+        match &self.backend {
             Backend::Embedded(_) => "embedded",
+            Backend::Redis(r) => r.kind(),
+        }
+    }
+
+    /// Returns true if and only if the store cannot take writes right now and
+    /// events are being kept locally until it can (`/healthz` says "degraded").
+    pub fn degraded(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded(_) => false,
+            Backend::Redis(r) => r.degraded(),
+        }
+    }
+
+    /// Events kept locally until the store can take them.
+    pub fn spool_events(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(_) => 0,
+            Backend::Redis(r) => r.spool_events(),
+        }
+    }
+
+    /// The Redis backend, when it is the one in use.
+    pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Embedded(_) => None,
         }
     }
 
@@ -234,12 +267,18 @@ impl Store {
             email: k.seal(&user.email),
             ..user
         };
-        on_backend!(self, |s| s.create_user(&sealed, &token_hash, &email_hash))
+        on_backend!(
+            self,
+            |s| s.create_user(&sealed, &token_hash, &email_hash),
+            |r| r.create_user(&sealed, &token_hash, &email_hash).await
+        )
     }
 
     pub async fn user_by_token_hash(&self, hash: [u8; 32]) -> Result<Option<User>> {
         let k = self.sealer();
-        let user = on_backend!(self, |s| s.user_by_token_hash(&hash))?;
+        let user = on_backend!(self, |s| s.user_by_token_hash(&hash), |r| r
+            .user_by_token_hash(&hash)
+            .await)?;
         Ok(user.map(|u| User {
             email: k.open_lossy(&u.email),
             ..u
@@ -247,19 +286,21 @@ impl Store {
     }
 
     pub async fn user_count(&self) -> Result<u64> {
-        on_backend!(self, |s| s.user_count())
+        on_backend!(self, |s| s.user_count(), |r| r.user_count().await)
     }
 
     /// Inserts or replaces an email record, durably.
     pub async fn put_email(&self, rec: EmailRecord) -> Result<()> {
         let k = self.sealer();
         let sealed = seal_email(&k, rec);
-        on_backend!(self, |s| s.put_email(&sealed))
+        on_backend!(self, |s| s.put_email(&sealed), |r| r
+            .put_email(&sealed)
+            .await)
     }
 
     pub async fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
         let k = self.sealer();
-        let rec = on_backend!(self, |s| s.get_email(id))?;
+        let rec = on_backend!(self, |s| s.get_email(id), |r| r.get_email(id).await)?;
         Ok(rec.map(|r| open_email(&k, r)))
     }
 
@@ -272,68 +313,81 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<EmailRecord>> {
         let k = self.sealer();
-        let list = on_backend!(self, |s| s.list_emails(owner, before, limit))?;
+        let list = on_backend!(self, |s| s.list_emails(owner, before, limit), |r| r
+            .list_emails(owner, before, limit)
+            .await)?;
         Ok(list.into_iter().map(|r| open_email(&k, r)).collect())
     }
 
     /// Ids of every email that mentions `address` (normalized).
     pub async fn emails_mentioning(&self, address: &str) -> Result<Vec<u64>> {
         let hash = self.sealer().lookup_hex(address);
-        on_backend!(self, |s| s.emails_for_lookup(&hash))
+        on_backend!(self, |s| s.emails_for_lookup(&hash), |r| r
+            .emails_for_lookup(&hash)
+            .await)
     }
 
     /// Durably commits a batch of events (one sync for the whole batch). When this
     /// returns Ok, every event of the batch survives a crash.
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<()> {
         let k = self.sealer();
-        on_backend!(self, |s| {
-            let sealed = events
+        let seal = move |events: Vec<Event>| -> Vec<Event> {
+            events
                 .into_iter()
                 .map(|e| Event {
                     ua: k.seal(&e.ua),
                     ip: k.seal(&e.ip),
                     ..e
                 })
-                .collect();
-            s.commit_events(sealed)
-        })
+                .collect()
+        };
+        on_backend!(self, |s| s.commit_events(seal(events)), |r| r
+            .commit_events(seal(events))
+            .await)
     }
 
     /// Every event recorded for one email, oldest first, including every event
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
         let k = self.sealer();
-        match &self.backend {
-            Backend::Embedded(b) => b.wait_indexed().await,
-        }
-        on_backend!(self, |s| {
-            let events = s.events_for(email)?;
-            Ok(events
+        let open = move |events: Vec<Event>| -> Vec<Event> {
+            events
                 .into_iter()
                 .map(|e| Event {
                     ua: k.open_lossy(&e.ua),
                     ip: k.open_lossy(&e.ip),
                     ..e
                 })
-                .collect())
-        })
+                .collect()
+        };
+        if let Backend::Embedded(b) = &self.backend {
+            b.wait_indexed().await;
+        }
+        on_backend!(self, |s| s.events_for(email).map(open), |r| r
+            .events_for(email)
+            .await
+            .map(open))
     }
 
     /// Deletes one recipient's events of one email and stops recording new ones.
     /// Returns how many events were deleted.
     pub async fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
-        match &self.backend {
-            Backend::Embedded(b) => b.wait_indexed().await,
+        if let Backend::Embedded(b) = &self.backend {
+            b.wait_indexed().await;
         }
-        on_backend!(self, |s| s.erase_recipient_events(email, recipient))
+        on_backend!(self, |s| s.erase_recipient_events(email, recipient), |r| r
+            .erase_recipient_events(email, recipient)
+            .await)
     }
 
     pub async fn settings(&self) -> Result<Option<OrgSettings>> {
-        on_backend!(self, |s| s.settings())
+        on_backend!(self, |s| s.settings(), |r| r.settings().await)
     }
 
     pub async fn put_settings(&self, settings: OrgSettings) -> Result<()> {
-        on_backend!(self, |s| s.put_settings(&settings))
+        on_backend!(self, |s| s.put_settings(&settings), |r| r
+            .put_settings(&settings)
+            .await)
     }
 
     pub async fn contact(&self, address: &str) -> Result<Option<Contact>> {
@@ -345,7 +399,9 @@ impl Store {
     pub async fn contacts(&self, addresses: &[String]) -> Result<Vec<Option<Contact>>> {
         let k = self.sealer();
         let hashes: Vec<String> = addresses.iter().map(|a| k.lookup_hex(a)).collect();
-        let found = on_backend!(self, |s| s.get_contacts(&hashes))?;
+        let found = on_backend!(self, |s| s.get_contacts(&hashes), |r| r
+            .get_contacts(&hashes)
+            .await)?;
         Ok(found
             .into_iter()
             .map(|c| {
@@ -371,13 +427,17 @@ impl Store {
                 )
             })
             .collect();
-        on_backend!(self, |s| s.put_contacts(&sealed))
+        on_backend!(self, |s| s.put_contacts(&sealed), |r| r
+            .put_contacts(&sealed)
+            .await)
     }
 
     /// Returns true if a preference was stored for `address`.
     pub async fn delete_contact(&self, address: &str) -> Result<bool> {
         let hash = self.sealer().lookup_hex(address);
-        on_backend!(self, |s| s.delete_contact(&hash))
+        on_backend!(self, |s| s.delete_contact(&hash), |r| r
+            .delete_contact(&hash)
+            .await)
     }
 
     pub async fn audit(&self, entry: AuditEntry) -> Result<()> {
@@ -386,46 +446,97 @@ impl Store {
             subject: entry.subject.as_deref().map(|a| k.seal(a)),
             ..entry
         };
-        on_backend!(self, |s| s.append_audit(&sealed))
+        on_backend!(self, |s| s.append_audit(&sealed), |r| r
+            .append_audit(&sealed)
+            .await)
     }
 
     /// Newest first; `before` is a seq from a previous page (exclusive).
     pub async fn audit_log(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>> {
         let k = self.sealer();
-        let list = on_backend!(self, |s| s.list_audit(before, limit))?;
+        let list = on_backend!(self, |s| s.list_audit(before, limit), |r| r
+            .list_audit(before, limit)
+            .await)?;
         Ok(list.into_iter().map(|e| open_audit(&k, e)).collect())
     }
 
     /// Makes sure deleted data is gone from the backend's files too (the embedded
     /// store compacts; Redis has nothing to do).
     pub async fn scrub(&self) -> Result<()> {
-        on_backend!(self, |s| s.scrub())
+        on_backend!(self, |s| s.scrub(), |r| r.scrub().await)
     }
 
     /// Blanks the subject of every audit entry about `address`. Returns how many.
     pub async fn redact_audit(&self, address: &str) -> Result<u64> {
         let k = self.sealer();
         let address = address.to_owned();
-        on_backend!(self, |s| s.rewrite_audit(&|e: &AuditEntry| {
+        let f = move |e: &AuditEntry| {
             let about = e.subject.as_deref().map(|x| k.open_lossy(x));
             (about.as_deref() == Some(address.as_str())).then(|| AuditEntry {
                 subject: None,
                 detail: format!("{} (subject erased)", e.detail),
                 ..e.clone()
             })
-        }))
+        };
+        on_backend!(self, |s| s.rewrite_audit(&f), |r| r.rewrite_audit(&f).await)
     }
 
     /// Removes every email (and its events) whose retention ended: its expiry is
     /// before `now_ms`, or it was created before `created_before_ms` (a retention
     /// period shortened since). Returns how many emails were removed.
     pub async fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        on_backend!(self, |s| s.sweep(now_ms, created_before_ms))
+        on_backend!(self, |s| s.sweep(now_ms, created_before_ms), |r| r
+            .sweep(now_ms, created_before_ms)
+            .await)
+    }
+
+    /// Every user with the hashes of its bearer tokens (for `migrate`).
+    pub async fn users_with_tokens(&self) -> Result<Vec<(User, Vec<[u8; 32]>)>> {
+        let k = self.sealer();
+        let users = on_backend!(self, |s| s.users_with_tokens(), |r| r
+            .users_with_tokens()
+            .await)?;
+        Ok(users
+            .into_iter()
+            .map(|(u, t)| {
+                (
+                    User {
+                        email: k.open_lossy(&u.email),
+                        ..u
+                    },
+                    t,
+                )
+            })
+            .collect())
+    }
+
+    /// Adds another bearer token for an existing user (for `migrate`).
+    pub async fn add_token(&self, user: u64, token_hash: [u8; 32]) -> Result<()> {
+        on_backend!(self, |s| s.add_token(user, &token_hash), |r| r
+            .add_token(user, &token_hash)
+            .await)
+    }
+
+    /// Writes events of one email that already carry their sequence numbers, as
+    /// they are (for `migrate`). Idempotent.
+    pub async fn import_events(&self, email: u64, events: Vec<Event>) -> Result<()> {
+        let k = self.sealer();
+        let sealed: Vec<Event> = events
+            .into_iter()
+            .map(|e| Event {
+                ua: k.seal(&e.ua),
+                ip: k.seal(&e.ip),
+                ..e
+            })
+            .collect();
+        on_backend!(self, |s| s.import_events(&sealed), |r| r
+            .import_events(email, &sealed)
+            .await)
     }
 
     /// Makes everything durable and stops background work. Call once, at shutdown.
     pub async fn close(&self) -> Result<()> {
-        on_backend!(self, |s| s.close())
+        on_backend!(self, |s| s.close(), |r| r.close().await)
     }
 }
 

@@ -1,0 +1,214 @@
+//! `mailbeacon migrate --from embedded --to redis` (and back): copies users and
+//! their token hashes, settings, the key ring, emails and their events.
+//!
+//! Every write is idempotent (users by email, emails by id, events by their
+//! sequence numbers), so an interrupted run is resumed by running it again; an
+//! email whose events are all there already is skipped. Emails whose retention
+//! already ended are not copied. At the end the counts are compared (users, live
+//! emails, events of every copied email) and any difference fails the command.
+//!
+//! Run it with the servers stopped: the embedded store allows one process at a
+//! time, and events recorded during the copy could be missed.
+
+use std::path::Path;
+
+use crate::config::{Config, StoreKind};
+use crate::ids::now_ms;
+use crate::keyring;
+use crate::store::embedded::Embedded;
+use crate::store::redis::conn::Target;
+use crate::store::redis::Redis;
+use crate::store::{Backend, Store, StoreError};
+
+/// Runs the migration; prints progress and the verified counts.
+pub async fn run(config: &Config, from: StoreKind, to: StoreKind) -> Result<(), String> {
+    if from == to {
+        return Err("--from and --to name the same store".into());
+    }
+    let target = match (&config.redis_url, config.redis_cluster.is_empty()) {
+        (Some(u), _) => Target::Single(u.clone()),
+        (None, false) => Target::Cluster(config.redis_cluster.clone()),
+        (None, true) => {
+            return Err(
+                "migrate needs Redis: set MAILBEACON_REDIS_URL or MAILBEACON_REDIS_CLUSTER".into(),
+            )
+        }
+    };
+    let e = |e: StoreError| e.to_string();
+    let embedded = Embedded::open(&config.data_dir).map_err(e)?;
+    // The Redis store's spool is not used by a migration; keep it apart from a
+    // server's.
+    let spool_dir = config.data_dir.join("migrate-spool");
+    let redis = Redis::open(&target, &spool_dir, config.spool_max_bytes)
+        .await
+        .map_err(e)?;
+    // Both stores seal with the source's key ring (copied to the destination
+    // first, below), so records are opened from one and sealed into the other.
+    let ring = match from {
+        StoreKind::Embedded => std::fs::read_to_string(keyring::path(&config.data_dir)).ok(),
+        StoreKind::Redis => redis.keyring().await.map_err(e)?,
+    }
+    .ok_or("the source store has no key ring: nothing was ever followed there")?;
+    let embedded = Store::new(
+        Backend::Embedded(embedded),
+        keyring::from_json(&ring)?.sealer,
+    );
+    let redis = Store::new(Backend::Redis(redis), keyring::from_json(&ring)?.sealer);
+    let (src, dst) = match from {
+        StoreKind::Embedded => (&embedded, &redis),
+        StoreKind::Redis => (&redis, &embedded),
+    };
+    let result = copy(src, dst, config, from).await;
+    let closed = (embedded.close().await, redis.close().await);
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    let summary = result?;
+    closed.0.map_err(e)?;
+    closed.1.map_err(e)?;
+    println!("{summary}");
+    Ok(())
+}
+
+async fn copy(
+    src: &Store,
+    dst: &Store,
+    config: &Config,
+    from: StoreKind,
+) -> Result<String, String> {
+    let e = |e: StoreError| e.to_string();
+    // The key ring first: without it, links already sent would stop verifying.
+    copy_keyring(src, dst, &config.data_dir, from).await?;
+    if let Some(s) = src.settings().await.map_err(e)? {
+        dst.put_settings(s).await.map_err(e)?;
+    }
+    let users = src.users_with_tokens().await.map_err(e)?;
+    for (user, hashes) in &users {
+        let Some(first) = hashes.first() else {
+            continue;
+        };
+        match dst.create_user(user.clone(), *first).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        for h in hashes {
+            dst.add_token(user.id, *h).await.map_err(e)?;
+        }
+    }
+    let now = now_ms();
+    let (mut emails, mut events, mut skipped, mut expired) = (0u64, 0u64, 0u64, 0u64);
+    let mut before = None;
+    loop {
+        let page = src.list_emails(None, before, 200).await.map_err(e)?;
+        let Some(last) = page.last() else { break };
+        before = Some((last.created_ms, last.id));
+        for rec in page {
+            if rec.expires_ms <= now {
+                expired += 1;
+                continue;
+            }
+            let evs = src.events_for(rec.id).await.map_err(e)?;
+            let n = evs.len() as u64;
+            let done = dst.get_email(rec.id).await.map_err(e)?.is_some()
+                && dst.events_for(rec.id).await.map_err(e)?.len() as u64 == n;
+            if done {
+                skipped += 1;
+            } else {
+                let id = rec.id;
+                dst.put_email(rec).await.map_err(e)?;
+                dst.import_events(id, evs).await.map_err(e)?;
+            }
+            emails += 1;
+            events += n;
+            if emails % 1000 == 0 {
+                eprintln!("migrate: {emails} emails copied");
+            }
+        }
+    }
+    verify(src, dst, users.len() as u64, now).await?;
+    Ok(format!(
+        "migrated {} users, {emails} emails ({skipped} already there), {events} events; {expired} expired emails not copied; counts verified",
+        users.len()
+    ))
+}
+
+/// Compares users, live emails and each email's events between the stores.
+async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let dst_users = dst.users_with_tokens().await.map_err(e)?.len() as u64;
+    if dst_users < users {
+        return Err(format!(
+            "verification failed: {users} users in the source, {dst_users} in the destination"
+        ));
+    }
+    let mut before = None;
+    let mut checked = 0u64;
+    loop {
+        let page = src.list_emails(None, before, 200).await.map_err(e)?;
+        let Some(last) = page.last() else { break };
+        before = Some((last.created_ms, last.id));
+        for rec in page.into_iter().filter(|r| r.expires_ms > now) {
+            let a = src.events_for(rec.id).await.map_err(e)?.len();
+            if dst.get_email(rec.id).await.map_err(e)?.is_none() {
+                return Err(format!(
+                    "verification failed: email {:016x} is missing",
+                    rec.id
+                ));
+            }
+            let b = dst.events_for(rec.id).await.map_err(e)?.len();
+            if a != b {
+                return Err(format!(
+                    "verification failed: email {:016x} has {a} events in the source, {b} in the destination",
+                    rec.id
+                ));
+            }
+            checked += 1;
+        }
+    }
+    eprintln!("migrate: verified {checked} emails and {users} users");
+    Ok(())
+}
+
+async fn copy_keyring(
+    src: &Store,
+    dst: &Store,
+    data_dir: &Path,
+    from: StoreKind,
+) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let file = keyring::path(data_dir);
+    match from {
+        StoreKind::Embedded => {
+            let redis = dst.as_redis().ok_or("the destination is not Redis")?;
+            let Ok(json) = std::fs::read_to_string(&file) else {
+                return Ok(()); // no local ring: nothing was ever signed here
+            };
+            keyring::from_json(&json)?;
+            match redis.keyring().await.map_err(e)? {
+                None => {
+                    redis.put_keyring(None, &json).await.map_err(e)?;
+                }
+                Some(existing) if existing == json => {}
+                Some(_) => {
+                    return Err("Redis already holds a different key ring; refusing to replace it (links signed with either would break)".into())
+                }
+            }
+        }
+        StoreKind::Redis => {
+            let redis = src.as_redis().ok_or("the source is not Redis")?;
+            let Some(json) = redis.keyring().await.map_err(e)? else {
+                return Ok(());
+            };
+            keyring::from_json(&json)?;
+            match std::fs::read_to_string(&file) {
+                Ok(existing) if existing == json => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{} already holds a different key ring; refusing to replace it",
+                        file.display()
+                    ))
+                }
+                Err(_) => keyring::write_json(data_dir, &json)?,
+            }
+        }
+    }
+    Ok(())
+}

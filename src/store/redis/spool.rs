@@ -1,0 +1,142 @@
+//! The local spool: where recorder batches go while Redis cannot take them.
+//!
+//! `redis-spool.journal` in the data directory, framed by `store::journal`. A batch
+//! is acknowledged (the pixel answered) only after its record is appended and
+//! `fdatasync`ed, exactly like the embedded store's journal. The replayer sends
+//! records to Redis oldest first; once the last one is in, the file is emptied.
+//! While the spool holds anything, new batches are appended behind it instead of
+//! going to Redis, so events reach Redis in the order they were answered.
+//!
+//! A replay may send a record that Redis already had (an answer lost to a timeout,
+//! or a crash after the send and before the file was emptied): event ids make the
+//! second copy harmless.
+//!
+//! Bounded: past `max_bytes` a batch is refused (`append` fails), the recorder logs
+//! it and counts a store error, and the pixel still answers. That is the one case
+//! where answered hits are lost, and only after the spool filled up during a long
+//! outage.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use crate::store::journal;
+use crate::store::{Result, StoreError};
+
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole records in the file.
+    len: u64,
+    /// Where the next record to replay starts.
+    read_at: u64,
+    /// Events in records not yet replayed (the spool depth).
+    pub events: u64,
+    max_bytes: u64,
+}
+
+/// A record body: `events u32 LE | packed batch`.
+pub fn body(events: u32, packed: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + packed.len());
+    b.extend_from_slice(&events.to_le_bytes());
+    b.extend_from_slice(packed);
+    b
+}
+
+fn split(body: &[u8]) -> Option<(u32, &[u8])> {
+    let n = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+    Some((n, &body[4..]))
+}
+
+impl Spool {
+    /// Opens the spool in `dir`, keeping whatever an earlier run left to replay and
+    /// cutting off a torn tail.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("redis-spool.journal");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (records, valid) = journal::decode(&bytes);
+        if valid < bytes.len() {
+            tracing::warn!(path = %path.display(), "the spool has a torn tail (never acknowledged); it is dropped");
+            file.set_len(valid as u64)?;
+            file.sync_data()?;
+        }
+        let events = records
+            .iter()
+            .filter_map(|r| split(r))
+            .map(|(n, _)| u64::from(n))
+            .sum();
+        Ok(Spool {
+            path,
+            file,
+            len: valid as u64,
+            read_at: 0,
+            events,
+            max_bytes,
+        })
+    }
+
+    /// Returns true if and only if nothing waits to be replayed.
+    pub fn is_empty(&self) -> bool {
+        self.read_at >= self.len
+    }
+
+    /// Durably appends one batch. Fails when the spool is full or the disk fails.
+    pub fn append(&mut self, events: u32, packed: &[u8]) -> Result<()> {
+        let mut framed = Vec::with_capacity(packed.len() + 12);
+        journal::frame(&body(events, packed), &mut framed);
+        if self.len + framed.len() as u64 > self.max_bytes {
+            return Err(StoreError::Backend(format!(
+                "the Redis spool {} is full ({} bytes): this batch of {events} events is dropped",
+                self.path.display(),
+                self.max_bytes
+            )));
+        }
+        journal::append_sync(&mut self.file, self.len, &framed)?;
+        self.len += framed.len() as u64;
+        self.events += u64::from(events);
+        Ok(())
+    }
+
+    /// The oldest record not yet replayed: (events, packed batch, where the next
+    /// record starts).
+    pub fn peek(&mut self) -> Result<Option<(u32, Vec<u8>, u64)>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        match journal::read_record(&mut self.file, self.read_at)? {
+            Some((b, next)) => {
+                let (n, packed) = split(&b)
+                    .ok_or_else(|| StoreError::Backend("a spool record is too short".into()))?;
+                Ok(Some((n, packed.to_vec(), next)))
+            }
+            None => Err(StoreError::Backend(format!(
+                "the spool {} is damaged at byte {}",
+                self.path.display(),
+                self.read_at
+            ))),
+        }
+    }
+
+    /// Marks the record returned by `peek` as replayed. When that was the last
+    /// one, empties the file.
+    pub fn advance(&mut self, events: u32, next: u64) -> Result<()> {
+        self.read_at = next;
+        self.events = self.events.saturating_sub(u64::from(events));
+        if self.read_at >= self.len {
+            self.file.set_len(0)?;
+            self.file.sync_data()?;
+            self.len = 0;
+            self.read_at = 0;
+            self.events = 0;
+        }
+        Ok(())
+    }
+}
