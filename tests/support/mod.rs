@@ -5,6 +5,7 @@
 //! test loudly with what to install; the README test command installs it.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod redis;
 
 use std::io::Read as _;
