@@ -88,6 +88,24 @@ pub struct Opts {
     /// Log format: text or json [default: text].
     #[arg(long, env = "MAILBEACON_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Auto Capture: how many days back to list emails [default: 3].
+    #[arg(long, env = "MAILBEACON_CAPTURE_DAYS", global = true)]
+    pub capture_days: Option<u32>,
+    /// Auto Capture: most emails listed at once [default: 50].
+    #[arg(long, env = "MAILBEACON_CAPTURE_LIMIT", global = true)]
+    pub capture_limit: Option<usize>,
+    /// Entra sign-in: JWKS as an https:// URL or a file path (unset: Entra tokens are refused).
+    #[arg(long, env = "MAILBEACON_ENTRA_JWKS", global = true)]
+    pub entra_jwks: Option<String>,
+    /// Entra sign-in: accepted audience(s), comma-separated (the add-in's client id / App ID URI).
+    #[arg(long, env = "MAILBEACON_ENTRA_AUDIENCE", global = true)]
+    pub entra_audience: Option<String>,
+    /// Entra sign-in: accepted tenant ids, comma-separated [default: any tenant].
+    #[arg(long, env = "MAILBEACON_ENTRA_TENANTS", global = true)]
+    pub entra_tenants: Option<String>,
+    /// Entra sign-in: scope the token must carry in `scp` [default: access_as_user].
+    #[arg(long, env = "MAILBEACON_ENTRA_SCOPE", global = true)]
+    pub entra_scope: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -106,6 +124,12 @@ struct FileOpts {
     sweep_interval_secs: Option<u64>,
     machine_click_secs: Option<u32>,
     log_format: Option<String>,
+    capture_days: Option<u32>,
+    capture_limit: Option<usize>,
+    entra_jwks: Option<String>,
+    entra_audience: Option<String>,
+    entra_tenants: Option<String>,
+    entra_scope: Option<String>,
 }
 
 /// A validated IP network (address + prefix length).
@@ -169,6 +193,22 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub heuristics: Heuristics,
     pub log_json: bool,
+    /// Auto Capture: days listed back, and most emails listed.
+    pub capture_days: u32,
+    pub capture_limit: usize,
+    /// Entra sign-in; `None` when no JWKS is configured.
+    pub entra: Option<EntraConfig>,
+}
+
+/// How Entra access tokens are checked (see `entra`).
+#[derive(Debug, Clone)]
+pub struct EntraConfig {
+    /// An https:// URL or a file path.
+    pub jwks: String,
+    pub audiences: Vec<String>,
+    /// Empty: any tenant.
+    pub tenants: Vec<String>,
+    pub scope: String,
 }
 
 impl Config {
@@ -303,6 +343,54 @@ impl Config {
                 problems.push("MAILBEACON_ADMIN_TOKEN must be at least 16 characters".into());
             }
         }
+        let capture_days = opts.capture_days.or(file.capture_days).unwrap_or(3);
+        if !(1..=365).contains(&capture_days) {
+            problems.push(format!(
+                "capture_days: {capture_days} must be between 1 and 365"
+            ));
+        }
+        let capture_limit = opts.capture_limit.or(file.capture_limit).unwrap_or(50);
+        if !(1..=500).contains(&capture_limit) {
+            problems.push(format!(
+                "capture_limit: {capture_limit} must be between 1 and 500"
+            ));
+        }
+        let list = |s: Option<String>| -> Vec<String> {
+            s.map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let entra_jwks = opts
+            .entra_jwks
+            .clone()
+            .or(file.entra_jwks)
+            .filter(|s| !s.is_empty());
+        let entra_audiences = list(opts.entra_audience.clone().or(file.entra_audience));
+        let entra = match entra_jwks {
+            Some(jwks) => {
+                if entra_audiences.is_empty() {
+                    problems.push("entra_audience must be set when entra_jwks is".into());
+                }
+                if jwks.starts_with("http://") {
+                    problems.push("entra_jwks: fetch keys over https://, not http://".into());
+                }
+                Some(EntraConfig {
+                    jwks,
+                    audiences: entra_audiences,
+                    tenants: list(opts.entra_tenants.clone().or(file.entra_tenants)),
+                    scope: opts
+                        .entra_scope
+                        .clone()
+                        .or(file.entra_scope)
+                        .unwrap_or_else(|| "access_as_user".into()),
+                })
+            }
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -324,6 +412,9 @@ impl Config {
                 too_fast_s: i64::from(too_fast),
             },
             log_json: log_format == "json",
+            capture_days,
+            capture_limit,
+            entra,
         })
     }
 }

@@ -18,6 +18,7 @@
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
 
+pub mod activities;
 pub mod auth;
 pub mod classify;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
+pub mod mailbox;
 pub mod prepare;
 pub mod recorder;
 pub mod reports;

@@ -64,6 +64,10 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     let query = parse_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();
     match (&method, segs.as_slice()) {
+        // The Outlook add-in's endpoints (activities, capture, mailbox, ...).
+        (_, [first, ..]) if super::addin::owns(first) => {
+            super::addin::api(app, &user, req, &segs, &query).await
+        }
         (&Method::POST, ["users"]) => {
             if let Some(r) = require_admin(&user) {
                 return r;
@@ -108,7 +112,7 @@ fn require_admin(user: &User) -> Option<Resp> {
     })
 }
 
-fn store_failed(e: StoreError) -> Resp {
+pub(crate) fn store_failed(e: StoreError) -> Resp {
     match e {
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
         StoreError::Backend(m) => {
@@ -200,7 +204,10 @@ async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
     Ok(Bytes::from(buf))
 }
 
-async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<T, Resp> {
     let body = read_body(app, req).await?;
     serde_json::from_slice(&body).map_err(|e| {
         error(

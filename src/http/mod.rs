@@ -5,6 +5,7 @@
 //! error an API client can see is JSON `{"error":{"code","message"}}` with the
 //! right status; nothing answers 500 for bad input.
 
+pub mod addin;
 pub mod api;
 pub mod beacon;
 
@@ -41,6 +42,8 @@ pub async fn handle(
             StatusCode::OK,
             &json!({"status": "ok", "store": app.store.kind()}),
         )
+    } else if let Some(rest) = path.strip_prefix("/addin/") {
+        addin::static_file(req.method(), rest)
     } else if path.starts_with("/api/") {
         api::handle(&app, req).await
     } else {

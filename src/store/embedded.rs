@@ -33,6 +33,8 @@ use tokio::sync::watch;
 
 use super::{EmailRecord, Event, OrgSettings, Result, StoreError, User};
 
+mod addin;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const USER_BY_EMAIL: TableDefinition<&str, u64> = TableDefinition::new("user_by_email");
@@ -114,6 +116,7 @@ impl Embedded {
         tx.open_table(BY_TIME)?;
         tx.open_table(EXPIRY)?;
         tx.open_table(EVENTS)?;
+        addin::create_tables(&tx)?;
         tx.commit()?;
         let db = Arc::new(db);
 

@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: only this module and its children talk to a database.
 
+pub mod addin;
 pub mod embedded;
 
 use std::sync::Arc;
@@ -217,11 +218,14 @@ impl Store {
         }
     }
 
-    /// Removes every email (and its events) whose retention ended before `now_ms`.
-    /// Returns how many emails were removed.
+    /// Removes every email (and its events) and every tracked activity whose
+    /// retention ended before `now_ms`. Returns how many records were removed.
     pub async fn sweep(&self, now_ms: u64) -> Result<usize> {
         match self {
-            Store::Embedded(s) => s.run(move |s| s.sweep(now_ms)).await,
+            Store::Embedded(s) => {
+                s.run(move |s| Ok(s.sweep(now_ms)? + s.sweep_activities(now_ms)?))
+                    .await
+            }
         }
     }
 
