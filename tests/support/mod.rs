@@ -5,6 +5,8 @@
 //! test loudly with what to install; the README test command installs it.
 #![allow(dead_code)]
 
+pub mod dovecot;
+
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
