@@ -24,10 +24,15 @@ def pixel(x, y, n):
                 white = True
     return (255, 255, 255, 255) if white else BLUE + (255,)
 
-def png(n):
+def outline(x, y, n):
+    # the unified manifest's outline icon: white shape on transparent
+    p = pixel(x, y, n)
+    return (255, 255, 255, 255) if p[:3] == (255, 255, 255) else (0, 0, 0, 0)
+
+def png(n, draw=pixel):
     raw = b""
     for y in range(n):
-        raw += b"\x00" + b"".join(bytes(pixel(x, y, n)) for x in range(n))
+        raw += b"\x00" + b"".join(bytes(draw(x, y, n)) for x in range(n))
     def chunk(t, d):
         c = t + d
         return struct.pack(">I", len(d)) + c + struct.pack(">I", zlib.crc32(c) & 0xFFFFFFFF)
@@ -38,3 +43,8 @@ for n in (16, 32, 64, 80, 128):
     with open(os.path.join(OUT, f"icon-{n}.png"), "wb") as f:
         f.write(png(n))
     print(f"icon-{n}.png")
+with open(os.path.join(OUT, "icon-color-192.png"), "wb") as f:
+    f.write(png(192))
+with open(os.path.join(OUT, "icon-outline-32.png"), "wb") as f:
+    f.write(png(32, outline))
+print("icon-color-192.png icon-outline-32.png")

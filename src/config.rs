@@ -37,6 +37,26 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The Outlook add-in.
+    Addin {
+        #[command(subcommand)]
+        action: AddinAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AddinAction {
+    /// Write the add-in's manifests for this deployment (needs an https:// --public-url):
+    /// manifest.xml (add-in only manifest, for sideloading and admin deployment) and
+    /// manifest.json with its two icons (the unified manifest's app package files).
+    Manifest {
+        /// Directory to write into [default: ./mailbeacon-addin].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The add-in's id (a GUID); give each deployment its own [default: the project's].
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -17,8 +17,12 @@
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
+//! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
+//!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
+//!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
 
 pub mod activities;
+pub mod addin_manifest;
 pub mod auth;
 pub mod classify;
 pub mod config;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
-use mailbeacon::config::{Cli, Command, Config, KeysAction};
+use mailbeacon::config::{AddinAction, Cli, Command, Config, KeysAction};
 use mailbeacon::deliver::Mailer;
 use mailbeacon::ids::{now_ms, random_id};
 use mailbeacon::recorder::Recorder;
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot start the runtime: {e}"))
             .and_then(|rt| rt.block_on(serve(config))),
         Command::Keys { action } => keys(&config, action),
+        Command::Addin { action } => addin(&config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +79,16 @@ fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
                 println!("{}\t{}{}", k.id, k.created, mark);
             }
         }
+    }
+    Ok(())
+}
+
+fn addin(config: &Config, action: AddinAction) -> Result<(), String> {
+    let AddinAction::Manifest { out, id } = action;
+    let out = out.unwrap_or_else(|| "mailbeacon-addin".into());
+    let files = mailbeacon::addin_manifest::write(&config.public_url, id.as_deref(), &out)?;
+    for f in files {
+        println!("{}", f.display());
     }
     Ok(())
 }

@@ -1,1 +1,1 @@
-/* placeholder */
+Office.actions.associate("onMessageSendHandler", onMessageSendHandler);

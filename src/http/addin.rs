@@ -785,6 +785,8 @@ const ASSETS: &[Asset] = &[
     asset!("icon-64.png", "image/png"),
     asset!("icon-80.png", "image/png"),
     asset!("icon-128.png", "image/png"),
+    asset!("icon-color-192.png", "image/png"),
+    asset!("icon-outline-32.png", "image/png"),
 ];
 
 /// The pane's files: `GET`/`HEAD /addin/{file}`.
