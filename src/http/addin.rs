@@ -789,8 +789,10 @@ const ASSETS: &[Asset] = &[
     asset!("icon-outline-32.png", "image/png"),
 ];
 
-/// The pane's files: `GET`/`HEAD /addin/{file}`.
-pub fn static_file(method: &Method, rest: &str) -> Resp {
+/// The pane's files: `GET`/`HEAD /addin/{file}`. In JavaScript files,
+/// `{{PUBLIC_URL}}` becomes the server's public URL (the send handler runs
+/// without a page in classic Outlook, so it needs an absolute API address).
+pub fn static_file(method: &Method, rest: &str, public_url: &str) -> Resp {
     if method != Method::GET && method != Method::HEAD {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -811,11 +813,13 @@ pub fn static_file(method: &Method, rest: &str) -> Resp {
         );
     };
     let body = if method == Method::HEAD {
-        &[][..]
+        bytes::Bytes::new()
+    } else if a.path.ends_with(".js") {
+        bytes::Bytes::from(String::from_utf8_lossy(a.body).replace("{{PUBLIC_URL}}", public_url))
     } else {
-        a.body
+        bytes::Bytes::from_static(a.body)
     };
-    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(body)));
+    let mut r = hyper::Response::new(http_body_util::Full::new(body));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

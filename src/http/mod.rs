@@ -43,7 +43,7 @@ pub async fn handle(
             &json!({"status": "ok", "store": app.store.kind()}),
         )
     } else if let Some(rest) = path.strip_prefix("/addin/") {
-        addin::static_file(req.method(), rest)
+        addin::static_file(req.method(), rest, &app.config.public_url)
     } else if path.starts_with("/api/") {
         api::handle(&app, req).await
     } else {
