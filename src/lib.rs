@@ -27,6 +27,7 @@ pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod deliver;
+pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;

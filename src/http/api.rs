@@ -60,6 +60,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             )
         }
         Err(AuthError::Store(e)) => return store_failed(StoreError::Backend(e)),
+        Err(AuthError::Rejected(why)) => {
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", why)
+        }
     };
     let query = parse_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();
