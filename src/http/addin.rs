@@ -827,11 +827,6 @@ pub fn static_file(method: &Method, rest: &str, public_url: &str) -> Resp {
     r
 }
 
-/// The embedded pane files, for the manifest checks.
-pub fn asset_names() -> impl Iterator<Item = &'static str> {
-    ASSETS.iter().map(|a| a.path)
-}
-
 /// The bytes of one embedded file.
 pub fn asset(name: &str) -> Option<&'static [u8]> {
     ASSETS.iter().find(|a| a.path == name).map(|a| a.body)

@@ -1,9 +1,11 @@
 //! HTTP routing and response helpers.
 //!
 //! Routing is a plain match over the path (no framework): `/o/…` and `/c/…` go to
-//! `beacon` (the hot path), `/api/v1/…` to `api`, `/healthz` answers here. Every
-//! error an API client can see is JSON `{"error":{"code","message"}}` with the
-//! right status; nothing answers 500 for bad input.
+//! `beacon` (the hot path), `/api/v1/…` to `api` (which hands the Outlook add-in's
+//! endpoints to `addin`), `/addin/…` to `addin` (the task pane's files),
+//! `/healthz` answers here. Every error an API client can see is JSON
+//! `{"error":{"code","message"}}` with the right status; nothing answers 500 for
+//! bad input.
 
 pub mod addin;
 pub mod api;
