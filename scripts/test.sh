@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README "Tests"): installs what the tests need, then runs
-# every test. Services (the SMTP server, Redis, and later Dovecot, Chromium) are
+# every test. Services (the SMTP server, Redis, Dovecot, headless Chromium) are
 # started by the tests themselves on free 127.0.0.1 ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,15 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+# Outlook add-in tests: a private Dovecot (Auto Capture over IMAP), headless
+# Chromium driven by playwright-core (the task pane), xmllint (the manifest).
+{ command -v dovecot >/dev/null 2>&1 && { [ -x /usr/lib/dovecot/imap ] || [ -x /usr/libexec/dovecot/imap ]; }; } \
+  || missing+=(dovecot-core dovecot-imapd)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)   # readable screenshots
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   step "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
@@ -36,6 +45,9 @@ fi
 
 step "validating the OpenAPI description (docs/openapi.yaml)"
 python3 -m openapi_spec_validator docs/openapi.yaml
+
+step "installing the browser-test driver (playwright-core, pinned in tests/addin/package-lock.json; no browser download: Debian's chromium is used)"
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/addin --no-audit --no-fund --loglevel=error
 
 step "building (debug, all targets)"
 cargo build --all-targets

@@ -3,7 +3,8 @@
 //! Tokens are 32 random bytes (base64url, prefixed `mb_`), shown once when a user
 //! is created and stored only as their SHA-256 hash. The bootstrap admin token from
 //! `MAILBEACON_ADMIN_TOKEN` is compared by hash too and acts as the built-in
-//! `admin` principal (id 0).
+//! `admin` principal (id 0). With Entra configured, a bearer that looks like a
+//! JWT is checked as an Entra access token instead (see `entra`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -21,6 +22,8 @@ pub enum AuthError {
     Invalid,
     /// The store failed while looking the token up.
     Store(String),
+    /// An Entra access token that was refused; the message says why.
+    Rejected(String),
 }
 
 pub fn hash_token(token: &str) -> [u8; 32] {
@@ -53,6 +56,16 @@ pub async fn authenticate(app: &App, authorization: Option<&str>) -> Result<User
         })
         .filter(|t| !t.is_empty())
         .ok_or(AuthError::Missing)?;
+    // Entra access tokens are longer than ours (RS256 JWTs run to kilobytes).
+    if token.len() <= 16 * 1024 {
+        if let Some(entra) = app
+            .entra
+            .as_ref()
+            .filter(|_| crate::entra::looks_like_jwt(token))
+        {
+            return entra_user(app, entra, token).await;
+        }
+    }
     if token.len() > 512 {
         return Err(AuthError::Invalid);
     }
@@ -73,6 +86,39 @@ pub async fn authenticate(app: &App, authorization: Option<&str>) -> Result<User
             Ok(u)
         }
         Ok(None) => Err(AuthError::Invalid),
+        Err(e) => Err(AuthError::Store(e.to_string())),
+    }
+}
+
+/// The user an Entra access token belongs to (see `entra`).
+async fn entra_user(
+    app: &App,
+    entra: &crate::entra::Validator,
+    token: &str,
+) -> Result<User, AuthError> {
+    let id = entra.validate(token).await.map_err(AuthError::Rejected)?;
+    match app.store.user_by_external(id.key()).await {
+        Ok(Some(u)) => return Ok(u),
+        Ok(None) => {}
+        Err(e) => return Err(AuthError::Store(e.to_string())),
+    }
+    let Some(name) = id.username.clone() else {
+        return Err(AuthError::Rejected(
+            "the token names no user (preferred_username)".into(),
+        ));
+    };
+    match app.store.user_by_email(name.clone()).await {
+        Ok(Some(u)) => {
+            app.store
+                .link_external(id.key(), u.id)
+                .await
+                .map_err(|e| AuthError::Store(e.to_string()))?;
+            tracing::info!(user = u.id, "linked an Entra identity to a user");
+            Ok(u)
+        }
+        Ok(None) => Err(AuthError::Rejected(format!(
+            "{name} has no mailbeacon account; ask an administrator to create it"
+        ))),
         Err(e) => Err(AuthError::Store(e.to_string())),
     }
 }

@@ -48,6 +48,26 @@ pub enum Command {
         #[arg(long, value_enum)]
         to: StoreKind,
     },
+    /// The Outlook add-in.
+    Addin {
+        #[command(subcommand)]
+        action: AddinAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AddinAction {
+    /// Write the add-in's manifests for this deployment (needs an https:// --public-url):
+    /// manifest.xml (add-in only manifest, for sideloading and admin deployment) and
+    /// manifest.json with its two icons (the unified manifest's app package files).
+    Manifest {
+        /// Directory to write into [default: ./mailbeacon-addin].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The add-in's id (a GUID); give each deployment its own [default: the project's].
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 /// A store `migrate` can read or write. "redis" means the Redis node or Cluster
@@ -116,6 +136,24 @@ pub struct Opts {
     /// Largest local spool kept while Redis is unavailable, in bytes [default: 268435456 = 256 MiB].
     #[arg(long, env = "MAILBEACON_SPOOL_MAX_BYTES", global = true)]
     pub spool_max_bytes: Option<u64>,
+    /// Auto Capture: how many days back to list emails [default: 3].
+    #[arg(long, env = "MAILBEACON_CAPTURE_DAYS", global = true)]
+    pub capture_days: Option<u32>,
+    /// Auto Capture: most emails listed at once [default: 50].
+    #[arg(long, env = "MAILBEACON_CAPTURE_LIMIT", global = true)]
+    pub capture_limit: Option<usize>,
+    /// Entra sign-in: JWKS as an https:// URL or a file path (unset: Entra tokens are refused).
+    #[arg(long, env = "MAILBEACON_ENTRA_JWKS", global = true)]
+    pub entra_jwks: Option<String>,
+    /// Entra sign-in: accepted audience(s), comma-separated (the add-in's client id / App ID URI).
+    #[arg(long, env = "MAILBEACON_ENTRA_AUDIENCE", global = true)]
+    pub entra_audience: Option<String>,
+    /// Entra sign-in: accepted tenant ids, comma-separated [default: any tenant].
+    #[arg(long, env = "MAILBEACON_ENTRA_TENANTS", global = true)]
+    pub entra_tenants: Option<String>,
+    /// Entra sign-in: scope the token must carry in `scp` [default: access_as_user].
+    #[arg(long, env = "MAILBEACON_ENTRA_SCOPE", global = true)]
+    pub entra_scope: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -137,6 +175,12 @@ struct FileOpts {
     tls_key: Option<PathBuf>,
     log_format: Option<String>,
     spool_max_bytes: Option<u64>,
+    capture_days: Option<u32>,
+    capture_limit: Option<usize>,
+    entra_jwks: Option<String>,
+    entra_audience: Option<String>,
+    entra_tenants: Option<String>,
+    entra_scope: Option<String>,
 }
 
 /// A validated IP network (address + prefix length).
@@ -204,6 +248,22 @@ pub struct Config {
     pub log_json: bool,
     /// Bound of the Redis store's local spool (bytes).
     pub spool_max_bytes: u64,
+    /// Auto Capture: days listed back, and most emails listed.
+    pub capture_days: u32,
+    pub capture_limit: usize,
+    /// Entra sign-in; `None` when no JWKS is configured.
+    pub entra: Option<EntraConfig>,
+}
+
+/// How Entra access tokens are checked (see `entra`).
+#[derive(Debug, Clone)]
+pub struct EntraConfig {
+    /// An https:// URL or a file path.
+    pub jwks: String,
+    pub audiences: Vec<String>,
+    /// Empty: any tenant.
+    pub tenants: Vec<String>,
+    pub scope: String,
 }
 
 impl Config {
@@ -366,6 +426,54 @@ impl Config {
                 problems.push("MAILBEACON_ADMIN_TOKEN must be at least 16 characters".into());
             }
         }
+        let capture_days = opts.capture_days.or(file.capture_days).unwrap_or(3);
+        if !(1..=365).contains(&capture_days) {
+            problems.push(format!(
+                "capture_days: {capture_days} must be between 1 and 365"
+            ));
+        }
+        let capture_limit = opts.capture_limit.or(file.capture_limit).unwrap_or(50);
+        if !(1..=500).contains(&capture_limit) {
+            problems.push(format!(
+                "capture_limit: {capture_limit} must be between 1 and 500"
+            ));
+        }
+        let list = |s: Option<String>| -> Vec<String> {
+            s.map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let entra_jwks = opts
+            .entra_jwks
+            .clone()
+            .or(file.entra_jwks)
+            .filter(|s| !s.is_empty());
+        let entra_audiences = list(opts.entra_audience.clone().or(file.entra_audience));
+        let entra = match entra_jwks {
+            Some(jwks) => {
+                if entra_audiences.is_empty() {
+                    problems.push("entra_audience must be set when entra_jwks is".into());
+                }
+                if jwks.starts_with("http://") {
+                    problems.push("entra_jwks: fetch keys over https://, not http://".into());
+                }
+                Some(EntraConfig {
+                    jwks,
+                    audiences: entra_audiences,
+                    tenants: list(opts.entra_tenants.clone().or(file.entra_tenants)),
+                    scope: opts
+                        .entra_scope
+                        .clone()
+                        .or(file.entra_scope)
+                        .unwrap_or_else(|| "access_as_user".into()),
+                })
+            }
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -389,6 +497,9 @@ impl Config {
             tls,
             log_json: log_format == "json",
             spool_max_bytes,
+            capture_days,
+            capture_limit,
+            entra,
         })
     }
 }

@@ -22,15 +22,22 @@
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
+//! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
+//!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
+//!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
 
+pub mod activities;
+pub mod addin_manifest;
 pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod deliver;
+pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
+pub mod mailbox;
 pub mod metrics;
 pub mod migrate;
 pub mod prepare;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
-use mailbeacon::config::{Cli, Command, Config, KeysAction};
+use mailbeacon::config::{AddinAction, Cli, Command, Config, KeysAction};
 use mailbeacon::deliver::Mailer;
 use mailbeacon::ids::{now_ms, random_id};
 use mailbeacon::keyring::Keys;
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Migrate { from, to } => {
             runtime().and_then(|rt| rt.block_on(migrate::run(&config, from, to)))
         }
+        Command::Addin { action } => addin(&config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +197,16 @@ async fn log_redis_durability(redis: &Redis) {
             "cannot read Redis's persistence settings (CONFIG is disabled); the durability promise is the README's table for the configuration you chose"
         ),
     }
+}
+
+fn addin(config: &Config, action: AddinAction) -> Result<(), String> {
+    let AddinAction::Manifest { out, id } = action;
+    let out = out.unwrap_or_else(|| "mailbeacon-addin".into());
+    let files = mailbeacon::addin_manifest::write(&config.public_url, id.as_deref(), &out)?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {

@@ -28,6 +28,8 @@ pub struct App {
     /// Bearer-token hash -> user, filled on first use (users are never changed or
     /// deleted in place, so entries cannot go stale).
     pub auth_cache: DashMap<[u8; 32], User>,
+    /// Entra access-token checks (with their cached JWKS), when configured.
+    pub entra: Option<crate::entra::Validator>,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -44,12 +46,14 @@ impl App {
         settings: OrgSettings,
     ) -> App {
         let modified = keyring::modified(&config.data_dir);
+        let entra = config.entra.clone().map(crate::entra::Validator::new);
         App {
             config,
             store,
             recorder,
             mailer,
             auth_cache: DashMap::new(),
+            entra,
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),

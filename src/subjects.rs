@@ -1,14 +1,16 @@
 //! Data-subject requests: export, and erase, everything stored about one address.
 //!
 //! What "about an address" covers: followed emails it received (its recipient
-//! entry, delivery result and every open and click it made) or sent (as From), its
-//! contact preference, and audit entries about it. The keyed-hash index in the
+//! entry, delivery result and every open and click it made) or sent (as From),
+//! tracked emails (Email Activities) it took part in, its contact preference, and
+//! audit entries about it. The keyed-hash index in the
 //! store (`Store::emails_mentioning`) finds the emails without scanning.
 //!
 //! Erase is idempotent and leaves no trace of the address, in clear or as its
 //! keyed hash: recipient entries are blanked and marked erased (so later hits on
 //! links already sent are not recorded), their events deleted, the index entries
-//! dropped, the contact preference deleted, audit entries blanked. Links in mail
+//! dropped, activities it took part in deleted, the contact preference deleted,
+//! audit entries blanked. Links in mail
 //! already sent keep redirecting: their destination is in the signed URL.
 //!
 //! Users (CRM accounts) are not data subjects of tracking and are managed apart.
@@ -77,6 +79,12 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
             }));
         }
     }
+    let mut activities = Vec::new();
+    for id in store.activities_mentioning(address).await? {
+        if let Some(a) = store.get_activity(id).await? {
+            activities.push(crate::activities::to_json(&a, true));
+        }
+    }
     let audit: Vec<Value> = store
         .audit_log(None, usize::MAX)
         .await?
@@ -92,6 +100,7 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
         })),
         "emails_received": received,
         "emails_sent": sent,
+        "activities": activities,
         "audit": audit,
     }))
 }
@@ -100,6 +109,7 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Erased {
     pub emails: u64,
+    pub activities: u64,
     pub events: u64,
     pub contact: bool,
     pub audit_entries: u64,
@@ -132,6 +142,11 @@ pub async fn erase(store: &Store, address: &str) -> Result<Erased> {
         // drops the index entries.
         store.put_email(rec).await?;
         out.emails += 1;
+    }
+    for id in store.activities_mentioning(address).await? {
+        if store.delete_activity(id).await? {
+            out.activities += 1;
+        }
     }
     out.contact = store.delete_contact(address).await?;
     out.audit_entries = store.redact_audit(address).await?;

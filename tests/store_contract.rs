@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use mailbeacon::ids::now_ms;
 use mailbeacon::seal::Sealer;
+use mailbeacon::store::addin::{Activity, ActivityPersonal, Inserted, Participant};
 use mailbeacon::store::embedded::Embedded;
 use mailbeacon::store::redis::conn::Target;
 use mailbeacon::store::redis::Redis;
@@ -243,6 +244,94 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         .unwrap()
         .iter()
         .all(|e| e.subject.is_none()));
+    // Activities (the add-in's tracked emails): deduplicated on Message-ID,
+    // found by Message-ID and by participant, listed newest first, deleted.
+    let act = |id: u64, mid: &str, created_ms: u64| Activity {
+        id,
+        owner: 7,
+        message_id: mid.into(),
+        conversation: mid.into(),
+        reply_to: None,
+        direction: "incoming".into(),
+        regarding: None,
+        email_id: None,
+        source: "addin".into(),
+        sent_ms: None,
+        created_ms,
+        expires_ms: now_ms() + 3_600_000,
+        personal: ActivityPersonal {
+            from: Some(Participant {
+                address: "dora@client.test".into(),
+                name: Some("Dora".into()),
+            }),
+            subject: Some("Renewal".into()),
+            ..Default::default()
+        },
+        sealed: None,
+        lookups: Vec::new(),
+    };
+    assert_eq!(
+        store.insert_activity(act(101, "m1@x", 1)).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.insert_activity(act(102, "m2@x", 2)).await.unwrap(),
+        Inserted::New
+    );
+    match store.insert_activity(act(103, "m1@x", 3)).await.unwrap() {
+        Inserted::Existing(a) => assert_eq!((a.id, a.message_id.as_str()), (101, "m1@x")),
+        other => panic!("expected the existing activity, got {other:?}"),
+    }
+    let got = store
+        .activity_by_message_id("m2@x".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.personal.subject.as_deref(), Some("Renewal"));
+    assert_eq!(
+        got.personal.from.as_ref().unwrap().address,
+        "dora@client.test"
+    );
+    assert_eq!(
+        store
+            .tracked_message_ids(vec!["m1@x".into(), "zz@x".into()])
+            .await
+            .unwrap(),
+        [true, false]
+    );
+    let listed: Vec<u64> = store
+        .list_activities(7, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(listed, [102, 101]);
+    let mut mentioning = store
+        .activities_mentioning("dora@client.test")
+        .await
+        .unwrap();
+    mentioning.sort();
+    assert_eq!(mentioning, [101, 102]);
+    assert!(store
+        .emails_mentioning("dora@client.test")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.delete_activity(101).await.unwrap());
+    assert!(!store.delete_activity(101).await.unwrap());
+    assert_eq!(
+        store.activity_by_message_id("m1@x".into()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .activities_mentioning("dora@client.test")
+            .await
+            .unwrap(),
+        [102]
+    );
+
     store.close().await.unwrap();
     drop(store);
 

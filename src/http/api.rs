@@ -63,10 +63,17 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             )
         }
         Err(AuthError::Store(e)) => return store_failed(StoreError::Backend(e)),
+        Err(AuthError::Rejected(why)) => {
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", why)
+        }
     };
     let query = parse_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();
     match (&method, segs.as_slice()) {
+        // The Outlook add-in's endpoints (activities, capture, mailbox, ...).
+        (_, [first, ..]) if super::addin::owns(first) => {
+            super::addin::api(app, &user, req, &segs, &query).await
+        }
         (&Method::POST, ["users"]) => {
             if let Some(r) = require_admin(&user) {
                 return r;
@@ -141,7 +148,7 @@ fn require_admin(user: &User) -> Option<Resp> {
     })
 }
 
-pub(super) fn store_failed(e: StoreError) -> Resp {
+pub(crate) fn store_failed(e: StoreError) -> Resp {
     match e {
         StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
         StoreError::Backend(m) => {
@@ -235,7 +242,7 @@ pub(super) async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes
     Ok(Bytes::from(buf))
 }
 
-pub(super) async fn read_json<T: DeserializeOwned>(
+pub(crate) async fn read_json<T: DeserializeOwned>(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<T, Resp> {

@@ -1,15 +1,18 @@
 //! HTTP routing and response helpers.
 //!
 //! Routing is a plain match over the path (no framework): `/o/…` and `/c/…` go to
-//! `beacon` (the hot path), `/api/v1/…` to `api`, `/healthz` and `/metrics`
-//! answer here (every request is counted in `metrics`, a few atomic adds). Every
-//! error an API client can see is JSON `{"error":{"code","message"}}` with the
-//! right status; nothing answers 500 for bad input.
+//! `beacon` (the hot path), `/api/v1/…` to `api` (which hands the Outlook add-in's
+//! endpoints to `addin`), `/addin/…` to `addin` (the task pane's files),
+//! `/healthz` and `/metrics` answer here (every request is counted in `metrics`,
+//! a few atomic adds). Every error an API client can see is JSON
+//! `{"error":{"code","message"}}` with the right status; nothing answers 500 for
+//! bad input.
 
 // Handlers return `Result<_, Resp>` so an early error is one `?` away; a response
 // is built once per request, so boxing the error variant would gain nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod addin;
 pub mod api;
 pub mod beacon;
 pub mod privacy;
@@ -60,6 +63,8 @@ pub async fn handle(
         )
     } else if path == "/metrics" {
         metrics_response(&app)
+    } else if let Some(rest) = path.strip_prefix("/addin/") {
+        addin::static_file(req.method(), rest, &app.config.public_url)
     } else if path.starts_with("/api/") {
         api::handle(&app, req).await
     } else {

@@ -254,6 +254,7 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
                 let found = !v["contact"].is_null()
                     || !empty("emails_received")
                     || !empty("emails_sent")
+                    || !empty("activities")
                     || !empty("audit");
                 let (subject, detail) = if found {
                     (Some(address.as_str()), String::new())
@@ -269,14 +270,15 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
             Ok(n) => {
                 // Deliberately no subject: the log must not keep the address.
                 let detail = format!(
-                    "emails={} events={} contact={} audit_entries={}",
-                    n.emails, n.events, n.contact, n.audit_entries
+                    "emails={} activities={} events={} contact={} audit_entries={}",
+                    n.emails, n.activities, n.events, n.contact, n.audit_entries
                 );
                 audit(app, user, "subject.erase", None, detail).await;
                 json_response(
                     StatusCode::OK,
                     &json!({"erased": {
                         "emails": n.emails,
+                        "activities": n.activities,
                         "events": n.events,
                         "contact_preference": n.contact,
                         "audit_entries": n.audit_entries,

@@ -36,6 +36,8 @@ use super::{
     journal, AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User,
 };
 
+mod addin;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 /// keyed hash of the user's email -> user id
@@ -139,6 +141,7 @@ impl Embedded {
         tx.open_table(ERASED)?;
         tx.open_table(CONTACTS)?;
         tx.open_table(AUDIT)?;
+        addin::create_tables(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(db));
 

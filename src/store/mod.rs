@@ -205,6 +205,9 @@ macro_rules! on_backend {
     };
 }
 
+// After the macro, which it uses.
+pub mod addin;
+
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {
         Store {
@@ -321,7 +324,12 @@ impl Store {
 
     /// Ids of every email that mentions `address` (normalized).
     pub async fn emails_mentioning(&self, address: &str) -> Result<Vec<u64>> {
-        let hash = self.sealer().lookup_hex(address);
+        self.ids_for_lookup(self.sealer().lookup_hex(address)).await
+    }
+
+    /// Ids indexed under a keyed hash (emails under an address's hash; activities
+    /// under their own, see `addin`).
+    async fn ids_for_lookup(&self, hash: String) -> Result<Vec<u64>> {
         on_backend!(self, |s| s.emails_for_lookup(&hash), |r| r
             .emails_for_lookup(&hash)
             .await)
@@ -485,9 +493,11 @@ impl Store {
     /// before `now_ms`, or it was created before `created_before_ms` (a retention
     /// period shortened since). Returns how many emails were removed.
     pub async fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        on_backend!(self, |s| s.sweep(now_ms, created_before_ms), |r| r
-            .sweep(now_ms, created_before_ms)
-            .await)
+        on_backend!(
+            self,
+            |s| Ok(s.sweep(now_ms, created_before_ms)? + s.sweep_activities(now_ms)?),
+            |r| r.sweep(now_ms, created_before_ms).await
+        )
     }
 
     /// Every user with the hashes of its bearer tokens (for `migrate`).

@@ -18,6 +18,7 @@
 //! This file holds the records: users, emails and their indexes, settings, the key
 //! ring, and retention.
 
+mod addin;
 pub mod conn;
 mod events;
 pub mod keys;

@@ -1,0 +1,396 @@
+/* mailbeacon task pane.
+   Read mode: tracking status of the open email, Track / Untrack / regarding, and the
+   engagement of a followed email. Compose mode: the "Follow this email" switch (read by
+   the OnMessageSend handler in launchevent.js). Auto Capture: untracked emails with the
+   people on the open email, read live from the user's mailbox, each with a Track button.
+   When the pane is pinned it follows the selected item (ItemChanged). */
+(function () {
+  "use strict";
+  var api = window.MailbeaconApi;
+  var $ = function (id) { return document.getElementById(id); };
+  var FOLLOW = "mailbeaconFollow";
+  var me = null;
+  var item = null;
+  var activity = null;
+
+  function notice(text, kind) {
+    var n = $("notice");
+    n.textContent = text || "";
+    if (kind) n.setAttribute("data-kind", kind); else n.removeAttribute("data-kind");
+  }
+
+  function show(id, on) { $(id).hidden = !on; }
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function when(iso) {
+    if (!iso) return "—";
+    var d = new Date(iso);
+    return isNaN(d) ? iso : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+
+  function officeItem() {
+    try { return window.Office && Office.context && Office.context.mailbox ? Office.context.mailbox.item : null; }
+    catch (e) { return null; }
+  }
+
+  /* ---- sign-in ---------------------------------------------------------- */
+
+  function boot() {
+    notice("");
+    if (!api.getToken()) {
+      show("signin", true); show("app", false); show("signout", false);
+      $("token").focus();
+      return Promise.resolve();
+    }
+    return api.call("GET", "/me/settings").then(function (res) {
+      if (res.status === 401) {
+        return api.setToken(null).then(function () {
+          boot();
+          notice("That token was not accepted. Check it and sign in again.", "error");
+        });
+      }
+      if (res.status !== 200) { notice(api.errorText(res), "error"); return; }
+      me = res.body;
+      show("signin", false); show("app", true); show("signout", true);
+      renderItem();
+    });
+  }
+
+  $("signin-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var t = $("token").value.trim();
+    if (!t) return;
+    $("token").value = "";
+    api.setToken(t).then(boot);
+  });
+
+  $("signout").addEventListener("click", function () { api.setToken(null).then(boot); });
+
+  /* ---- the current item --------------------------------------------------- */
+
+  function isCompose(it) { return typeof it.saveAsync === "function"; }
+
+  function renderItem() {
+    item = officeItem();
+    activity = null;
+    show("read", false); show("compose", false); show("capture", false);
+    if (!item) {
+      if (!window.Office) notice("Open mailbeacon from Outlook to work with an email. (Office.js could not be loaded.)");
+      else notice("Select an email to see its tracking status.");
+      return;
+    }
+    if (isCompose(item)) renderCompose(); else renderRead();
+  }
+
+  /* ---- read mode ---------------------------------------------------------- */
+
+  function renderRead() {
+    show("read", true);
+    $("subject").textContent = item.subject || "(no subject)";
+    $("reg-id").value = "";
+    $("regarding-text").textContent = "";
+    show("engagement", false);
+    refreshStatus();
+    renderCapture();
+  }
+
+  function setStatus(state, text) {
+    var s = $("status");
+    s.setAttribute("data-state", state);
+    s.textContent = text;
+  }
+
+  function refreshStatus() {
+    var mid = item.internetMessageId;
+    if (!mid) { setStatus("unknown", "Not sent yet"); return Promise.resolve(); }
+    setStatus("unknown", "Checking…");
+    return api.call("GET", "/activities?message_id=" + encodeURIComponent(mid)).then(function (res) {
+      if (res.status !== 200) { setStatus("unknown", "Unknown"); notice(api.errorText(res), "error"); return; }
+      activity = res.body.activity;
+      var mine = !!activity;
+      if (res.body.tracked && mine) setStatus("tracked", "Tracked");
+      else if (res.body.tracked) setStatus("tracked", "Tracked by a colleague");
+      else setStatus("untracked", "Not tracked");
+      show("track", !res.body.tracked);
+      show("untrack", mine);
+      show("set-regarding", mine);
+      $("set-regarding").textContent = mine && activity.regarding ? "Change regarding" : "Set regarding";
+      $("regarding-text").textContent = mine && activity.regarding
+        ? "Regarding " + activity.regarding.type + " " + activity.regarding.id : "";
+      if (mine && activity.regarding) {
+        $("reg-type").value = activity.regarding.type;
+        $("reg-id").value = activity.regarding.id;
+      }
+      if (mine && activity.email_id) loadEngagement(activity.email_id);
+      else show("engagement", false);
+    });
+  }
+
+  function regarding() {
+    var id = $("reg-id").value.trim();
+    return id ? { type: $("reg-type").value, id: id } : null;
+  }
+
+  function busy(button, on) { button.disabled = on; button.setAttribute("aria-busy", on ? "true" : "false"); }
+
+  $("track").addEventListener("click", function () {
+    var b = $("track");
+    if (!item || typeof item.getAsFileAsync !== "function") {
+      notice("This version of Outlook cannot hand the email to add-ins (Mailbox 1.14 is needed).", "error");
+      return;
+    }
+    busy(b, true);
+    item.getAsFileAsync(function (r) {
+      if (r.status !== Office.AsyncResultStatus.Succeeded) {
+        busy(b, false);
+        notice("Outlook could not read the email: " + (r.error && r.error.message), "error");
+        return;
+      }
+      var body = { mime: r.value };
+      var reg = regarding();
+      if (reg) body.regarding = reg;
+      api.call("POST", "/activities", body).then(function (res) {
+        busy(b, false);
+        if (res.status === 201 || res.status === 200) { notice("Tracked in the CRM."); refreshStatus(); }
+        else notice(api.errorText(res), "error");
+      });
+    });
+  });
+
+  $("untrack").addEventListener("click", function () {
+    if (!activity) return;
+    var b = $("untrack");
+    busy(b, true);
+    api.call("DELETE", "/activities/" + activity.id).then(function (res) {
+      busy(b, false);
+      if (res.status === 200) { notice("Untracked: the email was removed from the CRM."); refreshStatus(); }
+      else notice(api.errorText(res), "error");
+    });
+  });
+
+  $("set-regarding").addEventListener("click", function () {
+    if (!activity) return;
+    api.call("PUT", "/activities/" + activity.id + "/regarding", regarding()).then(function (res) {
+      if (res.status === 200) { notice("Regarding saved."); refreshStatus(); }
+      else notice(api.errorText(res), "error");
+    });
+  });
+
+  function loadEngagement(emailId) {
+    return api.call("GET", "/emails/" + emailId).then(function (res) {
+      if (res.status !== 200) { show("engagement", false); return; }
+      var rep = res.body;
+      var tbody = $("recipients").querySelector("tbody");
+      tbody.textContent = "";
+      var messageLevel = false;
+      rep.recipients.forEach(function (r) {
+        if (r.address === "recipient unknown") messageLevel = true;
+        var tr = el("tr");
+        tr.appendChild(el("td", r.address));
+        tr.appendChild(el("td", String(r.opens), "n"));
+        tr.appendChild(el("td", String(r.clicks), "n"));
+        var last = [r.last_open_at, r.last_click_at].filter(Boolean).sort().pop();
+        tr.appendChild(el("td", when(last)));
+        tbody.appendChild(tr);
+      });
+      $("engagement-note").textContent = messageLevel
+        ? "Followed from Outlook: one copy went to everyone, so activity is counted for the message as a whole (recipient unknown)."
+        : "Each recipient received their own copy.";
+      drawChart(rep.timeline || []);
+      show("engagement", true);
+    });
+  }
+
+  /* A small bar chart of the timeline: up to 12 buckets, opens and clicks side by side. */
+  function drawChart(timeline) {
+    var svg = $("chart");
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    var ns = "http://www.w3.org/2000/svg";
+    var human = timeline.filter(function (e) { return !e.machine; });
+    if (!human.length) {
+      var t = document.createElementNS(ns, "text");
+      t.setAttribute("x", "8"); t.setAttribute("y", "44"); t.setAttribute("font-size", "11");
+      t.textContent = "No opens or clicks yet";
+      svg.appendChild(t);
+      return;
+    }
+    var times = human.map(function (e) { return Date.parse(e.at); });
+    var lo = Math.min.apply(null, times), hi = Math.max.apply(null, times);
+    var n = 12, span = Math.max(hi - lo, 1);
+    var opens = new Array(n).fill(0), clicks = new Array(n).fill(0);
+    human.forEach(function (e, i) {
+      var k = Math.min(n - 1, Math.floor((times[i] - lo) / span * n));
+      if (e.kind === "open") opens[k]++; else clicks[k]++;
+    });
+    var max = Math.max.apply(null, opens.concat(clicks).concat([1]));
+    var w = 280 / n;
+    for (var k = 0; k < n; k++) {
+      [[opens[k], "#005eb8", 0], [clicks[k], "#0b6a0b", 1]].forEach(function (b) {
+        if (!b[0]) return;
+        var h = b[0] / max * 70;
+        var r = document.createElementNS(ns, "rect");
+        r.setAttribute("x", String(k * w + 2 + b[2] * (w / 2 - 1)));
+        r.setAttribute("y", String(76 - h));
+        r.setAttribute("width", String(w / 2 - 3));
+        r.setAttribute("height", String(h));
+        r.setAttribute("fill", b[1]);
+        svg.appendChild(r);
+      });
+    }
+    $("chart-cap").textContent = "Opens (blue) and clicks (green) over time: " +
+      opens.reduce(function (a, b) { return a + b; }, 0) + " opens, " +
+      clicks.reduce(function (a, b) { return a + b; }, 0) + " clicks";
+  }
+
+  /* ---- compose mode ------------------------------------------------------- */
+
+  function renderCompose() {
+    show("compose", true);
+    var sw = $("follow");
+    if (me && me.organization && !me.organization.email_engagement) {
+      sw.checked = false; sw.disabled = true;
+      $("follow-state").textContent = "Email Engagement is switched off by your administrator: emails cannot be followed.";
+      return;
+    }
+    sw.disabled = false;
+    if (!item.sessionData) {
+      sw.disabled = true;
+      $("follow-state").textContent = "This version of Outlook cannot follow emails on send (Mailbox 1.11 is needed).";
+      return;
+    }
+    item.sessionData.getAsync(FOLLOW, function (r) {
+      sw.checked = r.status === Office.AsyncResultStatus.Succeeded && r.value === "1";
+      followText();
+    });
+  }
+
+  function followText() {
+    $("follow-state").textContent = $("follow").checked
+      ? "This email will be followed when you send it."
+      : "This email will not be followed.";
+  }
+
+  $("follow").addEventListener("change", function () {
+    var on = $("follow").checked;
+    item.sessionData.setAsync(FOLLOW, on ? "1" : "", function (r) {
+      if (r.status !== Office.AsyncResultStatus.Succeeded) {
+        notice("Outlook could not save the switch: " + (r.error && r.error.message), "error");
+        $("follow").checked = !on;
+      }
+      followText();
+    });
+  });
+
+  /* ---- Auto Capture ------------------------------------------------------- */
+
+  function contactsOf(it) {
+    var seen = {}, out = [];
+    var mine = me && me.email ? me.email.toLowerCase() : "";
+    [].concat(it.from ? [it.from] : [], it.to || [], it.cc || []).forEach(function (p) {
+      var a = (p && p.emailAddress || "").toLowerCase();
+      if (a && a !== mine && !seen[a]) { seen[a] = true; out.push(a); }
+    });
+    return out;
+  }
+
+  function renderCapture() {
+    show("capture", true);
+    show("mailbox-form", false);
+    $("capture-list").textContent = "";
+    if (!me.auto_capture_effective) {
+      $("capture-msg").textContent = me.organization.auto_capture
+        ? "Auto Capture is switched off in your settings."
+        : "Auto Capture is switched off for your organization by an administrator.";
+      $("contact").disabled = true; $("capture-refresh").disabled = true;
+      return;
+    }
+    $("contact").disabled = false; $("capture-refresh").disabled = false;
+    var sel = $("contact");
+    sel.textContent = "";
+    contactsOf(item).forEach(function (a) { sel.appendChild(el("option", a)); });
+    if (sel.options.length) loadCapture();
+    else $("capture-msg").textContent = "No other people on this email.";
+  }
+
+  function loadCapture() {
+    var contact = $("contact").value;
+    var list = $("capture-list");
+    $("capture-msg").textContent = "Looking in your mailbox…";
+    return api.call("GET", "/capture?contact=" + encodeURIComponent(contact)).then(function (res) {
+      list.textContent = "";
+      if (res.status === 409 && res.body && res.body.error.code === "mailbox_not_connected") {
+        $("capture-msg").textContent = "Connect your mailbox to see untracked emails.";
+        show("mailbox-form", true);
+        return;
+      }
+      if (res.status !== 200) { $("capture-msg").textContent = api.errorText(res); return; }
+      var emails = res.body.emails;
+      $("capture-msg").textContent = emails.length
+        ? emails.length + " untracked email" + (emails.length === 1 ? "" : "s") + " with " + contact + " in the last " + res.body.days + " days."
+        : "No untracked emails with " + contact + " in the last " + res.body.days + " days.";
+      emails.forEach(function (m) {
+        var li = el("li");
+        var what = el("div", null, "what");
+        what.appendChild(el("span", m.subject || "(no subject)"));
+        what.appendChild(el("span", (m.direction === "outgoing" ? "Sent " : "Received ") + when(m.date), "hint"));
+        li.appendChild(what);
+        var b = el("button", "Track");
+        b.type = "button";
+        b.setAttribute("aria-label", "Track " + (m.subject || "email"));
+        b.addEventListener("click", function () {
+          busy(b, true);
+          var body = { folder: m.folder, uid: m.uid };
+          var reg = regarding();
+          if (reg) body.regarding = reg;
+          api.call("POST", "/capture/track", body).then(function (r) {
+            if (r.status === 201 || r.status === 200) {
+              li.replaceChild(el("span", "Tracked", "pill"), b);
+              li.querySelector(".pill").setAttribute("data-state", "tracked");
+              if (item && m.message_id && item.internetMessageId &&
+                  item.internetMessageId.replace(/[<>]/g, "") === m.message_id) refreshStatus();
+            } else { busy(b, false); notice(api.errorText(r), "error"); }
+          });
+        });
+        li.appendChild(b);
+        list.appendChild(li);
+      });
+    });
+  }
+
+  $("capture-refresh").addEventListener("click", loadCapture);
+  $("contact").addEventListener("change", loadCapture);
+
+  $("mailbox-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var body = {
+      host: $("mb-host").value.trim(), port: Number($("mb-port").value),
+      tls: $("mb-tls").value, username: $("mb-user").value, password: $("mb-pass").value,
+    };
+    $("mb-pass").value = "";
+    api.call("PUT", "/mailbox", body).then(function (res) {
+      if (res.status === 200) { show("mailbox-form", false); notice("Mailbox connected."); loadCapture(); }
+      else notice(api.errorText(res), "error");
+    });
+  });
+
+  /* ---- start -------------------------------------------------------------- */
+
+  function start() {
+    if (window.Office && Office.context && Office.context.mailbox && Office.context.mailbox.addHandlerAsync) {
+      // Pinned pane: follow the selected item.
+      Office.context.mailbox.addHandlerAsync(Office.EventType.ItemChanged, function () {
+        if (me) renderItem();
+      });
+    }
+    boot();
+  }
+
+  if (window.Office && typeof Office.onReady === "function") Office.onReady(start);
+  else start();
+})();

@@ -1,0 +1,371 @@
+//! Records of the Outlook add-in, and the `Store` methods that keep them:
+//! tracked emails (Email Activities), per-user settings, connected mailboxes
+//! (Auto Capture credentials) and external identities (Entra `tid`+`oid`).
+//!
+//! Sealing, as everywhere in `Store`: an activity's personal group
+//! (`ActivityPersonal`: participants, subject, bodies, attachment names), its
+//! Message-ID and its conversation id are sealed together into `sealed` before a
+//! backend sees the activity; the backend keeps only keyed hashes of the two ids
+//! (for deduplication and lookups) and of the participants' addresses (in
+//! `lookups`, for data-subject requests). A mailbox's user name and credential
+//! are sealed field by field.
+//!
+//! Activities are interaction data: each one carries `expires_ms` (from the
+//! organization's `retention_days`) and the sweep removes it. Settings,
+//! mailboxes and identities are not, and persist until deleted.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Result, Store, User};
+use crate::seal::Sealer;
+
+/// A tracked email: an email the user chose to copy into the CRM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    pub id: u64,
+    pub owner: u64,
+    /// Normalized Message-ID (no angle brackets): unique within the deployment.
+    pub message_id: String,
+    /// The thread's root Message-ID (first of References, else In-Reply-To, else
+    /// this message's own).
+    pub conversation: String,
+    /// The tracked activity this email replies to, if any (In-Reply-To first,
+    /// then References from nearest to oldest).
+    pub reply_to: Option<u64>,
+    /// "outgoing" when the owner sent it, else "incoming".
+    pub direction: String,
+    pub regarding: Option<Regarding>,
+    /// The followed email (`/api/v1/emails/{id}`) whose pixel this message
+    /// carries, when it was followed from compose or sent through mailbeacon.
+    pub email_id: Option<u64>,
+    /// "addin" (tracked from the pane) or "capture" (tracked from Auto Capture).
+    pub source: String,
+    /// The message's Date header, when it had a valid one.
+    pub sent_ms: Option<u64>,
+    pub created_ms: u64,
+    /// When retention removes this activity.
+    pub expires_ms: u64,
+    pub personal: ActivityPersonal,
+    /// At rest only: `personal`, `message_id` and `conversation`, sealed (the
+    /// stored `message_id` and `conversation` are then keyed hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// At rest only: keyed hashes (hex) of the participants' addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<String>,
+}
+
+/// The CRM record an activity is "regarding" (a contact, an opportunity, ...).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Regarding {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// Everything personal about an activity, kept together so it can be sealed in
+/// one place.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActivityPersonal {
+    pub from: Option<Participant>,
+    pub to: Vec<Participant>,
+    pub cc: Vec<Participant>,
+    pub subject: Option<String>,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub attachments: Vec<AttachmentInfo>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Participant {
+    /// Normalized (lowercased) address.
+    pub address: String,
+    pub name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentInfo {
+    pub name: Option<String>,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// Per-user switches (not interaction data).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserSettings {
+    pub auto_capture: bool,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        UserSettings { auto_capture: true }
+    }
+}
+
+/// A connected mailbox for Auto Capture. The secret is never sent back by the API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MailboxConfig {
+    pub host: String,
+    pub port: u16,
+    /// "none" (plain IMAP), "tls" (implicit TLS, usually 993) or "starttls".
+    pub tls: String,
+    pub username: String,
+    pub updated_ms: u64,
+    pub secret: MailboxSecret,
+}
+
+/// The credential, kept apart so it can be sealed in one place.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxSecret {
+    Password(String),
+    /// An OAuth 2.0 bearer for SASL XOAUTH2.
+    Xoauth2(String),
+}
+
+impl MailboxSecret {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MailboxSecret::Password(_) => "password",
+            MailboxSecret::Xoauth2(_) => "xoauth2",
+        }
+    }
+}
+
+/// What `insert_activity` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored as new.
+    New,
+    /// An activity with the same Message-ID already exists (nothing written).
+    Existing(Box<Activity>),
+}
+
+/// What is sealed of an activity, as one JSON document.
+#[derive(Serialize, Deserialize)]
+struct SealedActivity {
+    message_id: String,
+    conversation: String,
+    personal: ActivityPersonal,
+}
+
+/// The keyed hash that stands for a Message-ID at rest.
+fn msgid_hash(k: &Sealer, message_id: &str) -> String {
+    k.lookup_hex(&format!("message-id:{message_id}"))
+}
+
+/// The keyed hash under which activities mentioning `address` are indexed
+/// (distinct from the one for followed emails).
+fn activity_lookup(k: &Sealer, address: &str) -> String {
+    k.lookup_hex(&format!("activity:{address}"))
+}
+
+fn seal_activity(k: &Sealer, a: Activity) -> Result<Activity> {
+    let p = &a.personal;
+    let mut lookups: Vec<String> = p
+        .from
+        .iter()
+        .chain(&p.to)
+        .chain(&p.cc)
+        .filter(|x| !x.address.is_empty())
+        .map(|x| activity_lookup(k, &x.address))
+        .collect();
+    lookups.sort();
+    lookups.dedup();
+    let inner = SealedActivity {
+        message_id: a.message_id.clone(),
+        conversation: a.conversation.clone(),
+        personal: a.personal.clone(),
+    };
+    Ok(Activity {
+        message_id: msgid_hash(k, &a.message_id),
+        conversation: msgid_hash(k, &a.conversation),
+        personal: ActivityPersonal::default(),
+        sealed: Some(k.seal(&serde_json::to_string(&inner)?)),
+        lookups,
+        ..a
+    })
+}
+
+fn open_activity(k: &Sealer, a: Activity) -> Activity {
+    let inner = a
+        .sealed
+        .as_deref()
+        .and_then(|s| k.open(s).ok())
+        .and_then(|j| serde_json::from_str::<SealedActivity>(&j).ok());
+    match inner {
+        Some(i) => Activity {
+            message_id: i.message_id,
+            conversation: i.conversation,
+            personal: i.personal,
+            sealed: None,
+            lookups: Vec::new(),
+            ..a
+        },
+        None => {
+            tracing::error!(id = a.id, "cannot open a sealed activity");
+            Activity {
+                sealed: None,
+                lookups: Vec::new(),
+                ..a
+            }
+        }
+    }
+}
+
+fn seal_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
+    MailboxConfig {
+        username: k.seal(&m.username),
+        secret: match m.secret {
+            MailboxSecret::Password(p) => MailboxSecret::Password(k.seal(&p)),
+            MailboxSecret::Xoauth2(t) => MailboxSecret::Xoauth2(k.seal(&t)),
+        },
+        ..m
+    }
+}
+
+fn open_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
+    MailboxConfig {
+        username: k.open_lossy(&m.username),
+        secret: match m.secret {
+            MailboxSecret::Password(p) => MailboxSecret::Password(k.open_lossy(&p)),
+            MailboxSecret::Xoauth2(t) => MailboxSecret::Xoauth2(k.open_lossy(&t)),
+        },
+        ..m
+    }
+}
+
+impl Store {
+    /// Stores `a` unless an activity with its Message-ID exists (checked and
+    /// written atomically), in which case that one is returned.
+    pub async fn insert_activity(&self, a: Activity) -> Result<Inserted> {
+        let k = self.sealer();
+        let sealed = seal_activity(&k, a)?;
+        let got = on_backend!(self, |s| s.insert_activity(&sealed), |r| r
+            .insert_activity(&sealed)
+            .await)?;
+        Ok(match got {
+            Inserted::New => Inserted::New,
+            Inserted::Existing(a) => Inserted::Existing(Box::new(open_activity(&k, *a))),
+        })
+    }
+
+    /// Replaces an existing activity (same id and Message-ID).
+    pub async fn update_activity(&self, a: Activity) -> Result<()> {
+        let sealed = seal_activity(&self.sealer(), a)?;
+        on_backend!(self, |s| s.update_activity(&sealed), |r| r
+            .update_activity(&sealed)
+            .await)
+    }
+
+    pub async fn get_activity(&self, id: u64) -> Result<Option<Activity>> {
+        let k = self.sealer();
+        let a = on_backend!(self, |s| s.get_activity(id), |r| r.get_activity(id).await)?;
+        Ok(a.map(|a| open_activity(&k, a)))
+    }
+
+    pub async fn activity_by_message_id(&self, message_id: String) -> Result<Option<Activity>> {
+        let k = self.sealer();
+        let h = msgid_hash(&k, &message_id);
+        let a = on_backend!(self, |s| s.activity_by_message_id(&h), |r| r
+            .activity_by_message_id(&h)
+            .await)?;
+        Ok(a.map(|a| open_activity(&k, a)))
+    }
+
+    /// Which of `message_ids` are tracked (by anyone in the deployment).
+    pub async fn tracked_message_ids(&self, message_ids: Vec<String>) -> Result<Vec<bool>> {
+        let k = self.sealer();
+        let hashes: Vec<String> = message_ids.iter().map(|m| msgid_hash(&k, m)).collect();
+        on_backend!(self, |s| s.tracked_message_ids(&hashes), |r| r
+            .tracked_message_ids(&hashes)
+            .await)
+    }
+
+    /// Newest first.
+    pub async fn list_activities(&self, owner: u64, limit: usize) -> Result<Vec<Activity>> {
+        let k = self.sealer();
+        let list = on_backend!(self, |s| s.list_activities(owner, limit), |r| r
+            .list_activities(owner, limit)
+            .await)?;
+        Ok(list.into_iter().map(|a| open_activity(&k, a)).collect())
+    }
+
+    /// Ids of the activities whose participants include `address` (normalized).
+    pub async fn activities_mentioning(&self, address: &str) -> Result<Vec<u64>> {
+        let h = activity_lookup(&self.sealer(), address);
+        self.ids_for_lookup(h).await
+    }
+
+    /// Removes an activity; returns true if and only if it existed.
+    pub async fn delete_activity(&self, id: u64) -> Result<bool> {
+        on_backend!(self, |s| s.delete_activity(id), |r| r
+            .delete_activity(id)
+            .await)
+    }
+
+    pub async fn user_settings(&self, user: u64) -> Result<UserSettings> {
+        on_backend!(self, |s| s.user_settings(user), |r| r
+            .user_settings(user)
+            .await)
+    }
+
+    pub async fn put_user_settings(&self, user: u64, settings: UserSettings) -> Result<()> {
+        on_backend!(self, |s| s.put_user_settings(user, &settings), |r| r
+            .put_user_settings(user, &settings)
+            .await)
+    }
+
+    pub async fn mailbox(&self, user: u64) -> Result<Option<MailboxConfig>> {
+        let k = self.sealer();
+        let m = on_backend!(self, |s| s.mailbox(user), |r| r.mailbox(user).await)?;
+        Ok(m.map(|m| open_mailbox(&k, m)))
+    }
+
+    pub async fn put_mailbox(&self, user: u64, m: MailboxConfig) -> Result<()> {
+        let sealed = seal_mailbox(&self.sealer(), m);
+        on_backend!(self, |s| s.put_mailbox(user, &sealed), |r| r
+            .put_mailbox(user, &sealed)
+            .await)
+    }
+
+    /// Returns true if and only if a mailbox was connected.
+    pub async fn delete_mailbox(&self, user: u64) -> Result<bool> {
+        on_backend!(self, |s| s.delete_mailbox(user), |r| r
+            .delete_mailbox(user)
+            .await)
+    }
+
+    pub async fn user_by_email(&self, email: String) -> Result<Option<User>> {
+        let k = self.sealer();
+        let hash = k.lookup(&email);
+        let u = on_backend!(self, |s| s.user_by_email_hash(&hash), |r| r
+            .user_by_email_hash(&hash)
+            .await)?;
+        Ok(u.map(|u| User {
+            email: k.open_lossy(&u.email),
+            ..u
+        }))
+    }
+
+    /// The user an external identity (e.g. `entra:{tid}:{oid}`) is linked to.
+    pub async fn user_by_external(&self, key: String) -> Result<Option<User>> {
+        let k = self.sealer();
+        let h = k.lookup_hex(&key);
+        let u = on_backend!(self, |s| s.user_by_external(&h), |r| r
+            .user_by_external(&h)
+            .await)?;
+        Ok(u.map(|u| User {
+            email: k.open_lossy(&u.email),
+            ..u
+        }))
+    }
+
+    pub async fn link_external(&self, key: String, user: u64) -> Result<()> {
+        let h = self.sealer().lookup_hex(&key);
+        on_backend!(self, |s| s.link_external(&h, user), |r| r
+            .link_external(&h, user)
+            .await)
+    }
+}

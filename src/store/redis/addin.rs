@@ -1,0 +1,237 @@
+//! The Redis store's records for the Outlook add-in: activities (with their
+//! Message-ID and owner indexes and the data-subject index), per-user settings,
+//! connected mailboxes and external identities.
+//!
+//! Keys (see ARCHITECTURE.md): `mb:{a:<id>}` the sealed activity and
+//! `mb:{m:<Message-ID hash>}` its deduplication key, both expiring with the
+//! activity; `mb:{ao:<owner>}:acts` the owner's activities by creation time;
+//! `mb:{s:<hash>}:emails` shared with followed emails (activities are indexed
+//! under their own hash namespace, so ids cannot collide in meaning). Settings,
+//! mailboxes and external identities are hashes under `{g}` and persist.
+
+use ::redis::AsyncCommands as _;
+
+use super::super::addin::{Activity, Inserted, MailboxConfig, UserSettings};
+use super::super::{Result, StoreError, User};
+use super::{expire_with, hex, keys, Redis, MAX_EXPIRES_MS};
+use crate::ids::{id_from_text, id_to_text};
+
+const USER_SETTINGS: &str = "mb:{g}:user_settings";
+const MAILBOXES: &str = "mb:{g}:mailboxes";
+const EXTERNAL_IDS: &str = "mb:{g}:external_ids";
+
+fn activity_key(id: u64) -> String {
+    format!("mb:{{a:{}}}", id_to_text(id))
+}
+
+fn msgid_key(hash: &str) -> String {
+    format!("mb:{{m:{hash}}}")
+}
+
+fn owner_key(owner: u64) -> String {
+    format!("mb:{{ao:{}}}:acts", id_to_text(owner))
+}
+
+impl Redis {
+    async fn write_activity(&self, a: &Activity) -> Result<()> {
+        let mut c = self.c();
+        let expires = a.expires_ms.clamp(1, MAX_EXPIRES_MS);
+        let _: () = ::redis::cmd("SET")
+            .arg(activity_key(a.id))
+            .arg(serde_json::to_vec(a)?)
+            .arg("PXAT")
+            .arg(expires)
+            .query_async(&mut c)
+            .await?;
+        let owner = owner_key(a.owner);
+        let mut p = ::redis::pipe();
+        p.zadd(&owner, id_to_text(a.id), a.created_ms).ignore();
+        expire_with(&mut p, &owner, expires);
+        p.query_async::<()>(&mut c).await?;
+        for h in &a.lookups {
+            let key = keys::subject(h);
+            let mut p = ::redis::pipe();
+            p.sadd(&key, id_to_text(a.id)).ignore();
+            expire_with(&mut p, &key, expires);
+            p.query_async::<()>(&mut c).await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex_activity(&self, a: &Activity) -> Result<()> {
+        let mut c = self.c();
+        let id = id_to_text(a.id);
+        let _: () = c.zrem(owner_key(a.owner), &id).await?;
+        for h in &a.lookups {
+            let _: () = c.srem(keys::subject(h), &id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_activity(&self, a: &Activity) -> Result<Inserted> {
+        let mut c = self.c();
+        let expires = a.expires_ms.clamp(1, MAX_EXPIRES_MS);
+        let key = msgid_key(&a.message_id);
+        let claimed: Option<String> = ::redis::cmd("SET")
+            .arg(&key)
+            .arg(id_to_text(a.id))
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires)
+            .query_async(&mut c)
+            .await?;
+        if claimed.is_none() {
+            let holder: Option<String> = c.get(&key).await?;
+            if let Some(existing) = holder.as_deref().and_then(id_from_text) {
+                if let Some(found) = self.get_activity(existing).await? {
+                    return Ok(Inserted::Existing(Box::new(found)));
+                }
+            }
+            // The holder expired or vanished: take the key over.
+            let _: () = ::redis::cmd("SET")
+                .arg(&key)
+                .arg(id_to_text(a.id))
+                .arg("PXAT")
+                .arg(expires)
+                .query_async(&mut c)
+                .await?;
+        }
+        self.write_activity(a).await?;
+        Ok(Inserted::New)
+    }
+
+    pub async fn update_activity(&self, a: &Activity) -> Result<()> {
+        let Some(old) = self.get_activity(a.id).await? else {
+            return Err(StoreError::Conflict(format!(
+                "activity {:016x} no longer exists",
+                a.id
+            )));
+        };
+        self.unindex_activity(&old).await?;
+        self.write_activity(a).await
+    }
+
+    pub async fn get_activity(&self, id: u64) -> Result<Option<Activity>> {
+        let json: Option<Vec<u8>> = self.c().get(activity_key(id)).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn activity_by_message_id(&self, hash: &str) -> Result<Option<Activity>> {
+        let id: Option<String> = self.c().get(msgid_key(hash)).await?;
+        match id.as_deref().and_then(id_from_text) {
+            Some(id) => self.get_activity(id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn tracked_message_ids(&self, hashes: &[String]) -> Result<Vec<bool>> {
+        // One EXISTS per key: in a Cluster they live in different slots.
+        futures_util::future::try_join_all(hashes.iter().map(|h| {
+            let mut c = self.c();
+            let key = msgid_key(h);
+            async move { c.exists::<_, bool>(key).await }
+        }))
+        .await
+        .map_err(StoreError::from)
+    }
+
+    pub async fn list_activities(&self, owner: u64, limit: usize) -> Result<Vec<Activity>> {
+        let ids: Vec<String> = ::redis::cmd("ZRANGE")
+            .arg(owner_key(owner))
+            .arg("+inf")
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.c())
+            .await?;
+        let found = futures_util::future::try_join_all(
+            ids.iter()
+                .filter_map(|i| id_from_text(i))
+                .map(|id| self.get_activity(id)),
+        )
+        .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    pub async fn delete_activity(&self, id: u64) -> Result<bool> {
+        let Some(old) = self.get_activity(id).await? else {
+            return Ok(false);
+        };
+        let mut c = self.c();
+        let _: () = c.del(activity_key(id)).await?;
+        let key = msgid_key(&old.message_id);
+        let holder: Option<String> = c.get(&key).await?;
+        if holder.as_deref().and_then(id_from_text) == Some(id) {
+            let _: () = c.del(&key).await?;
+        }
+        self.unindex_activity(&old).await?;
+        Ok(true)
+    }
+
+    pub async fn user_settings(&self, user: u64) -> Result<UserSettings> {
+        let json: Option<Vec<u8>> = self.c().hget(USER_SETTINGS, id_to_text(user)).await?;
+        Ok(match json {
+            Some(j) => serde_json::from_slice(&j)?,
+            None => UserSettings::default(),
+        })
+    }
+
+    pub async fn put_user_settings(&self, user: u64, s: &UserSettings) -> Result<()> {
+        let _: () = self
+            .c()
+            .hset(USER_SETTINGS, id_to_text(user), serde_json::to_vec(s)?)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mailbox(&self, user: u64) -> Result<Option<MailboxConfig>> {
+        let json: Option<Vec<u8>> = self.c().hget(MAILBOXES, id_to_text(user)).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn put_mailbox(&self, user: u64, m: &MailboxConfig) -> Result<()> {
+        let _: () = self
+            .c()
+            .hset(MAILBOXES, id_to_text(user), serde_json::to_vec(m)?)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_mailbox(&self, user: u64) -> Result<bool> {
+        let n: u64 = self.c().hdel(MAILBOXES, id_to_text(user)).await?;
+        Ok(n > 0)
+    }
+
+    async fn user_by_id_text(&self, id: Option<String>) -> Result<Option<User>> {
+        let Some(id) = id else { return Ok(None) };
+        let json: Option<Vec<u8>> = self.c().hget(keys::USERS, id).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn user_by_email_hash(&self, hash: &[u8; 32]) -> Result<Option<User>> {
+        let id: Option<String> = self.c().hget(keys::USER_BY_EMAIL, hex(hash)).await?;
+        self.user_by_id_text(id).await
+    }
+
+    pub async fn user_by_external(&self, key: &str) -> Result<Option<User>> {
+        let id: Option<String> = self.c().hget(EXTERNAL_IDS, key).await?;
+        self.user_by_id_text(id).await
+    }
+
+    pub async fn link_external(&self, key: &str, user: u64) -> Result<()> {
+        let _: () = self.c().hset(EXTERNAL_IDS, key, id_to_text(user)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! Sign-in with Microsoft Entra access tokens (as the add-in gets them through
+//! Nested App Authentication), against the real binary.
+//!
+//! Entra cannot be reached from here, so this test plays its part: tokens are
+//! signed with a locally generated RSA key (`tests/fixtures/entra/test-key.pem`)
+//! whose public half is the JWKS file the server is configured with
+//! (`MAILBEACON_ENTRA_JWKS=…/jwks.json`). What Entra would add — real keys
+//! fetched from its JWKS URL, key rollover — is the same code path with an
+//! https:// URL instead of a file.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use support::*;
+
+const TID: &str = "11111111-2222-3333-4444-555555555555";
+const AUD: &str = "api://mailbeacon.test/6a1b0c9e";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/entra")
+        .join(name)
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": format!("https://login.microsoftonline.com/{TID}/v2.0"),
+        "aud": AUD,
+        "tid": TID,
+        "oid": "aaaaaaaa-0000-0000-0000-000000000001",
+        "scp": "access_as_user",
+        "preferred_username": "Ann@Contoso.test",
+        "iat": now(),
+        "nbf": now() - 10,
+        "exp": now() + 3600,
+    })
+}
+
+fn sign(c: &Value, key: &str, kid: &str) -> String {
+    let pem = std::fs::read(fixture(key)).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some(kid.into());
+    encode(&h, c, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+}
+
+fn me(s: &Server, token: &str) -> (u16, Value) {
+    s.api("GET", "/api/v1/me/settings", Some(token), None)
+}
+
+#[test]
+fn entra_tokens_are_checked_and_mapped_to_users() {
+    let jwks = fixture("jwks.json");
+    let s = Server::start_env(&[
+        ("MAILBEACON_ENTRA_JWKS", jwks.to_str().unwrap()),
+        ("MAILBEACON_ENTRA_AUDIENCE", AUD),
+        ("MAILBEACON_ENTRA_TENANTS", TID),
+    ]);
+    let ann_token = s.user("ann@contoso.test");
+
+    // A valid token signs Ann in (matched by preferred_username, then by tid+oid).
+    let (st, v) = me(&s, &sign(&claims(), "test-key.pem", "test-kid-1"));
+    assert_eq!(
+        (st, v["email"].as_str()),
+        (200, Some("ann@contoso.test")),
+        "{v}"
+    );
+    let mut renamed = claims();
+    renamed["preferred_username"] = json!("ann.new@contoso.test");
+    let (st, v) = me(&s, &sign(&renamed, "test-key.pem", "test-kid-1"));
+    assert_eq!(
+        (st, v["email"].as_str()),
+        (200, Some("ann@contoso.test")),
+        "linked by tid+oid: {v}"
+    );
+
+    // Each check refuses with 401 and says why.
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "expired",
+            json!({"exp": now() - 3600, "nbf": now() - 7200}),
+            "test-key.pem",
+            "Expired",
+        ),
+        (
+            "not yet valid",
+            json!({"nbf": now() + 3600}),
+            "test-key.pem",
+            "ImmatureSignature",
+        ),
+        (
+            "wrong audience",
+            json!({"aud": "api://someone-else"}),
+            "test-key.pem",
+            "InvalidAudience",
+        ),
+        (
+            "issuer of another tenant",
+            json!({"iss": "https://login.microsoftonline.com/99999999-2222-3333-4444-555555555555/v2.0"}),
+            "test-key.pem",
+            "does not match tenant",
+        ),
+        (
+            "tenant not allowed",
+            json!({"tid": "99999999-2222-3333-4444-555555555555", "iss": "https://login.microsoftonline.com/99999999-2222-3333-4444-555555555555/v2.0"}),
+            "test-key.pem",
+            "not allowed",
+        ),
+        (
+            "missing scope",
+            json!({"scp": "User.Read"}),
+            "test-key.pem",
+            "lacks the scope",
+        ),
+        (
+            "unknown user",
+            json!({"oid": "aaaaaaaa-0000-0000-0000-000000000002", "preferred_username": "zed@contoso.test"}),
+            "test-key.pem",
+            "no mailbeacon account",
+        ),
+        (
+            "signed by another key",
+            json!({}),
+            "other-key.pem",
+            "InvalidSignature",
+        ),
+    ];
+    for (what, patch, key, why) in cases {
+        let mut c = claims();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let (st, v) = me(&s, &sign(&c, key, "test-kid-1"));
+        assert_eq!(st, 401, "{what}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(why), "{what}: {msg}");
+    }
+    // Unknown key id, and a token without nbf.
+    let (st, _) = me(&s, &sign(&claims(), "test-key.pem", "other-kid"));
+    assert_eq!(st, 401);
+    let mut no_nbf = claims();
+    no_nbf.as_object_mut().unwrap().remove("nbf");
+    assert_eq!(me(&s, &sign(&no_nbf, "test-key.pem", "test-kid-1")).0, 401);
+    // An HS256 token (alg confusion) is refused.
+    let hs = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(b"secret"),
+    )
+    .unwrap();
+    assert_eq!(me(&s, &hs).0, 401);
+    // Ordinary bearer tokens keep working beside Entra.
+    assert_eq!(me(&s, &ann_token).0, 200);
+}
+
+#[test]
+fn without_entra_configured_jwts_are_just_invalid_tokens() {
+    let s = Server::start();
+    s.user("ann@contoso.test");
+    let (st, v) = me(&s, &sign(&claims(), "test-key.pem", "test-kid-1"));
+    assert_eq!(
+        (st, v["error"]["message"].as_str()),
+        (401, Some("invalid bearer token"))
+    );
+}
