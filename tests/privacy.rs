@@ -266,6 +266,17 @@ fn export_then_erase_leaves_no_trace_and_links_keep_working(b: &Backend) {
     let id = resp["id"].as_str().unwrap().to_string();
     let dana = copy(&resp["recipients"][1], &s.base);
     let bob = copy(&resp["recipients"][0], &s.base);
+    // Dana also wrote to Ann, and Ann tracked that email into the CRM.
+    let reply = "From: Dana <dana.subject@client.test>\r\nTo: ann@sales.test\r\n\
+Subject: Re: Quarterly update\r\nMessage-ID: <dana-reply-1@client.test>\r\n\
+Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
+    let (st, act) = s.api(
+        "POST",
+        "/api/v1/activities",
+        Some(&tok),
+        Some(json!({"mime": STANDARD.encode(reply)})),
+    );
+    assert_eq!(st, 201, "{act}");
     raw(
         "GET",
         dana.pixel.as_ref().unwrap(),
@@ -292,6 +303,7 @@ fn export_then_erase_leaves_no_trace_and_links_keep_working(b: &Backend) {
     assert_eq!(got["subject"], "Quarterly update");
     assert_eq!(got["events"].as_array().unwrap().len(), 2, "{ex}");
     assert_eq!(got["events"][1]["link"], "https://a.example/x");
+    assert_eq!(ex["activities"][0]["id"], act["id"], "{ex}");
     assert!(got["events"][0]["user_agent"]
         .as_str()
         .unwrap()
@@ -316,6 +328,14 @@ fn export_then_erase_leaves_no_trace_and_links_keep_working(b: &Backend) {
     assert_eq!(st, 200, "{er}");
     assert_eq!(er["erased"]["emails"], 1);
     assert_eq!(er["erased"]["events"], 2);
+    assert_eq!(er["erased"]["activities"], 1);
+    let (st, _) = s.api(
+        "GET",
+        &format!("/api/v1/activities/{}", act["id"].as_str().unwrap()),
+        Some(&tok),
+        None,
+    );
+    assert_eq!(st, 404, "the tracked email with the subject is gone");
     assert_eq!(er["erased"]["contact_preference"], true);
     // Idempotent.
     let (st, er2) = s.api(
