@@ -27,9 +27,9 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 fi
 python3 -c 'import aiosmtpd' || { echo "aiosmtpd could not be installed" >&2; exit 1; }
 
-step "building (debug, all targets)"
-cargo build --all-targets
+step "building (debug, every workspace member, all targets)"
+cargo build --workspace --all-targets
 
-step "running the test suite"
-cargo test --all-targets
+step "running the test suite (includes loadtest's smoke run: a few seconds of load, nothing lost or doubled)"
+cargo test --workspace --all-targets
 step "all tests passed"
