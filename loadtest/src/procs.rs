@@ -282,6 +282,22 @@ http {{
     }
 }
 
+impl Drop for Nginx {
+    /// SIGTERM to the master (it stops its worker); if it does not exit in time,
+    /// SIGKILL to it and to the workers it had, by PID, so no worker is orphaned.
+    fn drop(&mut self) {
+        let workers = children(self.proc.pid());
+        if !self.proc.stop(Duration::from_secs(5)) {
+            for w in workers {
+                // SAFETY: kill(2) with a PID we read as our nginx master's child.
+                unsafe {
+                    libc::kill(w as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 pub fn nginx_bin() -> PathBuf {
     for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] {
         if Path::new(p).exists() {
