@@ -71,6 +71,17 @@ fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> Result<Val
     }
 }
 
+/// The store a running server says it uses (`/healthz`: "embedded", "redis", …).
+pub fn store_kind(base: &str) -> Result<String> {
+    let v: Value = agent()
+        .get(&format!("{base}/healthz"))
+        .call()
+        .map_err(|e| format!("GET /healthz: {e}"))?
+        .into_json()
+        .map_err(|e| format!("GET /healthz: {e}"))?;
+    Ok(v["store"].as_str().unwrap_or("unknown").to_owned())
+}
+
 /// One HTML email from `from` to `to`, with `links` tracked links.
 pub fn newsletter(from: &str, to: &[String], links: usize, n: usize) -> String {
     // Fold the To header: one address per line keeps every line short.

@@ -230,6 +230,29 @@ impl Stack {
             Target::Nginx => Stack::Nginx(Nginx::start(scratch)?),
             Target::Hyper => Stack::Hyper(HyperMin::start(&s.hyper_min, scratch)?),
         })
+        .and_then(|st| st.check_store(t))
+    }
+
+    /// A binary without Redis support ignores the Redis settings and runs on the
+    /// embedded store: refuse that rather than report it as Redis.
+    fn check_store(self, t: Target) -> Result<Stack> {
+        let want = match t {
+            Target::Embedded => "embedded",
+            Target::Redis => "redis",
+            Target::Cluster => "redis-cluster",
+            _ => return Ok(self),
+        };
+        if let Stack::Mailbeacon { mb, .. } = &self {
+            let got = api::store_kind(&mb.base())?;
+            if got != want {
+                return Err(format!(
+                    "{} says its store is {got:?}, not {want:?}: this build has no Redis support \
+                     (pass --mailbeacon-redis with a build that has it)",
+                    mb.bin.display()
+                ));
+            }
+        }
+        Ok(self)
     }
 
     fn port(&self) -> u16 {

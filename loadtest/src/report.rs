@@ -140,7 +140,7 @@ pub fn markdown(rep: &Report) -> String {
         let _ = writeln!(o, "\n### Every run\n");
         let _ = writeln!(
             o,
-            "CPU in % of one core over the measured part (box: the whole machine, out of {}); RSS: largest seen during the run.\n",
+            "CPU in % of one core over the measured part (box: the whole machine, out of {}); srv µs/req: server CPU time per answered request (steadier than req/s on a busy box); RSS: largest seen during the run.\n",
             cores * 100
         );
         let _ = writeln!(
@@ -154,7 +154,7 @@ pub fn markdown(rep: &Report) -> String {
         for r in &rep.runs {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
                 r.rep,
                 r.kind.name(),
                 r.conns,
@@ -166,6 +166,7 @@ pub fn markdown(rep: &Report) -> String {
                 ms(r.max_us),
                 r.errors.requests() + r.errors.connect,
                 r.cpu.server,
+                r.cpu.server / 100.0 * 1e6 / r.rate.max(1e-9),
                 r.cpu.redis,
                 r.cpu.generator,
                 r.cpu.machine,
