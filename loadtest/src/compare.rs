@@ -621,7 +621,7 @@ pub fn compare(s: &Settings) -> Report {
                             .problems
                             .push(format!("{name} {} -c{c}: {e}", kind.name())),
                     }
-                    if *t == Target::Hyper && kind == Kind::Pixel && s.wrk && rep == 1 {
+                    if *t == Target::Hyper && kind == Kind::Pixel && s.wrk {
                         if let Some(p) = reference[0].as_ref().and_then(|p| p.first()) {
                             let ours = report.runs.last().map(|r| r.rate).unwrap_or(0.0);
                             match run_wrk(st.port(), p, c, s.warmup, s.duration) {

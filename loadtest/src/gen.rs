@@ -450,7 +450,15 @@ impl Run<'_> {
             let Some(s) = c.stream.as_mut() else { return };
             match s.read(scratch) {
                 Ok(0) => return self.fail(i),
-                Ok(n) => c.buf.extend_from_slice(&scratch[..n]),
+                Ok(n) => {
+                    c.buf.extend_from_slice(&scratch[..n]);
+                    // A short read took everything there was. Linux signals an
+                    // edge for every arrival, so more data later wakes us again:
+                    // no extra read() just to see EAGAIN (wrk does not pay it either).
+                    if n < scratch.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(i),
