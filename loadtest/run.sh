@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full load-test comparison, from a fresh machine: installs what is missing
-# (Debian: nginx, wrk, redis-server, redis-tools), builds the workspace in release
+# (Debian: nginx, wrk, redis-server, redis-tools, libnginx-mod-http-lua,
+# lua-nginx-redis), builds the workspace in release
 # mode, then runs every target side by side and every fault mode, and writes the
 # Markdown report to loadtest/last-run.md (also printed).
 #
@@ -23,6 +24,8 @@ if [[ "${NO_INSTALL:-0}" != 1 ]]; then
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
   command -v timeout >/dev/null 2>&1 || need+=(coreutils)
+  [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || need+=(libnginx-mod-http-lua)
+  [[ -f /usr/share/lua/5.1/nginx/redis.lua ]] || need+=(lua-nginx-redis)
   if ((${#need[@]})); then
     step "installing ${need[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive

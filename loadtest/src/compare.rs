@@ -39,6 +39,8 @@ pub enum Target {
     Cluster,
     Nginx,
     Hyper,
+    /// nginx + Lua, one Redis `HINCRBY` per hit (Redis without persistence).
+    NginxLua,
 }
 
 impl Target {
@@ -49,6 +51,7 @@ impl Target {
             Target::Cluster => "mailbeacon Redis Cluster (3)",
             Target::Nginx => "nginx empty_gif + log",
             Target::Hyper => "bare hyper",
+            Target::NginxLua => "nginx + Lua + Redis",
         }
     }
 
@@ -59,6 +62,7 @@ impl Target {
             "cluster" => Target::Cluster,
             "nginx" => Target::Nginx,
             "hyper" => Target::Hyper,
+            "lua" => Target::NginxLua,
             _ => return None,
         })
     }
@@ -134,6 +138,7 @@ impl Settings {
             targets: vec![
                 Target::Nginx,
                 Target::Hyper,
+                Target::NginxLua,
                 Target::Embedded,
                 Target::Redis,
                 Target::Cluster,
@@ -201,6 +206,7 @@ enum Stack {
     Mailbeacon { mb: Mailbeacon, redis: Vec<Redis> },
     Nginx(Nginx),
     Hyper(HyperMin),
+    NginxLua(Nginx, Redis),
 }
 
 impl Stack {
@@ -229,6 +235,10 @@ impl Stack {
             }
             Target::Nginx => Stack::Nginx(Nginx::start(scratch)?),
             Target::Hyper => Stack::Hyper(HyperMin::start(&s.hyper_min, scratch)?),
+            Target::NginxLua => {
+                let r = Redis::start_with(scratch, false, false)?;
+                Stack::NginxLua(Nginx::start_with(scratch, Some(r.port))?, r)
+            }
         })
         .and_then(|st| st.check_store(t))
     }
@@ -258,7 +268,7 @@ impl Stack {
     fn port(&self) -> u16 {
         match self {
             Stack::Mailbeacon { mb, .. } => mb.port,
-            Stack::Nginx(n) => n.port,
+            Stack::Nginx(n) | Stack::NginxLua(n, _) => n.port,
             Stack::Hyper(h) => h.port,
         }
     }
@@ -276,6 +286,10 @@ impl Stack {
             Stack::Hyper(h) => Watched {
                 server: vec![h.proc.pid()],
                 redis: Vec::new(),
+            },
+            Stack::NginxLua(n, r) => Watched {
+                server: vec![n.proc.pid()],
+                redis: r.pid().into_iter().collect(),
             },
         }
     }

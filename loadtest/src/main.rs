@@ -46,8 +46,9 @@ struct Args {
     /// The bare hyper server (default: hyper-min beside this one).
     #[arg(long)]
     hyper_min: Option<PathBuf>,
-    /// Comma-separated, in running order: nginx, hyper, embedded, redis, cluster.
-    #[arg(long, default_value = "nginx,hyper,embedded,redis,cluster")]
+    /// Comma-separated, in running order: nginx (empty_gif + access log), hyper
+    /// (bare), lua (nginx + Lua + Redis HINCRBY), embedded, redis, cluster.
+    #[arg(long, default_value = "nginx,hyper,lua,embedded,redis,cluster")]
     targets: String,
     /// Comma-separated: pixel, click.
     #[arg(long, default_value = "pixel,click")]

@@ -234,12 +234,60 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(scratch: &Path) -> Result<Nginx> {
+        Nginx::start_with(scratch, None)
+    }
+
+    /// With `lua_redis`: the anchors' "nginx + Lua + Redis" instead: access log off,
+    /// and before answering, one `HINCRBY` per hit to Redis on that port over
+    /// pooled connections (lua-resty-redis as Debian's `lua-nginx-redis` ships it).
+    pub fn start_with(scratch: &Path, lua_redis: Option<u16>) -> Result<Nginx> {
         let port = free_port()?;
         let dir = scratch.join(format!("nginx-{port}"));
         fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
         let d = dir.display();
+        let (modules, lua_http, access, lua_open, lua_click) = match lua_redis {
+            None => (
+                String::new(),
+                String::new(),
+                format!("access_log {d}/access.log combined;"),
+                String::new(),
+                String::new(),
+            ),
+            Some(rp) => {
+                let block = |key: &str| {
+                    format!(
+                        r#"access_by_lua_block {{
+        local redis = require "nginx.redis"
+        local red = redis:new()
+        red:set_timeout(1000)
+        local ok, err = red:connect("127.0.0.1", {rp})
+        if not ok then ngx.log(ngx.ERR, "redis connect: ", err) return end
+        local res, err = red:hincrby("{key}", ngx.var[1], 1)
+        if not res then ngx.log(ngx.ERR, "redis hincrby: ", err) red:close() return end
+        red:set_keepalive(60000, 1024)
+      }}"#
+                    )
+                };
+                let m = "/usr/lib/nginx/modules";
+                (
+                    format!("load_module {m}/ndk_http_module.so;\nload_module {m}/ngx_http_lua_module.so;"),
+                    "lua_package_path \"/usr/share/lua/5.1/?.lua;;\";".to_owned(),
+                    "access_log off;".to_owned(),
+                    block("px:opens"),
+                    block("px:clicks"),
+                )
+            }
+        };
+        // `return` runs in the rewrite phase, before Lua's access phase: with Lua the
+        // redirect is sent from the content phase instead.
+        let click_answer = if lua_redis.is_some() {
+            r#"content_by_lua_block { return ngx.redirect("https://www.example.com/", 302) }"#
+        } else {
+            "return 302 https://www.example.com/;"
+        };
         let conf = format!(
-            r#"worker_processes 1;
+            r#"{modules}
+worker_processes 1;
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
@@ -255,17 +303,20 @@ http {{
   tcp_nodelay on;
   keepalive_timeout 65;
   keepalive_requests 1000000;
-  access_log {d}/access.log combined;
+  {access}
+  {lua_http}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location ~ ^/o/([A-Za-z0-9_-]+)\.gif$ {{
+      {lua_open}
       add_header Cache-Control "no-store, no-cache, must-revalidate";
       empty_gif;
     }}
-    location /c/ {{
+    location ~ ^/c/([A-Za-z0-9_-]+)/ {{
+      {lua_click}
       add_header Cache-Control "no-store, no-cache, must-revalidate";
       add_header Referrer-Policy "no-referrer";
-      return 302 https://www.example.com/;
+      {click_answer}
     }}
     location / {{ return 404; }}
   }}
@@ -334,11 +385,18 @@ pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     cluster: bool,
+    /// AOF with `appendfsync always`; without, no persistence at all (the anchors'
+    /// nginx + Lua + Redis baseline).
+    aof: bool,
     pub proc: Option<Proc>,
 }
 
 impl Redis {
     pub fn start(scratch: &Path, cluster: bool) -> Result<Redis> {
+        Redis::start_with(scratch, cluster, true)
+    }
+
+    pub fn start_with(scratch: &Path, cluster: bool, aof: bool) -> Result<Redis> {
         let port = free_port()?;
         let dir = scratch.join(format!("redis-{port}"));
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -346,6 +404,7 @@ impl Redis {
             port,
             dir,
             cluster,
+            aof,
             proc: None,
         };
         r.spawn()?;
@@ -357,15 +416,13 @@ impl Redis {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
+            .args(["--save", ""])
             .args(["--protected-mode", "no", "--daemonize", "no"]);
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",

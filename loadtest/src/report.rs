@@ -76,9 +76,9 @@ pub fn markdown(rep: &Report) -> String {
         let _ = writeln!(o, "Median over repetitions; each ratio is against the anchor's run in the same repetition.\n");
         let _ = writeln!(
             o,
-            "| load | -c | target | × nginx+log | × bare hyper | req/s | p50 ms | p99 ms | p99.9 ms | srv RSS MiB | lost | doubled |"
+            "| load | -c | target | × nginx+log | × bare hyper | × nginx+Lua+Redis | req/s | p50 ms | p99 ms | p99.9 ms | srv RSS MiB | lost | doubled |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut keys: Vec<(Kind, usize, String)> = Vec::new();
         for r in &rep.runs {
             let k = (r.kind, r.conns, r.target.clone());
@@ -117,10 +117,11 @@ pub fn markdown(rep: &Report) -> String {
             let rss = rs.iter().map(|r| r.cpu.server_rss_mib).fold(0.0, f64::max);
             let _ = writeln!(
                 o,
-                "| {} | {c} | {t} | {} | {} | {:.0} | {} | {} | {} | {rss:.0} | {} | {} |",
+                "| {} | {c} | {t} | {} | {} | {} | {:.0} | {} | {} | {} | {rss:.0} | {} | {} |",
                 kind.name(),
                 ratio(vs(Target::Nginx)),
                 ratio(vs(Target::Hyper)),
+                ratio(vs(Target::NginxLua)),
                 rate,
                 p(|r| r.p50_us),
                 p(|r| r.p99_us),
