@@ -11,7 +11,8 @@
 #   NO_INSTALL=1 ./loadtest/run.sh          # skip apt-get
 #
 # Everything binds 127.0.0.1; every run is bounded in time; only processes this
-# starts are stopped, by PID. Scratch: $TMPDIR/mailbeacon-loadtest.
+# starts are stopped, by PID. Scratch: $TMPDIR/mailbeacon-loadtest/run-*, removed
+# after a passing run (the data directories take gigabytes; --keep-scratch keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

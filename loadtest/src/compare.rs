@@ -122,6 +122,9 @@ pub struct Settings {
     /// Also run wrk against bare hyper, to show the generator keeps up with it.
     pub wrk: bool,
     pub slot: Duration,
+    /// Keep the scratch directory (data directories grow by gigabytes per
+    /// comparison); it is also kept when a check fails, for its logs.
+    pub keep_scratch: bool,
 }
 
 impl Settings {
@@ -160,6 +163,7 @@ impl Settings {
             settle: Duration::from_secs(30),
             wrk: true,
             slot: Duration::from_millis(100),
+            keep_scratch: false,
         }
     }
 }
@@ -571,9 +575,32 @@ impl Report {
     }
 }
 
-/// Runs the comparison and the fault modes.
+/// Runs the comparison and the fault modes, in a directory of its own under
+/// `s.scratch`, removed at the end unless asked to keep it or a check failed.
 pub fn compare(s: &Settings) -> Report {
+    let run_dir = s.scratch.join(format!(
+        "run-{}-{:x}",
+        std::process::id(),
+        seed() & 0xffff_ffff
+    ));
+    let s = &Settings {
+        scratch: run_dir.clone(),
+        ..s.clone()
+    };
     std::fs::create_dir_all(&s.scratch).ok();
+    let report = compare_in(s);
+    if report.ok() && !s.keep_scratch {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    } else {
+        log(&format!(
+            "scratch kept (logs, data directories): {}",
+            run_dir.display()
+        ));
+    }
+    report
+}
+
+fn compare_in(s: &Settings) -> Report {
     let mut report = Report {
         settings: s.clone(),
         runs: Vec::new(),

@@ -88,6 +88,10 @@ struct Args {
     /// Scratch directory (data directories, configs, logs).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Keep the run's scratch directory (it is removed after a passing run; the
+    /// data directories take gigabytes).
+    #[arg(long)]
+    keep_scratch: bool,
 }
 
 fn list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>, String> {
@@ -132,6 +136,7 @@ fn settings(a: Args) -> Result<(Settings, Option<PathBuf>), String> {
         faults: list(&a.faults, Fault::parse, "fault")?,
         fault_conns: a.fault_conns.max(1),
         wrk: !a.no_wrk,
+        keep_scratch: a.keep_scratch,
         scratch: a.scratch.unwrap_or(d.scratch.clone()),
         ..d
     };
