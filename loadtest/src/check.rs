@@ -38,8 +38,10 @@ pub struct Verdict {
     pub recorded: u64,
     pub lost: u64,
     pub doubled: u64,
-    /// How long the reports took to show everything (0 when they did at once).
+    /// Time from the first reading of the reports to the last.
     pub settled_after: Duration,
+    /// How many times the reports were read (1: complete at the first reading).
+    pub readings: u32,
 }
 
 impl Verdict {
@@ -77,10 +79,13 @@ pub fn verify(
     settle: Duration,
 ) -> Result<Verdict> {
     let t0 = Instant::now();
+    let mut readings = 0;
     loop {
         let got = api::recorded(base, prep)?;
+        readings += 1;
         let mut v = compare(kind, expected, &got);
         v.settled_after = t0.elapsed();
+        v.readings = readings;
         if v.lost == 0 || t0.elapsed() >= settle {
             return Ok(v);
         }

@@ -180,13 +180,13 @@ pub fn markdown(rep: &Report) -> String {
         if !checked.is_empty() {
             let _ = writeln!(o, "\n## Exactly once\n");
             let _ = writeln!(o, "Per recipient, from the engagement reports (`opens + machine_opens`, `clicks + machine_clicks`) against the generator's counts.\n");
-            let _ = writeln!(o, "| rep | load | -c | target | sent | answered | recorded | lost | doubled | reports complete after |");
-            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(o, "| rep | load | -c | target | sent | answered | recorded | lost | doubled | readings of the reports | time reading |");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
             for r in checked {
                 if let Some(v) = &r.verdict {
                     let _ = writeln!(
                         o,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |",
                         r.rep,
                         r.kind.name(),
                         r.conns,
@@ -196,6 +196,7 @@ pub fn markdown(rep: &Report) -> String {
                         v.recorded,
                         v.lost,
                         v.doubled,
+                        v.readings,
                         v.settled_after.as_secs_f64()
                     );
                 }
