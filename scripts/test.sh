@@ -49,9 +49,9 @@ python3 -m openapi_spec_validator docs/openapi.yaml
 step "installing the browser-test driver (playwright-core, pinned in tests/addin/package-lock.json; no browser download: Debian's chromium is used)"
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/addin --no-audit --no-fund --loglevel=error
 
-step "building (debug, all targets)"
-cargo build --all-targets
+step "building (debug, every workspace member, all targets)"
+cargo build --workspace --all-targets
 
-step "running the test suite"
-cargo test --all-targets
+step "running the test suite (includes loadtest's smoke run: a few seconds of load, nothing lost or doubled)"
+cargo test --workspace --all-targets
 step "all tests passed"

@@ -23,6 +23,7 @@ use mailbeacon::tls::Tls;
 use mailbeacon::{auth, keyring, migrate, server};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let config = match Config::resolve(&cli.opts) {
         Ok(c) => c,
@@ -63,6 +64,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc gives threads that allocate their own malloc arenas (up to 8 per core), and
+/// each arena keeps what was freed in it. Under pixel or click load the runtime
+/// thread, the blocking pool (group commits) and the indexer all allocate per event,
+/// and resident memory grew to 65-75 MiB; with two arenas it stays near 40 MiB at
+/// the same throughput (measured with `loadtest`; design target ≤ 64 MiB). Must run
+/// before any thread starts. `MALLOC_ARENA_MAX` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any other
+        // thread exists, so nothing allocates concurrently.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

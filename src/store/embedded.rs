@@ -65,6 +65,13 @@ const APPLIED_SEQ: &str = "applied_seq";
 const SETTINGS: &str = "settings";
 /// How often applied events are made durable in redb (and the journal emptied).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// Under sustained load, the indexer gathers batches for up to this long into one
+/// redb transaction. Copy-on-write page work (page copies, checksums) is paid per
+/// transaction for every leaf it touches, so one transaction per group commit cost
+/// more than everything else per hit; one per interval shares it among thousands of
+/// events. Reports wait for the indexer (`wait_indexed`), so this is also about how
+/// far behind a report can be. An idle indexer applies the first batch at once.
+const INDEX_EVERY: Duration = Duration::from_millis(50);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
 const MAX_RECORD: usize = 64 * 1024;
@@ -722,6 +729,11 @@ fn indexer(
         }
         Ok(())
     };
+    // "Long ago", so the first batch is applied at once (`checked_sub` only fails
+    // within 50 ms of boot, when `now` does just as well).
+    let mut last_apply = Instant::now()
+        .checked_sub(INDEX_EVERY)
+        .unwrap_or_else(Instant::now);
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         let mut shutdown = None;
@@ -729,15 +741,23 @@ fn indexer(
         match msg {
             Ok(IndexMsg::Batch(evs)) => {
                 batch = evs;
-                // Coalesce whatever else is queued into one transaction.
+                // Coalesce what is queued, and what arrives until INDEX_EVERY after
+                // the previous transaction, into one transaction.
+                let until = last_apply + INDEX_EVERY;
                 while batch.len() < 50_000 {
-                    match rx.try_recv() {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let next = if left.is_zero() {
+                        rx.try_recv().map_err(|_| ())
+                    } else {
+                        rx.recv_timeout(left).map_err(|_| ())
+                    };
+                    match next {
                         Ok(IndexMsg::Batch(more)) => batch.extend(more),
                         Ok(IndexMsg::Shutdown(ack)) => {
                             shutdown = Some(ack);
                             break;
                         }
-                        Err(_) => break,
+                        Err(()) => break,
                     }
                 }
             }
@@ -746,6 +766,7 @@ fn indexer(
             Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = Some(mpsc::channel().0),
         }
         if !batch.is_empty() {
+            last_apply = Instant::now();
             // Retry until it works: the events are safe in the journal meanwhile,
             // and giving up would let a later durable mark skip them.
             let mut delay = Duration::from_millis(50);

@@ -1,0 +1,20 @@
+//! mailbeacon's load test: pixel and click throughput side by side with nginx
+//! `empty_gif` (access log to a file) and bare hyper, the same generator against
+//! each; fault modes (server `kill -9`, Redis restart, Redis pause); and after every
+//! run, the check that every answered hit was recorded exactly once.
+//!
+//! # Layout
+//! - `compare`: what runs against what, in which order; fault injection; smoke.
+//! - `gen`: the load generator (one thread, mio, keep-alive, per-URL counts).
+//! - `api`: following emails through the API, reading the reports back.
+//! - `check`: answered ≤ recorded ≤ sent, per recipient.
+//! - `procs`: the processes (mailbeacon, nginx, hyper-min, Redis) and `/proc`.
+//! - `hist`: the latency histogram; `report`: Markdown.
+
+pub mod api;
+pub mod check;
+pub mod compare;
+pub mod gen;
+pub mod hist;
+pub mod procs;
+pub mod report;
