@@ -46,7 +46,7 @@ fi
 step "validating the OpenAPI description (docs/openapi.yaml)"
 python3 -m openapi_spec_validator docs/openapi.yaml
 
-step "installing the browser-test driver (playwright-core, pinned in tests/addin/package-lock.json; no browser download: Debian's chromium is used)"
+step "installing the add-in test tools (playwright-core and office-addin-manifest, pinned in tests/addin/package-lock.json; no browser download: Debian's chromium is used)"
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/addin --no-audit --no-fund --loglevel=error
 
 step "building (debug, every workspace member, all targets)"

@@ -5,11 +5,15 @@
 //! JavaScript, a pinnable pane), and the running server serves every URL the
 //! manifests name.
 //!
-//! Not checked here: validation against Microsoft's XSDs (they are not
-//! available offline in this workplace; `/work/shared/schemas` did not exist
-//! when this was written) and `office-addin-manifest validate` for the JSON
-//! manifest (it needs Microsoft's service); the Rust structural checks in
-//! `addin_manifest::check_json` stand in for it.
+//! The unified JSON manifest is also validated by Microsoft's own
+//! `office-addin-manifest validate` (npm, pinned in `tests/addin/package.json`),
+//! which checks JSON manifests against their schema offline; a deliberately
+//! broken copy must fail it, so a pass means something.
+//!
+//! Not checked here: validation of the XML manifest against Microsoft's XSDs
+//! (they are not available offline in this workplace; `/work/shared/schemas` did
+//! not exist), and `office-addin-manifest validate` on the XML (it needs
+//! Microsoft's online service); xmllint and the Rust checks stand in for them.
 
 mod support;
 
@@ -52,6 +56,37 @@ fn manifest_command_writes_valid_manifests_and_the_server_serves_them() {
         lint.status.success(),
         "{}",
         String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Microsoft's validator on the JSON manifest, with a negative control.
+    let validator = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/addin/node_modules/.bin/office-addin-manifest");
+    assert!(
+        validator.exists(),
+        "office-addin-manifest is missing: run ./scripts/test.sh (npm ci in tests/addin)"
+    );
+    let validate = |path: &std::path::Path| {
+        Command::new(&validator)
+            .arg("validate")
+            .arg(path)
+            .output()
+            .expect("node is required (the README test command installs it)")
+    };
+    let ok = validate(&dir.path().join("manifest.json"));
+    assert!(
+        ok.status.success(),
+        "office-addin-manifest rejects manifest.json:\n{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut broken: serde_json::Value = serde_json::from_str(&json).unwrap();
+    broken.as_object_mut().unwrap().remove("name");
+    let bad_path = dir.path().join("broken.json");
+    std::fs::write(&bad_path, broken.to_string()).unwrap();
+    let bad = validate(&bad_path);
+    assert!(
+        !bad.status.success(),
+        "control: the validator accepted a manifest without a name, so its pass above proves nothing"
     );
 
     // An http:// public URL is refused with a clear message.
