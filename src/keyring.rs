@@ -69,14 +69,7 @@ pub fn path(data_dir: &Path) -> PathBuf {
 pub fn load_or_create(data_dir: &Path) -> Result<(Keys, bool), String> {
     let p = path(data_dir);
     if !p.exists() {
-        let mut file = KeyFile {
-            current: 1,
-            keys: vec![new_entry(1)?],
-            data_current: 0,
-            data_keys: Vec::new(),
-            lookup: None,
-        };
-        complete(&mut file)?;
+        let file = fresh()?;
         write(&p, &file)?;
         return Ok((to_keys(&file)?, true));
     }
@@ -131,6 +124,11 @@ pub fn list(data_dir: &Path) -> Result<Vec<KeyInfo>, String> {
 
 /// A new, complete ring (one signing key, one data key, a lookup key), as JSON.
 pub fn new_json() -> Result<String, String> {
+    to_json(&fresh()?)
+}
+
+/// A new, complete ring.
+fn fresh() -> Result<KeyFile, String> {
     let mut file = KeyFile {
         current: 1,
         keys: vec![new_entry(1)?],
@@ -139,7 +137,7 @@ pub fn new_json() -> Result<String, String> {
         lookup: None,
     };
     complete(&mut file)?;
-    to_json(&file)
+    Ok(file)
 }
 
 /// Writes a ring's JSON as the data directory's key ring file (atomically).

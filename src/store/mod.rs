@@ -339,16 +339,7 @@ impl Store {
     /// returns Ok, every event of the batch survives a crash.
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<()> {
         let k = self.sealer();
-        let seal = move |events: Vec<Event>| -> Vec<Event> {
-            events
-                .into_iter()
-                .map(|e| Event {
-                    ua: k.seal(&e.ua),
-                    ip: k.seal(&e.ip),
-                    ..e
-                })
-                .collect()
-        };
+        let seal = move |events: Vec<Event>| map_events(events, &|x| k.seal(x));
         on_backend!(self, |s| s.commit_events(seal(events)), |r| r
             .commit_events(seal(events))
             .await)
@@ -358,16 +349,7 @@ impl Store {
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
         let k = self.sealer();
-        let open = move |events: Vec<Event>| -> Vec<Event> {
-            events
-                .into_iter()
-                .map(|e| Event {
-                    ua: k.open_lossy(&e.ua),
-                    ip: k.open_lossy(&e.ip),
-                    ..e
-                })
-                .collect()
-        };
+        let open = move |events: Vec<Event>| map_events(events, &|x| k.open_lossy(x));
         if let Backend::Embedded(b) = &self.backend {
             b.wait_indexed().await;
         }
@@ -531,14 +513,7 @@ impl Store {
     /// they are (for `migrate`). Idempotent.
     pub async fn import_events(&self, email: u64, events: Vec<Event>) -> Result<()> {
         let k = self.sealer();
-        let sealed: Vec<Event> = events
-            .into_iter()
-            .map(|e| Event {
-                ua: k.seal(&e.ua),
-                ip: k.seal(&e.ip),
-                ..e
-            })
-            .collect();
+        let sealed = map_events(events, &|x| k.seal(x));
         on_backend!(self, |s| s.import_events(&sealed), |r| r
             .import_events(email, &sealed)
             .await)
@@ -552,6 +527,18 @@ impl Store {
 
 fn open_opt(k: &Sealer, v: Option<String>) -> Option<String> {
     v.map(|s| k.open_lossy(&s))
+}
+
+/// Applies `f` to every personal field of each event (user agent, network).
+fn map_events(events: Vec<Event>, f: &dyn Fn(&str) -> String) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|e| Event {
+            ua: f(&e.ua),
+            ip: f(&e.ip),
+            ..e
+        })
+        .collect()
 }
 
 /// Applies `f` to every personal field of an email record. This is the one list
