@@ -2,13 +2,19 @@
 //! and which by a machine (privacy proxies, security scanners, prefetchers).
 //!
 //! Classify, never drop: every event stays stored, and reports show human and
-//! machine counts side by side. Signals used (see design.md):
+//! machine counts side by side. The signals are the ones design.md lists:
 //! - user agent: none at all; exactly `Mozilla/5.0` (Apple Mail Privacy
-//!   Protection); scanner and bot markers. Google's and Yahoo's image proxies load
-//!   the pixel when a person opens the email, so their opens are human.
-//! - timing: a click within a few seconds of the copy being prepared, or several
-//!   different links of one copy clicked within about two seconds (scanners follow
-//!   every link at once).
+//!   Protection); named security scanners (Safe Links, Mimecast, Proofpoint,
+//!   Barracuda, ...) and self-declared bots and crawlers. Google's and Yahoo's
+//!   image proxies load the pixel when a person opens the email, so their opens
+//!   are human. Generic HTTP libraries and headless browsers are *not* machine by
+//!   user agent alone: integrations, privacy tools and people's own scripts use
+//!   them, and the timing signals below catch scanners that do.
+//! - timing: a click within a few seconds of delivery (only known for copies
+//!   mailbeacon delivered itself through SMTP: for copies handed back with
+//!   `deliver: "return"` the caller sends them whenever it likes, so the time of
+//!   preparation says nothing), or several different links of one copy clicked
+//!   within about two seconds (scanners follow every link at once).
 //!
 //! Pure functions, no I/O.
 
@@ -49,15 +55,6 @@ const SCANNER_MARKERS: &[&str] = &[
     "bot",
     "crawler",
     "spider",
-    "headlesschrome",
-    "curl/",
-    "wget/",
-    "python-requests",
-    "python-urllib",
-    "go-http-client",
-    "java/",
-    "okhttp",
-    "libwww-perl",
     "bingpreview",
 ];
 
@@ -72,6 +69,19 @@ pub struct Heuristics {
 impl Default for Heuristics {
     fn default() -> Self {
         Heuristics { too_fast_s: 3 }
+    }
+}
+
+impl Heuristics {
+    /// The thresholds for an email delivered as `deliver` says: the too-fast rule
+    /// measures from delivery, so it applies only to copies mailbeacon sent itself
+    /// ("smtp"); for "return" the delivery time is unknown.
+    pub fn for_delivery(&self, deliver: &str) -> Heuristics {
+        if deliver == "smtp" {
+            *self
+        } else {
+            Heuristics { too_fast_s: 0 }
+        }
     }
 }
 /// Distinct links of one copy clicked within this window are a scanner's.
@@ -178,6 +188,28 @@ mod tests {
             Some(Machine::Scanner)
         );
         assert_eq!(classify(&ev(EventKind::Open, FIREFOX, 0, None, 100)), None);
+    }
+
+    #[test]
+    fn http_libraries_and_headless_browsers_are_not_machines_by_user_agent() {
+        for ua in [
+            "curl/8.5.0",
+            "python-requests/2.32",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/126.0 Safari/537.36",
+        ] {
+            assert_eq!(classify(&ev(EventKind::Open, ua, 0, None, 100)), None, "{ua}");
+        }
+    }
+
+    #[test]
+    fn too_fast_needs_a_known_delivery_time() {
+        let click = ev(EventKind::Click, FIREFOX, 0, Some(0), 1);
+        let h = Heuristics::default();
+        assert_eq!(
+            super::classify(&click, &h.for_delivery("smtp")),
+            Some(Machine::TooFast)
+        );
+        assert_eq!(super::classify(&click, &h.for_delivery("return")), None);
     }
 
     #[test]

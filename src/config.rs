@@ -127,7 +127,7 @@ pub struct Opts {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "MAILBEACON_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
-    /// A click this many seconds or sooner after sending counts as machine activity [default: 3].
+    /// A click this many seconds or sooner after SMTP delivery counts as machine activity [default: 3].
     #[arg(long, env = "MAILBEACON_MACHINE_CLICK_SECS", global = true)]
     pub machine_click_secs: Option<u32>,
     /// Log format: text or json [default: text].

@@ -51,7 +51,7 @@ pub fn summary(rec: &EmailRecord) -> Value {
 
 /// The full engagement report of one email.
 pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value {
-    let classes = classify_all(events, h);
+    let classes = classify_all(events, &h.for_delivery(&rec.deliver));
     let mut per: Vec<Tally> = rec.recipients.iter().map(|_| Tally::default()).collect();
     let mut unique_open = HashSet::new();
     let mut unique_click = HashSet::new();

@@ -45,7 +45,7 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
             continue;
         }
         let events = store.events_for(id).await?;
-        let classes = classify_all(&events, h);
+        let classes = classify_all(&events, &h.for_delivery(&rec.deliver));
         for i in mine {
             let r = &rec.recipients[i];
             let evs: Vec<Value> = events
