@@ -533,84 +533,59 @@ impl Redis {
         // A retention period shortened since: emails created before the cut-off
         // go now, whatever expiry they were given.
         loop {
-            let old: Vec<String> = ::redis::cmd("ZRANGE")
-                .arg(keys::BY_TIME)
-                .arg("-inf")
-                .arg(format!("({created_before_ms}"))
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
+            let old = page_below(&mut c, keys::BY_TIME, created_before_ms).await?;
             if old.is_empty() {
                 break;
             }
             for member in &old {
-                let Some(id) = id_from_text(member) else {
-                    let _: () = c.zrem(keys::BY_TIME, member).await?;
-                    continue;
-                };
-                if let Some(rec) = self.get_email(id).await? {
-                    for h in &rec.lookups {
-                        let _: () = c.srem(keys::subject(h), member).await?;
-                    }
-                    let _: () = c
-                        .zrem(
-                            keys::BY_EXPIRY,
-                            format!("{member}:{}", id_to_text(rec.owner)),
-                        )
-                        .await?;
-                    let _: () = c.zrem(keys::by_owner(rec.owner), member).await?;
-                    removed += 1;
+                match id_from_text(member) {
+                    Some(id) => removed += usize::from(self.remove_email(&mut c, id, None).await?),
+                    None => c.zrem::<_, _, ()>(keys::BY_TIME, member).await?,
                 }
-                let _: () = ::redis::pipe()
-                    .del(keys::email(id))
-                    .del(keys::events(id))
-                    .del(keys::erased(id))
-                    .query_async(&mut c)
-                    .await?;
-                let _: () = c.zrem(keys::BY_TIME, member).await?;
             }
         }
         loop {
-            let due: Vec<String> = ::redis::cmd("ZRANGE")
-                .arg(keys::BY_EXPIRY)
-                .arg("-inf")
-                .arg(format!("({now_ms}"))
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
+            let due = page_below(&mut c, keys::BY_EXPIRY, now_ms).await?;
             if due.is_empty() {
                 return Ok(removed);
             }
             for member in &due {
-                let Some((id, owner)) = member
+                let parsed = member
                     .split_once(':')
-                    .and_then(|(i, o)| Some((id_from_text(i)?, id_from_text(o)?)))
-                else {
-                    continue;
-                };
-                if let Some(rec) = self.get_email(id).await? {
-                    for h in &rec.lookups {
-                        let _: () = c.srem(keys::subject(h), id_to_text(id)).await?;
-                    }
+                    .and_then(|(i, o)| Some((id_from_text(i)?, id_from_text(o)?)));
+                if let Some((id, owner)) = parsed {
+                    removed += usize::from(self.remove_email(&mut c, id, Some(owner)).await?);
                 }
-                let _: () = ::redis::pipe()
-                    .del(keys::email(id))
-                    .del(keys::events(id))
-                    .del(keys::erased(id))
-                    .query_async(&mut c)
-                    .await?;
-                let _: () = c.zrem(keys::by_owner(owner), id_to_text(id)).await?;
-                let _: () = c.zrem(keys::BY_TIME, id_to_text(id)).await?;
+                // Also drops a member that does not parse, so the loop ends.
+                c.zrem::<_, _, ()>(keys::BY_EXPIRY, member).await?;
             }
-            let n: usize = c.zrem(keys::BY_EXPIRY, &due).await?;
-            removed += n;
         }
+    }
+
+    /// Removes one email: its keys and every index entry pointing at it. `owner`
+    /// comes from the expiry index when Redis has already expired the record.
+    /// Returns true if and only if the email was still listed for expiry.
+    async fn remove_email(&self, c: &mut Conn, id: u64, owner: Option<u64>) -> Result<bool> {
+        let text = id_to_text(id);
+        let rec = self.get_email(id).await?;
+        for h in rec.iter().flat_map(|r| r.lookups.iter()) {
+            c.srem::<_, _, ()>(keys::subject(h), &text).await?;
+        }
+        let _: () = ::redis::pipe()
+            .del(keys::email(id))
+            .del(keys::events(id))
+            .del(keys::erased(id))
+            .query_async(c)
+            .await?;
+        c.zrem::<_, _, ()>(keys::BY_TIME, &text).await?;
+        let Some(owner) = rec.map(|r| r.owner).or(owner) else {
+            return Ok(false);
+        };
+        c.zrem::<_, _, ()>(keys::by_owner(owner), &text).await?;
+        let listed: usize = c
+            .zrem(keys::BY_EXPIRY, format!("{text}:{}", id_to_text(owner)))
+            .await?;
+        Ok(listed > 0)
     }
 
     /// Stops the deriver (after a last pass) and the replayer. Whatever is still
@@ -654,6 +629,20 @@ return 0";
 /// Adds "expire `key` at `at_ms`, unless it already lives longer": a new key gets
 /// the TTL (NX), an existing one is only extended (GT). So an index expires with
 /// the last email it lists.
+/// Up to 500 members of a sorted set scored below `below` (exclusive).
+async fn page_below(c: &mut Conn, key: &str, below: u64) -> Result<Vec<String>> {
+    Ok(::redis::cmd("ZRANGE")
+        .arg(key)
+        .arg("-inf")
+        .arg(format!("({below}"))
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(500)
+        .query_async(c)
+        .await?)
+}
+
 fn expire_with(p: &mut ::redis::Pipeline, key: &str, at_ms: u64) {
     p.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("NX").ignore();
     p.cmd("PEXPIREAT").arg(key).arg(at_ms).arg("GT").ignore();
