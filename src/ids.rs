@@ -53,9 +53,28 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// RFC 5322 date-time in UTC, e.g. `Sun, 29 Nov 2026 20:08:33 +0000`.
+/// (An HTTP date has the same layout with `GMT`, an obsolete zone in RFC 5322.)
+pub fn rfc5322(ms: u64) -> String {
+    let http = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms));
+    match http.strip_suffix(" GMT") {
+        Some(rest) => format!("{rest} +0000"),
+        None => http,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc5322_dates() {
+        assert_eq!(rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322(1_796_000_000_000),
+            "Mon, 30 Nov 2026 00:53:20 +0000"
+        );
+    }
 
     #[test]
     fn text_round_trip() {

@@ -755,3 +755,52 @@ fn a_click_right_after_delivery_counts_as_machine_activity() {
     assert_eq!(rep["totals"]["clicks"], 1, "{rep}");
     assert_eq!(rep["totals"]["machine_clicks"], 0);
 }
+
+/// A message without Message-ID and Date (a client that leaves them to its
+/// submission server) gets both, the same in every copy, and keeps everything
+/// else; a message that has them keeps its own.
+#[test]
+fn copies_get_a_message_id_and_date_when_the_original_has_none() {
+    let s = Server::start();
+    let tok = s.user("ann@sales.test");
+    let full = email(
+        "ann@sales.test",
+        &["bob@client.test", "carol@client.test"],
+        &[],
+        &[],
+        &["https://shop.example/a"],
+    );
+    let bare: String = full
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("Message-ID:") && !l.starts_with("Date:"))
+        .collect();
+    assert_ne!(bare, full);
+    let resp = s.follow(&tok, &bare);
+    let copies: Vec<Copy> = resp["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| copy(r, &s.base))
+        .collect();
+    let ids: HashSet<String> = copies
+        .iter()
+        .map(|c| {
+            let m = mail_parser::MessageParser::default()
+                .parse(&c.raw)
+                .expect("copy parses");
+            assert!(m.date().is_some(), "every copy has a Date");
+            let id = m.message_id().expect("every copy has a Message-ID");
+            assert!(id.ends_with("@sales.test"), "{id}");
+            id.to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one message, one Message-ID: {ids:?}");
+
+    let resp = s.follow(&tok, &full);
+    let c = copy(&resp["recipients"][0], &s.base);
+    let m = mail_parser::MessageParser::default().parse(&c.raw).unwrap();
+    assert!(m.message_id().unwrap().starts_with("q1-"));
+    let text = String::from_utf8_lossy(&c.raw);
+    assert_eq!(text.matches("Message-ID:").count(), 1);
+    assert_eq!(text.matches("\r\nDate:").count(), 1);
+}

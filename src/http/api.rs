@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::{error, json_response, privacy, Resp};
 use crate::auth::{self, AuthError};
 use crate::follow::{self, Plan};
-use crate::ids::{id_from_text, id_to_text, now_ms, random_id};
+use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc5322};
 use crate::prepare::{Draft, ErrorKind, Limits};
 use crate::reports;
 use crate::state::App;
@@ -429,6 +429,16 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             ),
         );
     }
+    // Copies of a message without Message-ID or Date get them here (the relay
+    // takes them as submitted mail and would pass them on without).
+    let mut draft = draft;
+    let domain = from
+        .rsplit_once('@')
+        .map_or("mailbeacon.invalid", |(_, d)| d);
+    draft.add_missing_headers(
+        &format!("{}.mailbeacon@{domain}", id_to_text(random_id())),
+        &rfc5322(now_ms()),
+    );
     let addresses: Vec<String> = draft
         .recipients()
         .iter()

@@ -121,7 +121,7 @@ pub struct Tracking<'a> {
 }
 
 /// One piece of an output plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Seg {
     /// A byte range of the source message.
     Src(usize, usize),
@@ -159,6 +159,10 @@ pub struct Draft {
     fallback: Vec<(usize, usize)>,
     /// Line break of the rewritten part(s), for encoding the holes.
     nl: &'static [u8],
+    /// Line break of the header block, for header fields we add.
+    header_nl: &'static [u8],
+    /// Whether the message has a `Date` header field.
+    has_date: bool,
 
     from: Option<Recipient>,
     subject: Option<String>,
@@ -381,6 +385,8 @@ impl Draft {
             tracked_fixed_len,
             fallback,
             nl,
+            header_nl: message_nl,
+            has_date: top.headers.iter().any(|h| h.name == HeaderName::Date),
             from,
             subject,
             message_id,
@@ -389,6 +395,39 @@ impl Draft {
             untouched: sink.untouched,
             has_html,
         })
+    }
+
+    /// Adds the `Message-ID` and `Date` header fields when the message lacks
+    /// them, at the top of the header block, the same in every copy (they are
+    /// copies of one message). RFC 5322 asks every message for both, and large
+    /// receivers refuse or penalize mail without a Message-ID; a client that
+    /// leaves them to its submission server would otherwise send copies
+    /// without them, since mailbeacon delivers to a relay as already submitted
+    /// mail. `message_id` is without angle brackets; `date` is an RFC 5322
+    /// date-time. Existing fields are never changed.
+    pub fn add_missing_headers(&mut self, message_id: &str, date: &str) {
+        let mut fields = Vec::new();
+        if self.message_id.is_none() {
+            fields.extend_from_slice(format!("Message-ID: <{message_id}>").as_bytes());
+            fields.extend_from_slice(self.header_nl);
+            self.message_id = Some(message_id.to_string());
+        }
+        if !self.has_date {
+            fields.extend_from_slice(format!("Date: {date}").as_bytes());
+            fields.extend_from_slice(self.header_nl);
+            self.has_date = true;
+        }
+        if fields.is_empty() {
+            return;
+        }
+        let start = self.lit.len();
+        self.lit.extend_from_slice(&fields);
+        let seg = Seg::Lit(start, self.lit.len());
+        self.untracked.insert(0, seg);
+        if let Some(t) = self.tracked.as_mut() {
+            t.insert(0, seg);
+            self.tracked_fixed_len += fields.len();
+        }
     }
 
     /// The From mailbox (its `field` is [`Field::To`] and means nothing).

@@ -356,3 +356,41 @@ fn draft_is_shareable_across_threads() {
     assert_send_sync::<Draft>();
     assert_send_sync::<PrepareError>();
 }
+
+#[test]
+fn missing_message_id_and_date_are_added_once_and_existing_ones_kept() {
+    let raw = "From: a@example.com\nTo: b@example.com\nSubject: s\n\
+               Content-Type: text/html\n\n<a href=\"https://e.example/\">x</a>\n";
+    let mut d = Draft::parse(raw.as_bytes(), OWN, &lim()).unwrap();
+    assert_eq!(d.message_id(), None);
+    d.add_missing_headers("new1@example.com", "Mon, 30 Nov 2026 00:53:20 +0000");
+    assert_eq!(d.message_id(), Some("new1@example.com"));
+    let head = "Message-ID: <new1@example.com>\nDate: Mon, 30 Nov 2026 00:53:20 +0000\n";
+    // Untracked: exactly the original with the two fields on top (LF kept).
+    assert_eq!(d.render(None), format!("{head}{raw}").as_bytes());
+    let t = tracked(&d);
+    assert!(t.starts_with(head.as_bytes()));
+    let m = MessageParser::default().parse(&t).unwrap();
+    assert_eq!(m.message_id(), Some("new1@example.com"));
+    assert!(m.date().is_some());
+    assert_eq!(html_of(&t).len(), 1);
+    // A second call adds nothing.
+    d.add_missing_headers("new2@example.com", "Tue, 01 Dec 2026 00:00:00 +0000");
+    assert_eq!(d.render(None), format!("{head}{raw}").as_bytes());
+
+    // A message that has both keeps them, byte-identical.
+    let full = simple_html("<p>x</p>");
+    let mut d = Draft::parse(full.as_bytes(), OWN, &lim()).unwrap();
+    let with_date = full.replacen(
+        "Subject: Hi\r\n",
+        "Subject: Hi\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n",
+        1,
+    );
+    d.add_missing_headers("x@y", "never");
+    assert_eq!(d.message_id(), Some("m1@example.com"));
+    let out = String::from_utf8(d.render(None)).unwrap();
+    assert!(out.starts_with("Date: never\r\nFrom:"), "{out}");
+    let mut d = Draft::parse(with_date.as_bytes(), OWN, &lim()).unwrap();
+    d.add_missing_headers("x@y", "never");
+    assert_eq!(d.render(None), with_date.as_bytes());
+}
