@@ -10,6 +10,10 @@
 //!   are human. Generic HTTP libraries and headless browsers are *not* machine by
 //!   user agent alone: integrations, privacy tools and people's own scripts use
 //!   them, and the timing signals below catch scanners that do.
+//! - source network: the client address lies in a network the operator listed
+//!   (`MAILBEACON_MACHINE_NETWORKS`: security gateways, corporate proxies),
+//!   checked when the hit is recorded, on the full address (the stored one is
+//!   truncated), so a list change applies to hits from then on.
 //! - timing: a click within a few seconds of delivery (only known for copies
 //!   mailbeacon delivered itself through SMTP: for copies handed back with
 //!   `deliver: "return"` the caller sends them whenever it likes, so the time of
@@ -28,6 +32,7 @@ pub enum Machine {
     Scanner,
     TooFast,
     LinkBurst,
+    ListedNetwork,
 }
 
 impl Machine {
@@ -38,6 +43,7 @@ impl Machine {
             Machine::Scanner => "scanner",
             Machine::TooFast => "too_fast",
             Machine::LinkBurst => "link_burst",
+            Machine::ListedNetwork => "listed_network",
         }
     }
 }
@@ -89,6 +95,9 @@ const BURST_MS: u64 = 2_000;
 
 /// Classifies one event by its own signals (user agent, timing).
 pub fn classify(e: &Event, h: &Heuristics) -> Option<Machine> {
+    if e.machine_net.is_some() {
+        return Some(Machine::ListedNetwork);
+    }
     let ua = e.ua.trim();
     if ua.is_empty() {
         return Some(Machine::NoUserAgent);
@@ -158,10 +167,19 @@ mod tests {
             ua: ua.into(),
             ip: String::new(),
             since_prepared_s: since,
+            machine_net: None,
         }
     }
 
     const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+    #[test]
+    fn a_listed_network_is_machine_whatever_the_user_agent() {
+        let mut e = ev(EventKind::Open, FIREFOX, 0, None, 100);
+        assert_eq!(classify(&e), None);
+        e.machine_net = Some("gateway".into());
+        assert_eq!(classify(&e), Some(Machine::ListedNetwork));
+    }
 
     #[test]
     fn user_agent_signals() {

@@ -118,6 +118,9 @@ pub struct Opts {
     /// Proxies whose X-Forwarded-For is trusted, comma-separated IPs or CIDRs.
     #[arg(long, env = "MAILBEACON_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
+    /// File listing machine networks (security gateways, proxies): lines of `CIDR [label]`.
+    #[arg(long, env = "MAILBEACON_MACHINE_NETWORKS", global = true)]
+    pub machine_networks: Option<PathBuf>,
     /// Seconds between retention sweeps [default: 60].
     #[arg(long, env = "MAILBEACON_SWEEP_INTERVAL_SECS", global = true)]
     pub sweep_interval_secs: Option<u64>,
@@ -169,6 +172,7 @@ struct FileOpts {
     retention_days: Option<u32>,
     max_body_bytes: Option<usize>,
     trusted_proxies: Option<String>,
+    machine_networks: Option<PathBuf>,
     sweep_interval_secs: Option<u64>,
     machine_click_secs: Option<u32>,
     tls_cert: Option<PathBuf>,
@@ -181,6 +185,37 @@ struct FileOpts {
     entra_audience: Option<String>,
     entra_tenants: Option<String>,
     entra_scope: Option<String>,
+}
+
+/// Parses a machine-network list: one `CIDR [label]` per line (a bare address
+/// is a /32 or /128; the label defaults to the CIDR), `#` starts a comment,
+/// blank lines are skipped. Returns every bad line at once.
+pub fn machine_networks(text: &str) -> std::result::Result<Vec<(IpNet, String)>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (cidr, label) = match line.split_once(char::is_whitespace) {
+            Some((c, l)) => (c, l.trim()),
+            None => (line, line),
+        };
+        match IpNet::parse(cidr) {
+            Some(net) if label.len() <= 64 => out.push((net, label.to_string())),
+            Some(_) => errors.push(format!("line {}: the label is longer than 64 bytes", n + 1)),
+            None => errors.push(format!(
+                "line {}: {cidr:?} is not an IP address or CIDR",
+                n + 1
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A validated IP network (address + prefix length).
@@ -241,6 +276,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Operator-listed machine networks and their labels (see `machine_networks`).
+    pub machine_networks: Vec<(IpNet, String)>,
     pub sweep_interval: Duration,
     pub heuristics: Heuristics,
     /// (certificate, key) PEM paths when serving HTTPS.
@@ -390,6 +427,28 @@ impl Config {
                 }
             }
         }
+        let machine_networks = match opts.machine_networks.clone().or(file.machine_networks) {
+            None => Vec::new(),
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => match machine_networks(&text) {
+                    Ok(list) => list,
+                    Err(errs) => {
+                        problems.extend(
+                            errs.into_iter()
+                                .map(|e| format!("machine_networks {}: {e}", path.display())),
+                        );
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!(
+                        "machine_networks: cannot read {}: {e}",
+                        path.display()
+                    ));
+                    Vec::new()
+                }
+            },
+        };
         let sweep = opts
             .sweep_interval_secs
             .or(file.sweep_interval_secs)
@@ -490,6 +549,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             trusted_proxies,
+            machine_networks,
             sweep_interval: Duration::from_secs(sweep),
             heuristics: Heuristics {
                 too_fast_s: i64::from(too_fast),
@@ -534,6 +594,23 @@ mod tests {
         };
         let problems = Config::resolve(&opts).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn machine_network_lists() {
+        let list = machine_networks(
+            "# security gateways\n\n203.0.113.0/24 mimecast eu  # comment\n2001:db8::/32\n198.51.100.7\n",
+        )
+        .unwrap();
+        let labels: Vec<&str> = list.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, ["mimecast eu", "2001:db8::/32", "198.51.100.7"]);
+        assert!(list[0].0.contains("203.0.113.9".parse().unwrap()));
+        assert!(list[2].0.contains("198.51.100.7".parse().unwrap()));
+        assert!(!list[2].0.contains("198.51.100.8".parse().unwrap()));
+        let errs = machine_networks("10.0.0.0/8 ok\nnot-an-ip x\n10.0.0.0/40\n").unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("line 2:"), "{errs:?}");
+        assert!(errs[1].starts_with("line 3:"), "{errs:?}");
     }
 
     #[test]

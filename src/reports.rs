@@ -142,13 +142,17 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
         .iter()
         .map(|&i| {
             let e = &events[i];
-            json!({
+            let mut v = json!({
                 "at": rfc3339(e.at_ms),
                 "kind": e.kind,
                 "recipient": rec.recipients.get(e.recipient as usize).map(|r| r.address.clone()),
                 "link": e.link,
                 "machine": classes[i].map(Machine::as_str),
-            })
+            });
+            if let Some(label) = &e.machine_net {
+                v["machine_network"] = json!(label);
+            }
+            v
         })
         .collect();
     let mut out = summary(rec);

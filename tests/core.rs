@@ -804,3 +804,85 @@ fn copies_get_a_message_id_and_date_when_the_original_has_none() {
     assert_eq!(text.matches("Message-ID:").count(), 1);
     assert_eq!(text.matches("\r\nDate:").count(), 1);
 }
+
+/// Operator-listed machine networks (`MAILBEACON_MACHINE_NETWORKS`): a hit from
+/// a listed network counts as machine activity whatever its user agent, with
+/// the list's label in the timeline; the same hit from an unlisted address
+/// (the positive control, on the same server) counts as human. The client
+/// address comes from X-Forwarded-For because the test's peer, 127.0.0.1, is a
+/// configured trusted proxy.
+#[test]
+fn listed_machine_networks_count_as_machine() {
+    let tmp = TempDir::new("nets");
+    let list = tmp.path().join("machine-networks.txt");
+    std::fs::write(
+        &list,
+        "# gateways\n198.51.100.0/24 acme-gateway\n2001:db8::/32\n",
+    )
+    .unwrap();
+    let s = Server::start_env(&[
+        ("MAILBEACON_MACHINE_NETWORKS", list.to_str().unwrap()),
+        ("MAILBEACON_TRUSTED_PROXIES", "127.0.0.1"),
+    ]);
+    let tok = s.user("ann@sales.test");
+    let (id, c) = s.follow_one(&tok, "b@client.test", "https://a.example/");
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let pixel = c.pixel.as_ref().unwrap();
+    for from in ["198.51.100.23", "2001:db8:1::5", "203.0.113.5"] {
+        let (st, _, _) = raw(
+            "GET",
+            pixel,
+            &[("User-Agent", firefox), ("X-Forwarded-For", from)],
+        );
+        assert_eq!(st, 200);
+    }
+    let (st, _, _) = raw(
+        "GET",
+        &c.clicks[0],
+        &[
+            ("User-Agent", firefox),
+            ("X-Forwarded-For", "198.51.100.200"),
+        ],
+    );
+    assert_eq!(st, 302);
+    let rep = engagement(&s, &tok, &id);
+    let r = recipient(&rep, "b@client.test");
+    assert_eq!(r["opens"], 1, "{r}");
+    assert_eq!(r["machine_opens"], 2, "{r}");
+    assert_eq!(r["clicks"], 0, "{r}");
+    assert_eq!(r["machine_clicks"], 1, "{r}");
+    let labels: Vec<&Value> = rep["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["machine"] == "listed_network")
+        .map(|e| &e["machine_network"])
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            &json!("acme-gateway"),
+            &json!("2001:db8::/32"),
+            &json!("acme-gateway")
+        ]
+    );
+}
+
+/// A machine-network list with a bad line stops the server at start with the
+/// file and line named.
+#[test]
+fn a_bad_machine_network_list_is_refused_at_start() {
+    let tmp = TempDir::new("badnets");
+    let list = tmp.path().join("nets.txt");
+    std::fs::write(&list, "10.0.0.0/8 ok\nnot-a-network x\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailbeacon"))
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("MAILBEACON_MACHINE_NETWORKS", &list)
+        .env("MAILBEACON_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nets.txt") && err.contains("line 2"), "{err}");
+}

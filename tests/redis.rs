@@ -286,6 +286,7 @@ async fn redis_expires_an_email_with_its_events() {
         ua: String::new(),
         ip: String::new(),
         since_prepared_s: 0,
+        machine_net: None,
     };
     store
         .commit_events(vec![ev.clone(), ev])

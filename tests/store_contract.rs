@@ -78,6 +78,7 @@ fn event(email: u64, at_ms: u64) -> Event {
         ua: "ua".into(),
         ip: "127.0.0.0/24".into(),
         since_prepared_s: 10,
+        machine_net: None,
     }
 }
 

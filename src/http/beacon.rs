@@ -159,6 +159,12 @@ fn event(app: &App, req: &Request<Incoming>, peer: IpAddr, kind: EventKind, c: &
         .map(|v| truncate_utf8(&String::from_utf8_lossy(v.as_bytes()), MAX_UA))
         .unwrap_or_default();
     let ip = client_ip(peer, req.headers(), &app.config.trusted_proxies);
+    let machine_net = app
+        .config
+        .machine_networks
+        .iter()
+        .find(|(net, _)| net.contains(ip))
+        .map(|(_, label)| label.clone());
     Event {
         seq: 0,
         at_ms,
@@ -170,6 +176,7 @@ fn event(app: &App, req: &Request<Incoming>, peer: IpAddr, kind: EventKind, c: &
         ua,
         ip: truncate_ip(ip),
         since_prepared_s: (at_ms / 1000) as i64 - i64::from(c.issued),
+        machine_net,
     }
 }
 

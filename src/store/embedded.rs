@@ -824,6 +824,7 @@ mod tests {
             ua: String::new(),
             ip: String::new(),
             since_prepared_s: 0,
+            machine_net: None,
         };
         let body = serde_json::to_vec(&e).unwrap();
         let mut buf = Vec::new();

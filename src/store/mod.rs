@@ -114,6 +114,11 @@ pub struct Event {
     pub ip: String,
     /// Seconds between the copy being prepared and this event.
     pub since_prepared_s: i64,
+    /// The label of the operator-listed machine network the client address was
+    /// in when the event was recorded (`MAILBEACON_MACHINE_NETWORKS`), if any.
+    /// An operator's name for a network (e.g. "mimecast"), not personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_net: Option<String>,
 }
 
 /// Organization-wide switches, changed by admins.
