@@ -101,8 +101,28 @@ struct Journal {
     last_seq: u64,
 }
 
+/// An event as journalled: its key fields and its JSON row, serialized once for
+/// the journal and reused by the indexer.
+struct Row {
+    email: u64,
+    recipient: u32,
+    seq: u64,
+    json: Vec<u8>,
+}
+
+impl Row {
+    fn of(e: &Event) -> Result<Row> {
+        Ok(Row {
+            email: e.email,
+            recipient: e.recipient,
+            seq: e.seq,
+            json: serde_json::to_vec(e)?,
+        })
+    }
+}
+
 enum IndexMsg {
-    Batch(Vec<Event>),
+    Batch(Vec<Row>),
     Shutdown(mpsc::Sender<()>),
 }
 
@@ -168,7 +188,7 @@ impl Embedded {
                 path.display()
             );
         }
-        let replay: Vec<Event> = events.into_iter().filter(|e| e.seq > applied).collect();
+        let replay: Vec<Row> = events.into_iter().filter(|e| e.seq > applied).collect();
         if !replay.is_empty() {
             tracing::info!(events = replay.len(), "replaying journal");
             let tx = read(&db).begin_write()?;
@@ -491,13 +511,17 @@ impl Embedded {
             .journal
             .lock()
             .map_err(|_| StoreError::Backend("journal lock poisoned".into()))?;
-        let mut buf = Vec::with_capacity(events.len() * 200);
+        let mut buf = Vec::with_capacity(events.len() * 400);
+        let mut rows = Vec::with_capacity(events.len());
         let mut seq = j.last_seq;
         for e in &mut events {
             seq += 1;
             e.seq = seq;
-            journal::frame(&serde_json::to_vec(e)?, &mut buf);
+            let row = Row::of(e)?;
+            journal::frame(&row.json, &mut buf);
+            rows.push(row);
         }
+        drop(events);
         let before = j.len;
         if let Err(e) = j.file.write_all(&buf).and_then(|_| j.file.sync_data()) {
             // Leave no half-written batch behind: it was never acknowledged.
@@ -509,7 +533,7 @@ impl Embedded {
         self.committed.store(seq, Ordering::Release);
         if let Ok(guard) = self.indexer.lock() {
             if let Some((tx, _)) = guard.as_ref() {
-                let _ = tx.send(IndexMsg::Batch(events));
+                let _ = tx.send(IndexMsg::Batch(rows));
             }
         }
         Ok(())
@@ -624,8 +648,9 @@ impl Embedded {
     /// Writes events that already have their sequence numbers (for `migrate`),
     /// durably and idempotently; later events get higher numbers.
     pub fn import_events(&self, events: &[Event]) -> Result<()> {
+        let rows = events.iter().map(Row::of).collect::<Result<Vec<_>>>()?;
         let tx = self.db().begin_write()?;
-        let max = apply(&tx, events)?;
+        let max = apply(&tx, &rows)?;
         let applied = {
             let meta = tx.open_table(META)?;
             let got = meta.get(APPLIED_SEQ)?;
@@ -671,7 +696,7 @@ fn read_applied(db: &Database) -> Result<u64> {
 }
 
 /// Decodes journal records; returns the events and whether a torn tail was found.
-fn decode_journal(bytes: &[u8]) -> (Vec<Event>, bool) {
+fn decode_journal(bytes: &[u8]) -> (Vec<Row>, bool) {
     let (records, valid) = journal::decode(bytes);
     let mut out = Vec::with_capacity(records.len());
     for body in records {
@@ -679,7 +704,12 @@ fn decode_journal(bytes: &[u8]) -> (Vec<Event>, bool) {
             return (out, true);
         }
         match serde_json::from_slice::<Event>(body) {
-            Ok(e) => out.push(e),
+            Ok(e) => out.push(Row {
+                email: e.email,
+                recipient: e.recipient,
+                seq: e.seq,
+                json: body.to_vec(),
+            }),
             Err(_) => return (out, true),
         }
     }
@@ -690,15 +720,26 @@ fn decode_journal(bytes: &[u8]) -> (Vec<Event>, bool) {
 /// that no longer exist (expired) or of erased recipients are dropped: there is
 /// nothing left to attach them to, and keeping them would undo the erase or
 /// outlive retention.
-fn apply(tx: &WriteTransaction, events: &[Event]) -> Result<u64> {
+fn apply(tx: &WriteTransaction, rows: &[Row]) -> Result<u64> {
     let emails = tx.open_table(EMAILS)?;
     let erased = tx.open_table(ERASED)?;
     let mut t = tx.open_table(EVENTS)?;
     let mut max = 0;
-    for e in events {
-        max = max.max(e.seq);
-        if emails.get(e.email)?.is_some() && erased.get((e.email, e.recipient))?.is_none() {
-            t.insert((e.email, e.seq), serde_json::to_vec(e)?.as_slice())?;
+    // A batch holds many hits on few emails: look each email and recipient up once.
+    let mut keep: std::collections::HashMap<(u64, u32), bool> = std::collections::HashMap::new();
+    for r in rows {
+        max = max.max(r.seq);
+        let k = (r.email, r.recipient);
+        let wanted = match keep.get(&k) {
+            Some(&w) => w,
+            None => {
+                let w = emails.get(r.email)?.is_some() && erased.get(k)?.is_none();
+                keep.insert(k, w);
+                w
+            }
+        };
+        if wanted {
+            t.insert((r.email, r.seq), r.json.as_slice())?;
         }
     }
     Ok(max)
@@ -737,7 +778,7 @@ fn indexer(
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         let mut shutdown = None;
-        let mut batch: Vec<Event> = Vec::new();
+        let mut batch: Vec<Row> = Vec::new();
         match msg {
             Ok(IndexMsg::Batch(evs)) => {
                 batch = evs;
