@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::classify::Heuristics;
@@ -157,6 +158,10 @@ pub struct Opts {
     /// Entra sign-in: scope the token must carry in `scp` [default: access_as_user].
     #[arg(long, env = "MAILBEACON_ENTRA_SCOPE", global = true)]
     pub entra_scope: Option<String>,
+    /// Auto Capture: PEM file of extra CA certificates trusted for IMAP TLS, in
+    /// addition to the public (webpki) roots, e.g. a self-hosted server's private CA.
+    #[arg(long, env = "MAILBEACON_IMAP_CA_FILE", global = true)]
+    pub imap_ca_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -185,6 +190,7 @@ struct FileOpts {
     entra_audience: Option<String>,
     entra_tenants: Option<String>,
     entra_scope: Option<String>,
+    imap_ca_file: Option<PathBuf>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -290,6 +296,9 @@ pub struct Config {
     pub capture_limit: usize,
     /// Entra sign-in; `None` when no JWKS is configured.
     pub entra: Option<EntraConfig>,
+    /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
+    /// read and checked), on top of the webpki roots. Empty when not set.
+    pub imap_ca: Vec<CertificateDer<'static>>,
 }
 
 /// How Entra access tokens are checked (see `entra`).
@@ -533,6 +542,13 @@ impl Config {
             }
             None => None,
         };
+        let imap_ca = match opts.imap_ca_file.clone().or(file.imap_ca_file) {
+            Some(p) => crate::mailbox::read_ca_file(&p).unwrap_or_else(|e| {
+                problems.push(format!("imap_ca_file: {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -560,6 +576,7 @@ impl Config {
             capture_days,
             capture_limit,
             entra,
+            imap_ca,
         })
     }
 }
@@ -611,6 +628,32 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].starts_with("line 2:"), "{errs:?}");
         assert!(errs[1].starts_with("line 3:"), "{errs:?}");
+    }
+
+    #[test]
+    fn imap_ca_file_must_exist_and_hold_a_certificate() {
+        let missing = Opts {
+            imap_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Opts::default()
+        };
+        let p = Config::resolve(&missing).unwrap_err();
+        assert!(
+            p.len() == 1
+                && p[0].starts_with("imap_ca_file: ")
+                && p[0].contains("/nonexistent/ca.pem"),
+            "{p:?}"
+        );
+        let dir = std::env::temp_dir().join(format!("mb-imap-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let p = Config::resolve(&Opts {
+            imap_ca_file: Some(empty),
+            ..Opts::default()
+        })
+        .unwrap_err();
+        assert!(p[0].contains("no certificate"), "{p:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! listings straight back to the caller, and only an email the user explicitly
 //! tracks goes to the store (through the same path as any tracked email).
 //!
-//! Plain IMAP, implicit TLS and STARTTLS (rustls with the webpki roots), LOGIN
-//! or SASL XOAUTH2. Every network step has a time limit. Messages are read with
-//! `BODY.PEEK` so listing never marks anything as seen.
+//! Plain IMAP, implicit TLS and STARTTLS (rustls with the webpki roots plus
+//! the private CAs of `imap_ca_file`, see `trust_roots`; a certificate is always
+//! verified, there is no way to turn that off), LOGIN or SASL XOAUTH2. Every
+//! network step has a time limit. Messages are read with `BODY.PEEK` so
+//! listing never marks anything as seen.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 
 use crate::activities;
 use crate::store::addin::{MailboxConfig, MailboxSecret, Participant};
@@ -130,15 +136,65 @@ async fn step<T, E: std::fmt::Display>(
     }
 }
 
-async fn tls(tcp: TcpStream, host: &str) -> Result<Conn, MailboxError> {
-    let mut roots = rustls::RootCertStore::empty();
+/// Reads the PEM bundle of `imap_ca_file` (checked at start-up): every
+/// certificate must be usable as a trust anchor, and there must be at least one.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{shown}: no certificate found (a PEM bundle is expected)"
+        ));
+    }
+    let mut store = RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        store.add(c.clone()).map_err(|e| {
+            format!(
+                "{shown}: certificate {} cannot be used as a trusted root: {e}",
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+/// The roots IMAP TLS trusts: the webpki (public) roots plus `extra`.
+pub fn trust_roots(extra: &[CertificateDer<'static>]) -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Each was already added once by `read_ca_file`, so none is skipped here.
+    roots.add_parsable_certificates(extra.iter().cloned());
+    Arc::new(roots)
+}
+
+/// A failed handshake, in words a user can act on.
+fn handshake_failed(e: &std::io::Error) -> MailboxError {
+    let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    let message = match tls {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            "TLS handshake: the IMAP server's certificate is not signed by a trusted \
+             authority (unknown issuer); a server with a private CA needs that CA in \
+             the imap_ca_file setting"
+                .to_string()
+        }
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            format!("TLS handshake: the IMAP server's certificate is not valid: {c:?}")
+        }
+        _ => format!("TLS handshake: {e}"),
+    };
+    err("mailbox_error", message)
+}
+
+async fn tls(tcp: TcpStream, host: &str, roots: &Arc<RootCertStore>) -> Result<Conn, MailboxError> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| err("mailbox_error", format!("TLS set-up: {e}")))?
-    .with_root_certificates(roots)
+    .with_root_certificates(roots.clone())
     .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
         err(
@@ -147,24 +203,40 @@ async fn tls(tcp: TcpStream, host: &str) -> Result<Conn, MailboxError> {
         )
     })?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let s = step("TLS handshake", connector.connect(name, tcp)).await?;
-    Ok(Conn::Tls(Box::new(s)))
+    match tokio::time::timeout(STEP, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => Err(handshake_failed(&e)),
+        Err(_) => Err(err(
+            "mailbox_timeout",
+            format!("TLS handshake: no answer within {}s", STEP.as_secs()),
+        )),
+    }
 }
 
 struct XOAuth2<'a> {
     user: &'a str,
     token: &'a str,
+    sent: bool,
 }
 
 impl Authenticator for XOAuth2<'_> {
     type Response = String;
+    /// The first challenge (empty) gets the credentials. A second one is the
+    /// server's JSON error for a refused token, which the client must answer
+    /// with an empty line so that the server ends the exchange with NO.
     fn process(&mut self, _challenge: &[u8]) -> String {
+        if std::mem::replace(&mut self.sent, true) {
+            return String::new();
+        }
         format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
     }
 }
 
-/// Connects and logs in.
-pub async fn connect(cfg: &MailboxConfig) -> Result<Session<Conn>, MailboxError> {
+/// Connects and logs in; TLS trusts `roots` (see `trust_roots`).
+pub async fn connect(
+    cfg: &MailboxConfig,
+    roots: &Arc<RootCertStore>,
+) -> Result<Session<Conn>, MailboxError> {
     let tcp =
         match tokio::time::timeout(STEP, TcpStream::connect((cfg.host.as_str(), cfg.port))).await {
             Ok(Ok(s)) => s,
@@ -182,13 +254,13 @@ pub async fn connect(cfg: &MailboxConfig) -> Result<Session<Conn>, MailboxError>
             }
         };
     let conn = match cfg.tls.as_str() {
-        "tls" => tls(tcp, &cfg.host).await?,
+        "tls" => tls(tcp, &cfg.host, roots).await?,
         "starttls" => {
             let mut c = Client::new(Conn::Plain(tcp));
             step("reading the greeting", c.read_response()).await?;
             step("STARTTLS", c.run_command_and_check_ok("STARTTLS", None)).await?;
             match c.into_inner() {
-                Conn::Plain(tcp) => tls(tcp, &cfg.host).await?,
+                Conn::Plain(tcp) => tls(tcp, &cfg.host, roots).await?,
                 other => other,
             }
         }
@@ -206,6 +278,7 @@ pub async fn connect(cfg: &MailboxConfig) -> Result<Session<Conn>, MailboxError>
             let auth = XOAuth2 {
                 user: &cfg.username,
                 token: t,
+                sent: false,
             };
             tokio::time::timeout(STEP, client.authenticate("XOAUTH2", auth)).await
         }
@@ -221,8 +294,8 @@ pub async fn connect(cfg: &MailboxConfig) -> Result<Session<Conn>, MailboxError>
 }
 
 /// Logs in and out: checks that a configuration works.
-pub async fn check(cfg: &MailboxConfig) -> Result<(), MailboxError> {
-    let mut s = connect(cfg).await?;
+pub async fn check(cfg: &MailboxConfig, roots: &Arc<RootCertStore>) -> Result<(), MailboxError> {
+    let mut s = connect(cfg, roots).await?;
     let _ = tokio::time::timeout(STEP, s.logout()).await;
     Ok(())
 }
@@ -282,6 +355,7 @@ fn imap_date(ms: u64) -> String {
 /// which `keep` (given the Message-IDs found) answers true. Nothing is stored.
 pub async fn list_with<F, Fut>(
     cfg: &MailboxConfig,
+    roots: &Arc<RootCertStore>,
     contact: &str,
     since_ms: u64,
     limit: usize,
@@ -291,7 +365,7 @@ where
     F: FnOnce(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<bool>, MailboxError>>,
 {
-    let mut s = connect(cfg).await?;
+    let mut s = connect(cfg, roots).await?;
     let mut found: Vec<Captured> = Vec::new();
     for folder in folders(&mut s).await? {
         // A folder that cannot be opened (e.g. no Sent folder) is skipped.
@@ -381,8 +455,13 @@ where
 }
 
 /// Fetches one whole message by folder and UID (`BODY.PEEK[]`: not marked seen).
-pub async fn fetch(cfg: &MailboxConfig, folder: &str, uid: u32) -> Result<Vec<u8>, MailboxError> {
-    let mut s = connect(cfg).await?;
+pub async fn fetch(
+    cfg: &MailboxConfig,
+    roots: &Arc<RootCertStore>,
+    folder: &str,
+    uid: u32,
+) -> Result<Vec<u8>, MailboxError> {
+    let mut s = connect(cfg, roots).await?;
     step("EXAMINE", s.examine(folder))
         .await
         .map_err(|_| err("not_found", format!("no folder {folder:?} in the mailbox")))?;

@@ -30,6 +30,8 @@ pub struct App {
     pub auth_cache: DashMap<[u8; 32], User>,
     /// Entra access-token checks (with their cached JWKS), when configured.
     pub entra: Option<crate::entra::Validator>,
+    /// Auto Capture: the roots IMAP TLS trusts (webpki plus `imap_ca_file`).
+    pub imap_roots: Arc<rustls::RootCertStore>,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -47,6 +49,7 @@ impl App {
     ) -> App {
         let modified = keyring::modified(&config.data_dir);
         let entra = config.entra.clone().map(crate::entra::Validator::new);
+        let imap_roots = crate::mailbox::trust_roots(&config.imap_ca);
         App {
             config,
             store,
@@ -54,6 +57,7 @@ impl App {
             mailer,
             auth_cache: DashMap::new(),
             entra,
+            imap_roots,
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),

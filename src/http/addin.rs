@@ -624,7 +624,7 @@ async fn put_mailbox(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         secret,
     };
     // Only a configuration that logs in is kept.
-    if let Err(e) = mailbox::check(&cfg).await {
+    if let Err(e) = mailbox::check(&cfg, &app.imap_roots).await {
         return mailbox_failed(e);
     }
     if let Err(e) = app.store.put_mailbox(user.id, cfg.clone()).await {
@@ -705,7 +705,7 @@ async fn capture_list(app: &App, user: &User, q: &HashMap<String, String>) -> Re
             .map(|(t, id)| !t || id.is_empty())
             .collect())
     };
-    match mailbox::list_with(&cfg, &contact, since, limit, keep).await {
+    match mailbox::list_with(&cfg, &app.imap_roots, &contact, since, limit, keep).await {
         Ok(found) => {
             let items: Vec<Value> = found
                 .iter()
@@ -752,7 +752,7 @@ async fn capture_track(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match mailbox::fetch(&cfg, &b.folder, b.uid).await {
+    match mailbox::fetch(&cfg, &app.imap_roots, &b.folder, b.uid).await {
         Ok(raw) => track_raw(app, user, raw, b.regarding, "capture").await,
         Err(e) => mailbox_failed(e),
     }

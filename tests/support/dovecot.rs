@@ -11,6 +11,17 @@
 //! `{{date:-Nh}}` replaced by the time N hours ago, which also becomes the
 //! message's INTERNALDATE (the file's mtime), and UIDs in date order.
 //! A missing Dovecot fails loudly: the README test command installs it.
+//!
+//! `Dovecot::start_secure` starts the TLS + XOAUTH2 variant (Dovecot 2.3
+//! syntax; 2.4 changed both and fails loudly here): a throwaway CA and a server
+//! certificate for `127.0.0.2`/`localhost` made with the openssl CLI, one port
+//! for implicit TLS (`imaps`) and one for plain IMAP with STARTTLS, and
+//! `disable_plaintext_auth = yes`, so LOGIN works only after STARTTLS. It
+//! listens on 127.0.0.2 because Dovecot treats a connection whose client and
+//! server addresses are equal (127.0.0.1 to 127.0.0.1) as secure and would
+//! allow plaintext LOGIN there. SASL XOAUTH2 goes to an `oauth2` passdb that
+//! validates HS256 JWTs locally (`introspection_mode = local`) against an HMAC
+//! key the harness writes (`Secure::mint` makes tokens for tests).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
@@ -22,9 +33,88 @@ pub const USER: &str = "alice@example.test";
 pub const PASSWORD: &str = "secret";
 
 pub struct Dovecot {
+    /// Plain IMAP (with STARTTLS in the secure variant).
     pub port: u16,
     pub base: PathBuf,
     conf: PathBuf,
+    /// The TLS + XOAUTH2 variant's extras.
+    pub secure: Option<Secure>,
+}
+
+/// What the TLS + XOAUTH2 variant adds.
+pub struct Secure {
+    /// The address Dovecot listens on (and its certificate names).
+    pub host: &'static str,
+    /// Implicit TLS.
+    pub tls_port: u16,
+    /// The private CA's certificate (PEM).
+    pub ca: PathBuf,
+    /// The HMAC key Dovecot validates XOAUTH2 bearer JWTs with.
+    pub hmac_key: Vec<u8>,
+}
+
+/// The secure variant's address.
+pub const SECURE_HOST: &str = "127.0.0.2";
+
+/// Writes a throwaway CA and a server certificate for 127.0.0.2 and localhost
+/// (ECDSA P-256, two days) under `dir`; returns (ca.pem, server.pem, server.key).
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ok = Command::new("openssl").arg("version").output().is_ok();
+    assert!(
+        ok,
+        "openssl (the CLI) is required for the IMAP TLS tests: run ./scripts/test.sh \
+         (it installs it), or apt-get install openssl"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let ext = dir.join("server.ext");
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=mailbeacon test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.2,DNS:localhost\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert));
+    (ca, cert, key)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -168,9 +258,36 @@ fn login_ok(port: u16) -> bool {
     }
 }
 
+/// The greeting of a secure instance's plain port, once it is up: it must
+/// offer STARTTLS and refuse plaintext LOGIN before it.
+fn greeting_ok(host: &str, port: u16) -> bool {
+    let Ok(s) = TcpStream::connect((host, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut line = String::new();
+    if BufReader::new(s).read_line(&mut line).is_err() {
+        return false;
+    }
+    assert!(
+        line.starts_with("* OK") && line.contains("STARTTLS") && line.contains("LOGINDISABLED"),
+        "unexpected greeting from the secure Dovecot: {line}"
+    );
+    true
+}
+
 impl Dovecot {
     /// Starts an instance seeded from `tests/fixtures/mailbox`.
     pub fn start() -> Dovecot {
+        Dovecot::start_with(false)
+    }
+
+    /// Starts the TLS + XOAUTH2 variant (see the module doc), same mailbox.
+    pub fn start_secure() -> Dovecot {
+        Dovecot::start_with(true)
+    }
+
+    fn start_with(secure: bool) -> Dovecot {
         find_dovecot();
         let version = run(Command::new("dovecot").arg("--version"));
         let v24 = version
@@ -248,10 +365,77 @@ impl Dovecot {
         } else {
             ("\n  chroot =", "service anvil {\n  chroot =\n}")
         };
+        assert!(
+            !(secure && v24),
+            "the TLS + XOAUTH2 Dovecot set-up is written for Dovecot 2.3 (found {version})"
+        );
+        let host = if secure { SECURE_HOST } else { "127.0.0.1" };
+        // TLS: a private CA and a server certificate. XOAUTH2: an HMAC key in a
+        // dict laid out as <azp>/<alg>/<kid> (no azp/kid in the JWT: "default").
+        let (extra, tls_extra) = if secure {
+            let (ca, cert, key) = make_certs(&base.join("tls"));
+            let mut hmac_key = [0u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").unwrap(),
+                &mut hmac_key,
+            )
+            .unwrap();
+            let keys = base.join("oauth2-keys");
+            std::fs::create_dir_all(keys.join("default/HS256")).unwrap();
+            std::fs::write(
+                keys.join("default/HS256/default"),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, hmac_key),
+            )
+            .unwrap();
+            let oauth2 = base.join("dovecot-oauth2.conf.ext");
+            std::fs::write(
+                &oauth2,
+                format!(
+                    "introspection_mode = local\nlocal_validation_key_dict = fs:posix:prefix={}/\n\
+                     username_attribute = sub\n",
+                    keys.display()
+                ),
+            )
+            .unwrap();
+            if root {
+                // The auth process reads the keys as the internal user.
+                run(Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("root:{internal_group}"))
+                    .arg(&keys)
+                    .arg(&oauth2));
+                run(Command::new("chmod")
+                    .arg("-R")
+                    .arg("g+rX")
+                    .arg(&keys)
+                    .arg(&oauth2));
+            }
+            (
+                Some((ca, hmac_key.to_vec())),
+                format!(
+                    "ssl = yes\nssl_cert = <{}\nssl_key = <{}\nssl_min_protocol = TLSv1.2\nauth_verbose = yes\n\
+                     disable_plaintext_auth = yes\nauth_mechanisms = plain login xoauth2 oauthbearer\n\
+                     passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                    cert.display(),
+                    key.display(),
+                    oauth2.display()
+                ),
+            )
+        } else {
+            (None, String::new())
+        };
         let conf = base.join("dovecot.conf");
         let log = base.join("log/dovecot.log");
+        // The secure variant's passwords are for LOGIN and PLAIN only: a bearer
+        // token must never be checked as a password.
+        let only_passwords = if secure {
+            "  mechanisms = plain login\n"
+        } else {
+            ""
+        };
         for _attempt in 0..5 {
             let port = crate::support::free_port();
+            let tls_port = crate::support::free_port();
             let b = base.display();
             let (head, auth, mail, dbs, listen) = if v24 {
                 (
@@ -266,7 +450,7 @@ impl Dovecot {
                     "",
                     "disable_plaintext_auth = no",
                     "mail_location = maildir:~/Maildir",
-                    format!("passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {}\n}}\nuserdb {{\n  driver = passwd-file\n  args = username_format=%u {}\n}}", users.display(), users.display()),
+                    format!("passdb {{\n  driver = passwd-file\n{only_passwords}  args = scheme=PLAIN username_format=%u {}\n}}\nuserdb {{\n  driver = passwd-file\n  args = username_format=%u {}\n}}", users.display(), users.display()),
                     "address",
                 )
             };
@@ -274,14 +458,21 @@ impl Dovecot {
                 &conf,
                 format!(
                     "{head}base_dir = {b}/run\nstate_dir = {b}/state\ninstance_name = mb-dc-{port}\n\
-log_path = {l}\ninfo_log_path = {l}\ndebug_log_path = {l}\nprotocols = imap\nlisten = 127.0.0.1\nssl = no\n\
-{auth}\nauth_mechanisms = plain login\ndefault_internal_user = {internal_user}\n\
+log_path = {l}\ninfo_log_path = {l}\ndebug_log_path = {l}\nprotocols = imap\nlisten = {host}\n{tls}\
+default_internal_user = {internal_user}\n\
 default_internal_group = {internal_group}\ndefault_login_user = {login_user}\nmail_uid = {mail_uid}\n\
 mail_gid = {mail_gid}\nfirst_valid_uid = {mail_uid}\nlast_valid_uid = {mail_uid}\nfirst_valid_gid = {mail_gid}\n\
 last_valid_gid = {mail_gid}\n{mail}\nmail_fsync = never\n{dbs}\n\
 namespace inbox {{\n  inbox = yes\n  separator = /\n  mailbox Sent {{\n    special_use = \\Sent\n    auto = subscribe\n  }}\n}}\n\
-service imap-login {{\n  inet_listener imap {{\n    {listen} = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}{chroot}\n}}\n{rootless}\n",
+service imap-login {{\n  inet_listener imap {{\n    {listen} = {host}\n    port = {port}\n  }}\n  inet_listener imaps {{\n    {listen} = {host}\n    port = {imaps}\n{imaps_ssl}  }}{chroot}\n}}\n{rootless}\n",
                     l = log.display(),
+                    tls = if secure {
+                        tls_extra.clone()
+                    } else {
+                        format!("ssl = no\n{auth}\nauth_mechanisms = plain login\n")
+                    },
+                    imaps = if secure { tls_port } else { 0 },
+                    imaps_ssl = if secure { "    ssl = yes\n" } else { "" },
                 ),
             )
             .unwrap();
@@ -309,8 +500,24 @@ service imap-login {{\n  inet_listener imap {{\n    {listen} = 127.0.0.1\n    po
             }
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(15) {
-                if login_ok(port) {
-                    return Dovecot { port, base, conf };
+                let up = if secure {
+                    greeting_ok(host, port) && TcpStream::connect((host, tls_port)).is_ok()
+                } else {
+                    login_ok(port)
+                };
+                if up {
+                    let secure = extra.clone().map(|(ca, hmac_key)| Secure {
+                        host,
+                        tls_port,
+                        ca,
+                        hmac_key,
+                    });
+                    return Dovecot {
+                        port,
+                        base,
+                        conf,
+                        secure,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
