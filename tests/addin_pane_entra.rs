@@ -106,7 +106,11 @@ fn sign_in_with_microsoft_in_headless_chromium() {
         )
         .env(
             "MB_ENTRA_TOKEN_STALE",
-            token(USER, "aaaaaaaa-0000-0000-0000-000000000001", "other-key.pem"),
+            token(
+                USER,
+                "aaaaaaaa-0000-0000-0000-000000000001",
+                "other-key.pem",
+            ),
         )
         .env(
             "MB_ENTRA_TOKEN_ZED",
