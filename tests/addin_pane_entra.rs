@@ -13,7 +13,8 @@
 //! JWKS file: signature, claims, and the link to the provisioned user.
 //!
 //! Scenarios: (a) silent sign-in, with a first token the server refuses and the
-//! pane renews once, then tracking with the Entra token (the activity's owner is
+//! pane renews once, and a token close to expiry renewed before use, then
+//! tracking with the Entra token (the activity's owner is
 //! the linked user; no token is stored); (b) silent sign-in needs interaction, so
 //! "Sign in with Microsoft" (keyboard) takes the popup path, first blocked and
 //! explained, then successful; (c) a valid token of someone without an account

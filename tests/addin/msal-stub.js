@@ -8,7 +8,7 @@
    the server checks for real against its JWKS file.
 
    Configured through window.__MB_MSAL = { account, silent: [step…], popup: [step…] }
-   where a step is { token } or { error: "interaction_required" | "popup_window_error"
+   where a step is { token, expiresIn? (seconds, default 3600) } or { error: "interaction_required" | "popup_window_error"
    | "user_cancelled" | … }; each call takes the next step, the last one repeats.
    Every call is recorded in window.__msalStub.calls. */
 (function () {
@@ -48,7 +48,7 @@
     active = cfg.account;
     return Promise.resolve({
       accessToken: s.token, account: cfg.account, scopes: req.scopes, tokenType: "Bearer",
-      expiresOn: new Date(Date.now() + 3600 * 1000),
+      expiresOn: new Date(Date.now() + (s.expiresIn || 3600) * 1000),
     });
   }
 

@@ -159,6 +159,18 @@ try {
     await ctx.close();
   });
 
+  await step("a token close to expiry is renewed silently before it is used", async () => {
+    const { ctx, page, auth } = await open(BASE, {
+      msal: { account: ann, silent: [{ token: GOOD, expiresIn: 120 }, { token: GOOD }] },
+    });
+    await page.waitForSelector("#app:not([hidden])");
+    // Two minutes left is under the 5-minute margin: asked again, not forced, no 401 first.
+    assert.deepEqual((await msalCalls(page)).map((c) => [c.kind, c.forceRefresh]),
+      [["create", undefined], ["silent", false], ["silent", false]]);
+    assert.ok(auth.every((a) => a === "Bearer " + GOOD));
+    await ctx.close();
+  });
+
   await step("(c) a valid token of someone without an account: 'ask your admin'", async () => {
     const { ctx, page } = await open(BASE, { msal: { account: zed, silent: [{ token: ZED }] } });
     await page.waitForFunction(() => /Ask your admin/.test(document.getElementById("notice").textContent));
