@@ -24,6 +24,9 @@ pub enum AuthError {
     Store(String),
     /// An Entra access token that was refused; the message says why.
     Rejected(String),
+    /// A valid Entra access token for someone no admin has created a user for
+    /// (the address the token names, lowercased).
+    NotProvisioned(String),
 }
 
 pub fn hash_token(token: &str) -> [u8; 32] {
@@ -116,9 +119,7 @@ async fn entra_user(
             tracing::info!(user = u.id, "linked an Entra identity to a user");
             Ok(u)
         }
-        Ok(None) => Err(AuthError::Rejected(format!(
-            "{name} has no mailbeacon account; ask an administrator to create it"
-        ))),
+        Ok(None) => Err(AuthError::NotProvisioned(name)),
         Err(e) => Err(AuthError::Store(e.to_string())),
     }
 }

@@ -162,6 +162,14 @@ pub struct Opts {
     /// addition to the public (webpki) roots, e.g. a self-hosted server's private CA.
     #[arg(long, env = "MAILBEACON_IMAP_CA_FILE", global = true)]
     pub imap_ca_file: Option<PathBuf>,
+    /// Entra sign-in in the task pane: the add-in's application (client) id, a GUID
+    /// (unset: the pane offers no "Sign in with Microsoft").
+    #[arg(long, env = "MAILBEACON_ENTRA_CLIENT_ID", global = true)]
+    pub entra_client_id: Option<String>,
+    /// Entra sign-in in the task pane: the authority MSAL signs in against
+    /// [default: https://login.microsoftonline.com/{the one tenant} or …/common].
+    #[arg(long, env = "MAILBEACON_ENTRA_AUTHORITY", global = true)]
+    pub entra_authority: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -191,6 +199,8 @@ struct FileOpts {
     entra_tenants: Option<String>,
     entra_scope: Option<String>,
     imap_ca_file: Option<PathBuf>,
+    entra_client_id: Option<String>,
+    entra_authority: Option<String>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -310,6 +320,43 @@ pub struct EntraConfig {
     /// Empty: any tenant.
     pub tenants: Vec<String>,
     pub scope: String,
+    /// What the task pane needs to sign in with MSAL; `None` when no client id
+    /// is configured (tokens are still accepted from other clients).
+    pub pane: Option<EntraPane>,
+}
+
+/// The task pane's MSAL settings, published at `GET /addin/config.json`. None
+/// of it is secret: a single-page app's client id and authority are public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraPane {
+    /// The add-in's application (client) id.
+    pub client_id: String,
+    /// E.g. `https://login.microsoftonline.com/common`, without a trailing slash.
+    pub authority: String,
+    /// The full scope the pane asks for, e.g. `api://…/access_as_user`.
+    pub scope: String,
+}
+
+/// Returns true if and only if `s` is a GUID (8-4-4-4-12 hexadecimal digits).
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The full scope the pane requests: the App ID URI (the first audience that
+/// is a URI, else Entra's default `api://{client id}`) joined with the short
+/// scope the server checks in `scp`.
+fn pane_scope(client_id: &str, audiences: &[String], scope: &str) -> String {
+    let app_id_uri = audiences
+        .iter()
+        .find(|a| a.contains("://"))
+        .map(|a| a.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("api://{client_id}"));
+    format!("{app_id_uri}/{scope}")
 }
 
 impl Config {
@@ -521,6 +568,35 @@ impl Config {
             .or(file.entra_jwks)
             .filter(|s| !s.is_empty());
         let entra_audiences = list(opts.entra_audience.clone().or(file.entra_audience));
+        let entra_client_id = opts
+            .entra_client_id
+            .clone()
+            .or(file.entra_client_id)
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty());
+        let entra_authority = opts
+            .entra_authority
+            .clone()
+            .or(file.entra_authority)
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(id) = &entra_client_id {
+            if !is_guid(id) {
+                problems.push(format!(
+                    "entra_client_id: {id:?} must be the add-in's application (client) id, a GUID"
+                ));
+            }
+        }
+        if let Some(a) = &entra_authority {
+            if !a.starts_with("https://")
+                || a.len() <= "https://".len()
+                || a.contains(['?', '#', ' '])
+            {
+                problems.push(format!(
+                    "entra_authority: {a:?} must be an https:// URL without query or fragment"
+                ));
+            }
+        }
         let entra = match entra_jwks {
             Some(jwks) => {
                 if entra_audiences.is_empty() {
@@ -529,18 +605,42 @@ impl Config {
                 if jwks.starts_with("http://") {
                     problems.push("entra_jwks: fetch keys over https://, not http://".into());
                 }
+                let tenants = list(opts.entra_tenants.clone().or(file.entra_tenants));
+                let scope = opts
+                    .entra_scope
+                    .clone()
+                    .or(file.entra_scope)
+                    .unwrap_or_else(|| "access_as_user".into());
+                if scope.is_empty() || scope.contains([' ', '/']) {
+                    problems.push(format!(
+                        "entra_scope: {scope:?} must be the scope's short name, e.g. access_as_user"
+                    ));
+                }
+                let pane = entra_client_id.map(|client_id| EntraPane {
+                    authority: entra_authority.unwrap_or_else(|| match tenants.as_slice() {
+                        [one] => format!("https://login.microsoftonline.com/{one}"),
+                        _ => "https://login.microsoftonline.com/common".into(),
+                    }),
+                    scope: pane_scope(&client_id, &entra_audiences, &scope),
+                    client_id,
+                });
                 Some(EntraConfig {
                     jwks,
                     audiences: entra_audiences,
-                    tenants: list(opts.entra_tenants.clone().or(file.entra_tenants)),
-                    scope: opts
-                        .entra_scope
-                        .clone()
-                        .or(file.entra_scope)
-                        .unwrap_or_else(|| "access_as_user".into()),
+                    tenants,
+                    scope,
+                    pane,
                 })
             }
-            None => None,
+            None => {
+                if entra_client_id.is_some() || entra_authority.is_some() {
+                    problems.push(
+                        "entra_client_id and entra_authority need entra_jwks (and entra_audience)"
+                            .into(),
+                    );
+                }
+                None
+            }
         };
         let imap_ca = match opts.imap_ca_file.clone().or(file.imap_ca_file) {
             Some(p) => crate::mailbox::read_ca_file(&p).unwrap_or_else(|e| {
@@ -654,6 +754,60 @@ mod tests {
         .unwrap_err();
         assert!(p[0].contains("no certificate"), "{p:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn entra_pane_settings() {
+        let base = Opts {
+            entra_jwks: Some("/tmp/jwks.json".into()),
+            entra_audience: Some("6A1B0C9E-0000-4000-8000-000000000001".into()),
+            entra_client_id: Some("6A1B0C9E-0000-4000-8000-000000000001".into()),
+            ..Opts::default()
+        };
+        let c = Config::resolve(&base).expect("valid");
+        let pane = c.entra.and_then(|e| e.pane).expect("pane settings");
+        assert_eq!(pane.client_id, "6a1b0c9e-0000-4000-8000-000000000001");
+        assert_eq!(pane.authority, "https://login.microsoftonline.com/common");
+        assert_eq!(
+            pane.scope,
+            "api://6a1b0c9e-0000-4000-8000-000000000001/access_as_user"
+        );
+        // One tenant: it is the default authority; an App ID URI audience names the scope.
+        let one = Opts {
+            entra_tenants: Some("11111111-2222-3333-4444-555555555555".into()),
+            entra_audience: Some("x, api://mb.example.com/6a1b/".into()),
+            ..base.clone()
+        };
+        let pane = Config::resolve(&one).unwrap().entra.unwrap().pane.unwrap();
+        assert_eq!(
+            pane.authority,
+            "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555"
+        );
+        assert_eq!(pane.scope, "api://mb.example.com/6a1b/access_as_user");
+        // No client id: tokens are checked, the pane offers no Microsoft sign-in.
+        let no_id = Opts {
+            entra_client_id: None,
+            ..base.clone()
+        };
+        assert!(Config::resolve(&no_id)
+            .unwrap()
+            .entra
+            .unwrap()
+            .pane
+            .is_none());
+        // Every mistake is reported.
+        let bad = Opts {
+            entra_client_id: Some("not-a-guid".into()),
+            entra_authority: Some("http://login.example".into()),
+            entra_scope: Some("api://x/access_as_user".into()),
+            ..base.clone()
+        };
+        assert_eq!(Config::resolve(&bad).unwrap_err().len(), 3);
+        let orphan = Opts {
+            entra_client_id: Some("6a1b0c9e-0000-4000-8000-000000000001".into()),
+            ..Opts::default()
+        };
+        assert_eq!(Config::resolve(&orphan).unwrap_err().len(), 1);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use support::*;
 
 const TID: &str = "11111111-2222-3333-4444-555555555555";
 const AUD: &str = "api://mailbeacon.test/6a1b0c9e";
+const CLIENT_ID: &str = "6a1b0c9e-0000-4000-8000-000000000001";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -64,8 +65,24 @@ fn entra_tokens_are_checked_and_mapped_to_users() {
         ("MAILBEACON_ENTRA_JWKS", jwks.to_str().unwrap()),
         ("MAILBEACON_ENTRA_AUDIENCE", AUD),
         ("MAILBEACON_ENTRA_TENANTS", TID),
+        ("MAILBEACON_ENTRA_CLIENT_ID", CLIENT_ID),
     ]);
     let ann_token = s.user("ann@contoso.test");
+
+    // The pane learns how to sign in: client id, the one tenant's authority, and
+    // the full scope (the App ID URI audience + the checked scope). No secrets.
+    let (st, hs, body) = raw("GET", &s.url("/addin/config.json"), &[]);
+    assert_eq!(st, 200);
+    assert_eq!(header(&hs, "cache-control"), Some("max-age=60"));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"entra": {
+            "client_id": CLIENT_ID,
+            "authority": format!("https://login.microsoftonline.com/{TID}"),
+            "scopes": [format!("{AUD}/access_as_user")],
+        }})
+    );
 
     // A valid token signs Ann in (matched by preferred_username, then by tid+oid).
     let (st, v) = me(&s, &sign(&claims(), "test-key.pem", "test-kid-1"));
@@ -143,6 +160,13 @@ fn entra_tokens_are_checked_and_mapped_to_users() {
         assert_eq!(st, 401, "{what}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or("");
         assert!(msg.contains(why), "{what}: {msg}");
+        // A valid token of someone without an account has its own code.
+        let code = if what == "unknown user" {
+            "not_provisioned"
+        } else {
+            "unauthorized"
+        };
+        assert_eq!(v["error"]["code"], code, "{what}");
     }
     // Unknown key id, and a token without nbf.
     let (st, _) = me(&s, &sign(&claims(), "test-key.pem", "other-kid"));
@@ -171,4 +195,32 @@ fn without_entra_configured_jwts_are_just_invalid_tokens() {
         (st, v["error"]["message"].as_str()),
         (401, Some("invalid bearer token"))
     );
+    // The pane is told so, and never loads MSAL.
+    let (st, _, body) = raw("GET", &s.url("/addin/config.json"), &[]);
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, json!({"entra": null}));
+}
+
+#[test]
+fn entra_client_id_without_jwks_is_a_startup_error() {
+    // A harmless command: if the configuration were accepted, it would only
+    // write manifests into a temporary directory.
+    let dir = TempDir::new("entra-config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailbeacon"))
+        .args([
+            "addin",
+            "manifest",
+            "--public-url",
+            "https://x.test",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env_clear()
+        .env("MAILBEACON_ENTRA_CLIENT_ID", CLIENT_ID)
+        .output()
+        .expect("run mailbeacon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("entra_client_id"), "{err}");
 }

@@ -39,17 +39,189 @@
     catch (e) { return null; }
   }
 
-  /* ---- sign-in ---------------------------------------------------------- */
+  /* ---- sign-in ----------------------------------------------------------
+     Two ways. A pasted mailbeacon token (self-hosting), kept by api.js as before.
+     Or, when the server publishes Entra settings (config.json), "Sign in with
+     Microsoft" through MSAL's Nested App Authentication: silent first, the popup on
+     the button. The Microsoft access token stays in memory (ms.token), never in
+     storage, and is asked for again 5 minutes before it expires or when the server
+     refuses it (api.js retries the call once). */
+
+  var MSAL_SCRIPT = "vendor/msal-browser-4.30.0.min.js";
+  var RENEW_BEFORE_MS = 5 * 60 * 1000;
+  var paneConfig = null;
+  var ms = { pca: null, token: null, expires: 0, account: null, signedOut: false };
+
+  function loadConfig() {
+    if (paneConfig) return Promise.resolve(paneConfig);
+    return fetch("config.json", { headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { entra: null }; })
+      .catch(function () { return { entra: null }; })
+      .then(function (c) { paneConfig = c && c.entra ? c : { entra: null }; return paneConfig; });
+  }
+
+  function entraOn() { return !!(paneConfig && paneConfig.entra); }
+
+  /* NAA needs an Outlook that brokers the sign-in (requirement set NestedAppAuth 1.1). */
+  function naaSupported() {
+    try {
+      var req = window.Office && Office.context && Office.context.requirements;
+      return !!(req && typeof req.isSetSupported === "function" && req.isSetSupported("NestedAppAuth", "1.1"));
+    } catch (e) { return false; }
+  }
+
+  function loadMsal() {
+    if (window.msal) return Promise.resolve(window.msal);
+    return new Promise(function (resolve, reject) {
+      var s = document.createElement("script");
+      s.src = MSAL_SCRIPT;
+      s.onload = function () {
+        if (window.msal) resolve(window.msal);
+        else reject(new Error("the Microsoft sign-in library did not load"));
+      };
+      s.onerror = function () { reject(new Error("the Microsoft sign-in library could not be loaded")); };
+      document.head.appendChild(s);
+    });
+  }
+
+  function msalApp() {
+    if (ms.pca) return Promise.resolve(ms.pca);
+    var e = paneConfig.entra;
+    return loadMsal().then(function (msal) {
+      // Resolves an initialized client; NAA when Outlook brokers it.
+      return msal.createNestablePublicClientApplication({ auth: { clientId: e.client_id, authority: e.authority } });
+    }).then(function (pca) { ms.pca = pca; return pca; });
+  }
+
+  function msRequest(force) {
+    var req = { scopes: paneConfig.entra.scopes };
+    var pca = ms.pca;
+    var account = ms.account ||
+      (pca && typeof pca.getActiveAccount === "function" && pca.getActiveAccount()) ||
+      (pca && typeof pca.getAllAccounts === "function" && pca.getAllAccounts()[0]) || null;
+    // Without an account, NAA uses the one signed in to Outlook.
+    if (account) req.account = account;
+    if (force) req.forceRefresh = true;
+    return req;
+  }
+
+  function keep(result) {
+    if (!result || !result.accessToken) throw new Error("Microsoft returned no access token");
+    ms.token = result.accessToken;
+    var exp = result.expiresOn ? new Date(result.expiresOn).getTime() : NaN;
+    ms.expires = isNaN(exp) ? Date.now() + RENEW_BEFORE_MS : exp;
+    if (result.account) {
+      ms.account = result.account;
+      if (typeof ms.pca.setActiveAccount === "function") ms.pca.setActiveAccount(result.account);
+    }
+    return ms.token;
+  }
+
+  function forget() { ms.token = null; ms.expires = 0; api.setTokenSource(null); }
+
+  /* The token source for api.js: the one in memory while it has time left, else MSAL's. */
+  function msToken(force) {
+    if (!force && ms.token && ms.expires - Date.now() > RENEW_BEFORE_MS) return Promise.resolve(ms.token);
+    return msalApp().then(function (pca) { return pca.acquireTokenSilent(msRequest(force)); }).then(keep, function (e) {
+      forget();
+      throw e;
+    });
+  }
+
+  function msStatus(text) { $("ms-status").textContent = text || ""; }
+
+  function isInteractionRequired(e) {
+    return !!e && (e.name === "InteractionRequiredAuthError" ||
+      (window.msal && msal.InteractionRequiredAuthError && e instanceof msal.InteractionRequiredAuthError));
+  }
+
+  /* Explains a failed Microsoft sign-in; the token paste stays available. */
+  function msFailed(e, silent) {
+    var code = (e && e.errorCode) || "";
+    forget();
+    if (silent && isInteractionRequired(e)) {
+      msStatus("Sign in with Microsoft to continue.");
+      return;
+    }
+    msStatus("");
+    if (code === "popup_window_error" || code === "empty_window_error") {
+      notice("The Microsoft sign-in window was blocked. Allow pop-ups for this add-in, then choose Sign in with Microsoft again.", "error");
+    } else if (code === "user_cancelled") {
+      notice("Microsoft sign-in was cancelled.");
+    } else {
+      notice("Microsoft sign-in failed: " + ((e && (e.errorMessage || e.message)) || code || "unknown error") +
+        ". You can paste a mailbeacon token instead.", "error");
+    }
+  }
+
+  function showSignin() {
+    me = null;
+    show("signin", true); show("app", false); show("signout", false); show("who", false);
+    var entra = entraOn();
+    var naa = entra && naaSupported();
+    show("ms-signin", naa);
+    $("token-submit").classList.toggle("primary", !naa);
+    $("token-hint").textContent = naa
+      ? "Or, if your administrator gave you a mailbeacon API token, paste it here."
+      : "Paste the API token your mailbeacon administrator gave you.";
+    if (entra && !naa) {
+      notice("This version of Outlook cannot sign you in with Microsoft here. Paste a mailbeacon token " +
+        "instead (ask your administrator for one).");
+    }
+    (naa ? $("ms-button") : $("token")).focus();
+    return naa;
+  }
 
   function boot() {
     notice("");
-    if (!api.getToken()) {
-      show("signin", true); show("app", false); show("signout", false);
-      $("token").focus();
-      return Promise.resolve();
+    return loadConfig().then(function () {
+      if (api.getToken()) return loadMe();
+      var naa = showSignin();
+      if (naa && !ms.signedOut) return silentSignIn();
+    });
+  }
+
+  function silentSignIn() {
+    msStatus("Signing in with Microsoft…");
+    return msToken(false).then(function () {
+      msStatus("");
+      api.setTokenSource(msToken);
+      return loadMe();
+    }, function (e) { msFailed(e, true); });
+  }
+
+  function popupSignIn() {
+    var b = $("ms-button");
+    notice("");
+    busy(b, true);
+    msStatus("Waiting for Microsoft sign-in…");
+    return msalApp().then(function (pca) { return pca.acquireTokenPopup(msRequest(false)); }).then(keep).then(function () {
+      msStatus("");
+      ms.signedOut = false;
+      api.setTokenSource(msToken);
+      return loadMe();
+    }, function (e) { msFailed(e, false); }).then(function () { busy(b, false); });
+  }
+
+  /* The server refused the Microsoft token (after one renewal). */
+  function entraRefused(res) {
+    var err = (res.body && res.body.error) || {};
+    var who = (ms.account && ms.account.username) || "";
+    forget();
+    showSignin();
+    msStatus("");
+    if (err.code === "not_provisioned") {
+      notice((who ? "You are signed in to Microsoft as " + who + ", but there is no mailbeacon account for it. " +
+        "Ask your admin to add " + who + " to mailbeacon." : api.errorText(res)), "error");
+    } else {
+      notice("mailbeacon did not accept your Microsoft sign-in: " + api.errorText(res), "error");
     }
+  }
+
+  function loadMe() {
     return api.call("GET", "/me/settings").then(function (res) {
       if (res.status === 401) {
+        if (!api.getToken()) return entraRefused(res);
         return api.setToken(null).then(function () {
           boot();
           notice("That token was not accepted. Check it and sign in again.", "error");
@@ -58,6 +230,8 @@
       if (res.status !== 200) { notice(api.errorText(res), "error"); return; }
       me = res.body;
       show("signin", false); show("app", true); show("signout", true);
+      $("who").textContent = "Signed in as " + me.email + (api.getToken() ? "" : " with Microsoft");
+      show("who", true);
       renderItem();
     });
   }
@@ -70,7 +244,14 @@
     api.setToken(t).then(boot);
   });
 
-  $("signout").addEventListener("click", function () { api.setToken(null).then(boot); });
+  $("ms-button").addEventListener("click", popupSignIn);
+
+  $("signout").addEventListener("click", function () {
+    // Forgets the Microsoft token too, and does not sign in again silently.
+    forget();
+    ms.signedOut = true;
+    api.setToken(null).then(boot);
+  });
 
   /* ---- the current item --------------------------------------------------- */
 

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use super::api::{normalize_address, read_json, store_failed};
 use super::{error, json_response, Resp};
 use crate::activities::{self, Parsed};
+use crate::config::EntraPane;
 use crate::follow::{self, Plan};
 use crate::ids::{id_from_text, id_to_text, now_ms, random_id};
 use crate::mailbox::{self, MailboxError};
@@ -789,6 +790,16 @@ const ASSETS: &[Asset] = &[
     asset!("icon-128.png", "image/png"),
     asset!("icon-color-192.png", "image/png"),
     asset!("icon-outline-32.png", "image/png"),
+    // Third-party code (see vendor/README.md); loaded by the pane only when
+    // Entra sign-in is configured.
+    asset!(
+        "vendor/msal-browser-4.30.0.min.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!(
+        "vendor/msal-browser.LICENSE.txt",
+        "text/plain; charset=utf-8"
+    ),
 ];
 
 /// The pane's files: `GET`/`HEAD /addin/{file}`. In JavaScript files,
@@ -814,9 +825,10 @@ pub fn static_file(method: &Method, rest: &str, public_url: &str) -> Resp {
             format!("no add-in file {name:?}"),
         );
     };
+    let vendored = a.path.starts_with("vendor/");
     let body = if method == Method::HEAD {
         bytes::Bytes::new()
-    } else if a.path.ends_with(".js") {
+    } else if a.path.ends_with(".js") && !vendored {
         bytes::Bytes::from(String::from_utf8_lossy(a.body).replace("{{PUBLIC_URL}}", public_url))
     } else {
         bytes::Bytes::from_static(a.body)
@@ -824,8 +836,47 @@ pub fn static_file(method: &Method, rest: &str, public_url: &str) -> Resp {
     let mut r = hyper::Response::new(http_body_util::Full::new(body));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Vendored files carry their version in their name, so they never change.
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(if vendored {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
+    );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// `GET`/`HEAD /addin/config.json`, for anyone: how the pane may sign in.
+/// `{"entra": null}` without Entra pane settings (the pane then offers only the
+/// token paste and never loads MSAL), else
+/// `{"entra": {"client_id", "authority", "scopes": ["api://…/access_as_user"]}}`.
+/// Nothing in it is secret (a single-page app's client id and authority are
+/// public); cached for a minute so a changed setting reaches panes soon.
+pub fn pane_config(method: &Method, entra: Option<&EntraPane>) -> Resp {
+    if method != Method::GET && method != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "only GET and HEAD are allowed here".into(),
+        );
+    }
+    let v = match entra {
+        Some(p) => json!({"entra": {
+            "client_id": p.client_id,
+            "authority": p.authority,
+            "scopes": [p.scope],
+        }}),
+        None => json!({"entra": null}),
+    };
+    let mut r = json_response(StatusCode::OK, &v);
+    if method == Method::HEAD {
+        *r.body_mut() = http_body_util::Full::new(bytes::Bytes::new());
+    }
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
     r
 }
 

@@ -66,6 +66,14 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Err(AuthError::Rejected(why)) => {
             return error(StatusCode::UNAUTHORIZED, "unauthorized", why)
         }
+        // Its own code, so the pane can tell the user whom to ask.
+        Err(AuthError::NotProvisioned(name)) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "not_provisioned",
+                format!("{name} has no mailbeacon account; ask an administrator to create it"),
+            )
+        }
     };
     let query = parse_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();

@@ -2,7 +2,8 @@
 //!
 //! Routing is a plain match over the path (no framework): `/o/…` and `/c/…` go to
 //! `beacon` (the hot path), `/api/v1/…` to `api` (which hands the Outlook add-in's
-//! endpoints to `addin`), `/addin/…` to `addin` (the task pane's files),
+//! endpoints to `addin`), `/addin/…` to `addin` (the task pane's files and its
+//! sign-in settings, `/addin/config.json`),
 //! `/healthz` and `/metrics` answer here (every request is counted in `metrics`,
 //! a few atomic adds). Every error an API client can see is JSON
 //! `{"error":{"code","message"}}` with the right status; nothing answers 500 for
@@ -63,6 +64,9 @@ pub async fn handle(
         )
     } else if path == "/metrics" {
         metrics_response(&app)
+    } else if path == "/addin/config.json" {
+        let pane = app.config.entra.as_ref().and_then(|e| e.pane.as_ref());
+        addin::pane_config(req.method(), pane)
     } else if let Some(rest) = path.strip_prefix("/addin/") {
         addin::static_file(req.method(), rest, &app.config.public_url)
     } else if path.starts_with("/api/") {

@@ -3,8 +3,9 @@
    handler use: Office.onReady, the mailbox item in read or compose mode
    (getAsFileAsync hands back a fixture EML as base64, as Outlook does), body and
    recipients, sessionData, roamingSettings, the ItemChanged event and
-   Office.actions.associate. The test configures it through window.__MB_STUB and
-   drives it through window.__mbStub. */
+   Office.actions.associate, and requirements.isSetSupported (NestedAppAuth is
+   supported unless the test sets naa: false). The test configures it through
+   window.__MB_STUB and drives it through window.__mbStub. */
 (function () {
   "use strict";
   var cfg = window.__MB_STUB || { mode: "read", item: {} };
@@ -71,6 +72,9 @@
     EventType: { ItemChanged: "olkItemSelectedChanged" },
     context: {
       mailbox: mailbox,
+      requirements: {
+        isSetSupported: function (name) { return name === "NestedAppAuth" ? cfg.naa !== false : true; },
+      },
       roamingSettings: {
         get: function (k) { return roaming[k]; },
         set: function (k, v) { roaming[k] = v; },

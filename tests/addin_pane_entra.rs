@@ -1,0 +1,158 @@
+//! "Sign in with Microsoft" in the task pane, in a real browser: starts one
+//! server with Entra sign-in configured (a JWKS file and the add-in's client id)
+//! and one without, then runs `node tests/addin/pane-entra.test.mjs`, which drives
+//! headless Chromium (Debian's `/usr/bin/chromium`, through `playwright-core`).
+//!
+//! Microsoft's side cannot run here: Entra is unreachable and NAA needs a real
+//! Outlook to broker the sign-in. So office.js is replaced by
+//! `tests/addin/office-stub.js` and MSAL by `tests/addin/msal-stub.js` (served in
+//! place of the vendored bundle through Playwright's `route`). The access tokens
+//! the MSAL stand-in hands to the pane are nevertheless real RS256 JWTs, minted
+//! here with the locally generated key of `tests/addin_entra.rs`
+//! (`tests/fixtures/entra/`), and the server validates them for real against its
+//! JWKS file: signature, claims, and the link to the provisioned user.
+//!
+//! Scenarios: (a) silent sign-in, with a first token the server refuses and the
+//! pane renews once, and a token close to expiry renewed before use, then
+//! tracking with the Entra token (the activity's owner is
+//! the linked user; no token is stored); (b) silent sign-in needs interaction, so
+//! "Sign in with Microsoft" (keyboard) takes the popup path, first blocked and
+//! explained, then successful; (c) a valid token of someone without an account
+//! gives "ask your admin to add …"; (d) without Entra configured there is no
+//! Microsoft button and the MSAL script is never requested; and an Outlook without
+//! NAA falls back to the token paste. Screenshots (320 px wide) go to
+//! `target/addin-screenshots/signin-*.png`.
+//!
+//! node, Chromium or playwright-core missing fails the test loudly:
+//! `./scripts/test.sh` installs them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use support::*;
+
+const TID: &str = "11111111-2222-3333-4444-555555555555";
+const AUD: &str = "api://mailbeacon.test/6a1b0c9e";
+const CLIENT_ID: &str = "6a1b0c9e-0000-4000-8000-000000000001";
+const USER: &str = "ann@contoso.test";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/entra")
+        .join(name)
+}
+
+/// An Entra-like access token for `username` (object id `oid`), signed with `key`.
+fn token(username: &str, oid: &str, key: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims: Value = json!({
+        "iss": format!("https://login.microsoftonline.com/{TID}/v2.0"),
+        "aud": AUD,
+        "tid": TID,
+        "oid": oid,
+        "scp": "access_as_user",
+        "preferred_username": username,
+        "iat": now,
+        "nbf": now - 10,
+        "exp": now + 3600,
+    });
+    let pem = std::fs::read(fixture(key)).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("test-kid-1".into());
+    encode(&h, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+}
+
+#[test]
+fn sign_in_with_microsoft_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("MB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium is required at {chromium} (apt-get install chromium; ./scripts/test.sh does it)"
+    );
+    assert!(
+        root.join("tests/addin/node_modules/playwright-core")
+            .exists(),
+        "playwright-core is missing: run ./scripts/test.sh (npm ci in tests/addin)"
+    );
+    let jwks = fixture("jwks.json");
+    let s = Server::start_env(&[
+        ("MAILBEACON_ENTRA_JWKS", jwks.to_str().unwrap()),
+        ("MAILBEACON_ENTRA_AUDIENCE", AUD),
+        ("MAILBEACON_ENTRA_TENANTS", TID),
+        ("MAILBEACON_ENTRA_CLIENT_ID", CLIENT_ID),
+    ]);
+    let plain = Server::start();
+    let mb_token = s.user(USER);
+    plain.user(USER);
+
+    let shots = root.join("target/addin-screenshots");
+    let out = Command::new("node")
+        .arg(root.join("tests/addin/pane-entra.test.mjs"))
+        .env("MB_BASE", &s.base)
+        .env("MB_BASE_PLAIN", &plain.base)
+        .env("MB_USER", USER)
+        .env("MB_TOKEN", &mb_token)
+        .env(
+            "MB_ENTRA_TOKEN",
+            token(USER, "aaaaaaaa-0000-0000-0000-000000000001", "test-key.pem"),
+        )
+        .env(
+            "MB_ENTRA_TOKEN_STALE",
+            token(
+                USER,
+                "aaaaaaaa-0000-0000-0000-000000000001",
+                "other-key.pem",
+            ),
+        )
+        .env(
+            "MB_ENTRA_TOKEN_ZED",
+            token(
+                "zed@contoso.test",
+                "aaaaaaaa-0000-0000-0000-000000000002",
+                "test-key.pem",
+            ),
+        )
+        .env("MB_CLIENT_ID", CLIENT_ID)
+        .env(
+            "MB_AUTHORITY",
+            format!("https://login.microsoftonline.com/{TID}"),
+        )
+        .env("MB_SCOPE", format!("{AUD}/access_as_user"))
+        .env("MB_SHOTS", &shots)
+        .env("MB_CHROMIUM", &chromium)
+        .output()
+        .expect("node is required for the browser test (./scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{text}\nserver log:\n{}",
+        s.log_text()
+    );
+    for name in [
+        "signin-entra",
+        "signin-entra-signedin",
+        "signin-entra-popup-blocked",
+        "signin-entra-error",
+        "signin-plain",
+        "signin-entra-unsupported",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "screenshot {name}"
+        );
+    }
+}
