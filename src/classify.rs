@@ -20,6 +20,11 @@
 //!   preparation says nothing), or several different links of one copy clicked
 //!   within about two seconds (scanners follow every link at once).
 //!
+//! Not used, by decision: a hidden "honeypot" link in every copy (design.md's
+//! last signal). Hidden links are themselves a spam-filter signal and an
+//! accessibility trap (screen readers and keyboard users can reach them), and
+//! the link-burst rule already catches the scanners that follow every link.
+//!
 //! Pure functions, no I/O.
 
 use crate::store::{Event, EventKind};
