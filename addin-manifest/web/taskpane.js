@@ -42,87 +42,34 @@
   /* ---- sign-in ----------------------------------------------------------
      Two ways. A pasted mailbeacon token (self-hosting), kept by api.js as before.
      Or, when the server publishes Entra settings (config.json), "Sign in with
-     Microsoft" through MSAL's Nested App Authentication: silent first, the popup on
-     the button. The Microsoft access token stays in memory (ms.token), never in
-     storage, and is asked for again 5 minutes before it expires or when the server
-     refuses it (api.js retries the call once). */
+     Microsoft" through MSAL's Nested App Authentication (api.js microsoftSignIn,
+     shared with the send handler): silent first, the popup on the button. The
+     Microsoft access token stays in memory, never in storage, and is asked for again
+     5 minutes before it expires or when the server refuses it (api.js retries the
+     call once). */
 
-  var MSAL_SCRIPT = "vendor/msal-browser-4.30.0.min.js";
-  var RENEW_BEFORE_MS = 5 * 60 * 1000;
   var paneConfig = null;
-  var ms = { pca: null, token: null, expires: 0, account: null, signedOut: false };
+  var ms = null; // api.microsoftSignIn(…) once config.json names Entra settings
+  var signedOut = false;
 
   function loadConfig() {
     if (paneConfig) return Promise.resolve(paneConfig);
-    return fetch("config.json", { headers: { "Accept": "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : { entra: null }; })
-      .catch(function () { return { entra: null }; })
-      .then(function (c) { paneConfig = c && c.entra ? c : { entra: null }; return paneConfig; });
+    return api.loadConfig("config.json").then(function (c) {
+      paneConfig = c;
+      if (c.entra && !ms) ms = api.microsoftSignIn(c.entra);
+      return c;
+    });
   }
 
   function entraOn() { return !!(paneConfig && paneConfig.entra); }
 
-  /* NAA needs an Outlook that brokers the sign-in (requirement set NestedAppAuth 1.1). */
-  function naaSupported() {
-    try {
-      var req = window.Office && Office.context && Office.context.requirements;
-      return !!(req && typeof req.isSetSupported === "function" && req.isSetSupported("NestedAppAuth", "1.1"));
-    } catch (e) { return false; }
-  }
+  function naaSupported() { return api.naaSupported(); }
 
-  function loadMsal() {
-    if (window.msal) return Promise.resolve(window.msal);
-    return new Promise(function (resolve, reject) {
-      var s = document.createElement("script");
-      s.src = MSAL_SCRIPT;
-      s.onload = function () {
-        if (window.msal) resolve(window.msal);
-        else reject(new Error("the Microsoft sign-in library did not load"));
-      };
-      s.onerror = function () { reject(new Error("the Microsoft sign-in library could not be loaded")); };
-      document.head.appendChild(s);
-    });
-  }
-
-  function msalApp() {
-    if (ms.pca) return Promise.resolve(ms.pca);
-    var e = paneConfig.entra;
-    return loadMsal().then(function (msal) {
-      // Resolves an initialized client; NAA when Outlook brokers it.
-      return msal.createNestablePublicClientApplication({ auth: { clientId: e.client_id, authority: e.authority } });
-    }).then(function (pca) { ms.pca = pca; return pca; });
-  }
-
-  function msRequest(force) {
-    var req = { scopes: paneConfig.entra.scopes };
-    var pca = ms.pca;
-    var account = ms.account ||
-      (pca && typeof pca.getActiveAccount === "function" && pca.getActiveAccount()) ||
-      (pca && typeof pca.getAllAccounts === "function" && pca.getAllAccounts()[0]) || null;
-    // Without an account, NAA uses the one signed in to Outlook.
-    if (account) req.account = account;
-    if (force) req.forceRefresh = true;
-    return req;
-  }
-
-  function keep(result) {
-    if (!result || !result.accessToken) throw new Error("Microsoft returned no access token");
-    ms.token = result.accessToken;
-    var exp = result.expiresOn ? new Date(result.expiresOn).getTime() : NaN;
-    ms.expires = isNaN(exp) ? Date.now() + RENEW_BEFORE_MS : exp;
-    if (result.account) {
-      ms.account = result.account;
-      if (typeof ms.pca.setActiveAccount === "function") ms.pca.setActiveAccount(result.account);
-    }
-    return ms.token;
-  }
-
-  function forget() { ms.token = null; ms.expires = 0; api.setTokenSource(null); }
+  function forget() { if (ms) ms.forget(); api.setTokenSource(null); }
 
   /* The token source for api.js: the one in memory while it has time left, else MSAL's. */
   function msToken(force) {
-    if (!force && ms.token && ms.expires - Date.now() > RENEW_BEFORE_MS) return Promise.resolve(ms.token);
-    return msalApp().then(function (pca) { return pca.acquireTokenSilent(msRequest(force)); }).then(keep, function (e) {
+    return ms.token(force).catch(function (e) {
       forget();
       throw e;
     });
@@ -130,10 +77,7 @@
 
   function msStatus(text) { $("ms-status").textContent = text || ""; }
 
-  function isInteractionRequired(e) {
-    return !!e && (e.name === "InteractionRequiredAuthError" ||
-      (window.msal && msal.InteractionRequiredAuthError && e instanceof msal.InteractionRequiredAuthError));
-  }
+  var isInteractionRequired = api.isInteractionRequired;
 
   /* Explains a failed Microsoft sign-in; the token paste stays available. */
   function msFailed(e, silent) {
@@ -177,7 +121,7 @@
     return loadConfig().then(function () {
       if (api.getToken()) return loadMe();
       var naa = showSignin();
-      if (naa && !ms.signedOut) return silentSignIn();
+      if (naa && !signedOut) return silentSignIn();
     });
   }
 
@@ -195,9 +139,9 @@
     notice("");
     busy(b, true);
     msStatus("Waiting for Microsoft sign-in…");
-    return msalApp().then(function (pca) { return pca.acquireTokenPopup(msRequest(false)); }).then(keep).then(function () {
+    return ms.popup().then(function () {
       msStatus("");
-      ms.signedOut = false;
+      signedOut = false;
       api.setTokenSource(msToken);
       return loadMe();
     }, function (e) { msFailed(e, false); }).then(function () { busy(b, false); });
@@ -206,7 +150,8 @@
   /* The server refused the Microsoft token (after one renewal). */
   function entraRefused(res) {
     var err = (res.body && res.body.error) || {};
-    var who = (ms.account && ms.account.username) || "";
+    var acct = ms && ms.account();
+    var who = (acct && acct.username) || "";
     forget();
     showSignin();
     msStatus("");
@@ -249,7 +194,7 @@
   $("signout").addEventListener("click", function () {
     // Forgets the Microsoft token too, and does not sign in again silently.
     forget();
-    ms.signedOut = true;
+    signedOut = true;
     api.setToken(null).then(boot);
   });
 
