@@ -20,7 +20,14 @@
 //! explained, then successful; (c) a valid token of someone without an account
 //! gives "ask your admin to add …"; (d) without Entra configured there is no
 //! Microsoft button and the MSAL script is never requested; and an Outlook without
-//! NAA falls back to the token paste. Screenshots (320 px wide) go to
+//! NAA falls back to the token paste. The send handler (`commands.html`,
+//! `OnMessageSend` on a followed draft, no pasted token): the Microsoft token is
+//! acquired silently, checked by the server, and the draft gets the pixel and
+//! tracked links (a refused token is renewed once); the send is blocked with the
+//! exact message when silent sign-in fails, when Outlook has no NAA, when there is
+//! no page to load MSAL into (classic Outlook's bare runtime), for an account
+//! without mailbeacon account, and without Entra; a pasted token goes first and
+//! MSAL is never requested, also without api.js (the bare runtime). Screenshots (320 px wide) go to
 //! `target/addin-screenshots/signin-*.png`.
 //!
 //! node, Chromium or playwright-core missing fails the test loudly:

@@ -65,7 +65,7 @@ const browser = await chromium.launch({
 const failures = [];
 
 /* A fresh browser context (own storage) and page; every request is logged. */
-async function open(base, { msal, office = {} }) {
+async function open(base, { msal, office = {}, file = "taskpane.html" }) {
   const ctx = await browser.newContext({ viewport: { width: 320, height: 900 } });
   const requests = [];
   const auth = [];
@@ -88,12 +88,34 @@ async function open(base, { msal, office = {} }) {
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
   await page.addInitScript(([o, m]) => { window.__MB_STUB = o; window.__MB_MSAL = m; },
     [{ user: USER, item: readItem, ...office }, msal || {}]);
-  await page.goto(`${base}/addin/taskpane.html`);
+  await page.goto(`${base}/addin/${file}`);
   return { ctx, page, requests, auth };
 }
 const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 const text = (page, id) => page.evaluate((i) => document.getElementById(i).textContent, id);
 const msalCalls = (page) => page.evaluate(() => window.__msalStub.calls);
+/* The send handler page (commands.html) with a followed draft and no pasted token. */
+const followed = (n) => ({
+  mode: "compose", subject: `Entra follow ${n}`, to: [{ emailAddress: "bob@client.test" }],
+  body_html: `<p>See <a href="https://example.org/e${n}">e${n}</a></p>`, session: { mailbeaconFollow: "1" },
+});
+const openSend = (base, msal, office = {}, n = 1) =>
+  open(base, { msal, office: { item: followed(n), ...office }, file: "commands.html" });
+const send = (page) => page.evaluate(() => new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error("the OnMessageSend handler never called event.completed")), 15000);
+  window.__mbStub.actions.onMessageSendHandler({ completed: (r) => { clearTimeout(t); resolve(r); } });
+}));
+const draft = (page) => page.evaluate(() => window.__mbStub.item().__body());
+const UNTRACKED = ' Or switch "Follow this email" off in the mailbeacon pane to send it untracked.';
+/* A blocked send: allowEvent false, the exact message, the draft untouched. */
+async function blocked(page, n, expected) {
+  const r = await send(page);
+  assert.equal(r.allowEvent, false, JSON.stringify(r));
+  assert.equal(r.errorMessage, "mailbeacon could not follow this email: " + expected + UNTRACKED);
+  assert.ok(r.errorMessage.length <= 500, r.errorMessage.length);
+  assert.equal(await draft(page), followed(n).body_html);
+}
+
 const api = async (method, p) => {
   const r = await fetch(BASE + "/api/v1" + p, { method, headers: { Authorization: "Bearer " + TOKEN } });
   return { status: r.status, body: await r.json().catch(() => null) };
@@ -210,6 +232,107 @@ try {
     await page.keyboard.press("Enter");
     await page.waitForSelector("#app:not([hidden])");
     assert.equal(await text(page, "who"), `Signed in as ${USER}`);
+    assert.ok(!requests.some((u) => /msal/i.test(u)), requests.join("\n"));
+    await ctx.close();
+  });
+
+  await step("OnMessageSend, Microsoft sign-in only: silent NAA token, checked by the server, draft followed", async () => {
+    const { ctx, page, auth, requests } = await openSend(BASE, { account: ann, silent: [{ token: GOOD }] });
+    assert.equal(await page.evaluate(() => typeof window.msal), "undefined", "MSAL is loaded only on send");
+    const r = await send(page);
+    assert.deepEqual(r, { allowEvent: true });
+    const body = await draft(page);
+    assert.match(body, new RegExp(`${BASE.replace(/[.]/g, "\\.")}/o/[^"]+\\.gif`), body);
+    assert.ok(body.includes(`${BASE}/c/`), body);
+    assert.ok(!body.includes('href="https://example.org/e1"'), body);
+    const calls = await msalCalls(page);
+    assert.deepEqual(calls[0], { kind: "create", auth: { clientId: CLIENT_ID, authority: AUTHORITY } });
+    assert.deepEqual(calls.slice(1).map((c) => [c.kind, c.forceRefresh]), [["silent", false]]);
+    assert.deepEqual(calls[1].scopes, [SCOPE]);
+    assert.ok(requests.includes(BASE + "/addin/config.json"), requests.join("\n"));
+    assert.deepEqual(auth, ["Bearer " + GOOD]);
+    // The token stayed in memory.
+    const stored = await page.evaluate(() => [localStorage.length, Object.keys(window.__mbStub.roaming).length]);
+    assert.deepEqual(stored, [0, 0]);
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: a refused Microsoft token is renewed once, silently", async () => {
+    const { ctx, page, auth } = await openSend(BASE, { account: ann, silent: [{ token: STALE }, { token: GOOD }] }, {}, 2);
+    const r = await send(page);
+    assert.deepEqual(r, { allowEvent: true });
+    assert.ok((await draft(page)).includes(`${BASE}/c/`));
+    assert.deepEqual((await msalCalls(page)).map((c) => [c.kind, c.forceRefresh]),
+      [["create", undefined], ["silent", false], ["silent", true]]);
+    assert.deepEqual(auth, ["Bearer " + STALE, "Bearer " + GOOD]);
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: silent sign-in fails -> send blocked, 'open the pane and sign in', no popup", async () => {
+    const { ctx, page, auth } = await openSend(BASE, { account: ann, silent: [{ error: "interaction_required" }], popup: [{ token: GOOD }] }, {}, 3);
+    await blocked(page, 3, "your Microsoft sign-in is needed. Open the mailbeacon pane and sign in with Microsoft, then send again.");
+    assert.deepEqual((await msalCalls(page)).map((c) => c.kind), ["create", "silent"]);
+    assert.deepEqual(auth, [], "nothing was sent to the API");
+    // Other silent failures say what happened and still point to the pane.
+    const other = await openSend(BASE, { account: ann, silent: [{ error: "network_error" }] }, {}, 4);
+    await blocked(other.page, 4, "Microsoft sign-in failed (stubbed MSAL error: network_error). " +
+      "Open the mailbeacon pane and sign in, then send again. If this keeps happening, paste your mailbeacon token in the pane instead.");
+    await other.ctx.close();
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: Outlook without NAA -> blocked, 'paste your token', MSAL never requested", async () => {
+    const { ctx, page, requests } = await openSend(BASE, { account: ann, silent: [{ token: GOOD }] }, { naa: false }, 5);
+    await blocked(page, 5, "Microsoft sign-in is not available in this Outlook. " +
+      "Paste your mailbeacon token in the mailbeacon pane, then send again.");
+    assert.ok(!requests.some((u) => /msal/i.test(u)), requests.join("\n"));
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: no page to load MSAL into (classic Outlook's bare runtime) -> 'paste your token'", async () => {
+    const { ctx, page, requests } = await openSend(BASE, { account: ann, silent: [{ token: GOOD }] }, {}, 6);
+    // The bare JavaScript runtime has no document: hide this page's from api.js.
+    await page.evaluate(() => { Object.defineProperty(document, "head", { value: null }); Object.defineProperty(document, "documentElement", { value: null }); });
+    await blocked(page, 6, "Microsoft sign-in is not available to the send handler in this Outlook. " +
+      "Paste your mailbeacon token in the mailbeacon pane, then send again.");
+    assert.ok(!requests.some((u) => /msal/i.test(u)), requests.join("\n"));
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: a Microsoft account without mailbeacon account -> blocked with the server's words, not renewed", async () => {
+    const { ctx, page, auth } = await openSend(BASE, { account: zed, silent: [{ token: ZED }] }, {}, 7);
+    await blocked(page, 7, "zed@contoso.test has no mailbeacon account; ask an administrator to create it.");
+    assert.deepEqual(auth, ["Bearer " + ZED]);
+    await ctx.close();
+  });
+
+  await step("OnMessageSend: a pasted token (roaming settings) is used first; MSAL never requested", async () => {
+    const { ctx, page, auth, requests } = await openSend(BASE, { account: ann, silent: [{ token: GOOD }] }, {}, 9);
+    await page.evaluate((t) => { window.__mbStub.roaming.mailbeaconToken = t; }, TOKEN);
+    assert.deepEqual(await send(page), { allowEvent: true });
+    assert.ok((await draft(page)).includes(`${BASE}/c/`));
+    assert.deepEqual(auth, ["Bearer " + TOKEN]);
+    assert.ok(!requests.some((u) => /msal|config\.json/i.test(u)), requests.join("\n"));
+    await ctx.close();
+  });
+
+  await step("OnMessageSend in a bare runtime (no api.js, as classic Outlook on Windows): the pasted token alone", async () => {
+    const { ctx, page, auth, requests } = await openSend(BASE, { account: ann, silent: [{ token: GOOD }] }, {}, 10);
+    await page.evaluate(() => { delete window.MailbeaconApi; });
+    await blocked(page, 10, "you have no mailbeacon token in this Outlook, and Microsoft sign-in is not available " +
+      "to the send handler here. Paste your mailbeacon token in the mailbeacon pane, then send again.");
+    await page.evaluate((t) => { window.__mbStub.roaming.mailbeaconToken = t; }, TOKEN);
+    assert.deepEqual(await send(page), { allowEvent: true });
+    assert.ok((await draft(page)).includes(`${BASE}/c/`));
+    assert.deepEqual(auth, ["Bearer " + TOKEN]);
+    assert.ok(!requests.some((u) => /msal|config\.json/i.test(u)), requests.join("\n"));
+    await ctx.close();
+  });
+
+  await step("OnMessageSend without Entra and without a token -> 'paste your mailbeacon token'", async () => {
+    const { ctx, page, requests } = await openSend(PLAIN, {}, {}, 8);
+    await blocked(page, 8, "you are not signed in to mailbeacon. " +
+      "Open the mailbeacon pane and paste your mailbeacon token, then send again.");
     assert.ok(!requests.some((u) => /msal/i.test(u)), requests.join("\n"));
     await ctx.close();
   });
