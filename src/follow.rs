@@ -27,66 +27,95 @@ pub struct Plan {
 }
 
 /// Builds the record and the copies (same order as `draft.recipients()`).
+/// Holds every copy at once; the API renders them one by one with
+/// [`record`] and [`render_copy`] instead.
 pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<Vec<u8>>) {
-    let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
-    let mut recipients = Vec::with_capacity(draft.recipients().len());
-    let mut copies = Vec::with_capacity(draft.recipients().len());
-    let encoded_links: Vec<String> = draft
+    let links = encoded_links(draft);
+    let copies = (0..draft.recipients().len())
+        .map(|i| render_copy(draft, keys, plan, &links, i))
+        .collect();
+    (record(draft, plan), copies)
+}
+
+/// The destinations of the draft's links as they travel in click URLs
+/// (computed once per email, passed to every [`render_copy`]).
+pub fn encoded_links(draft: &Draft) -> Vec<String> {
+    draft
         .links()
         .iter()
         .map(|l| encode_destination(l))
-        .collect();
-    for (i, r) in draft.recipients().iter().enumerate() {
-        let reason = plan.not_followed.get(i).copied().flatten();
-        let idx = i as u32;
-        let copy = if reason.is_none() && draft.has_html() {
-            let pixel_url = format!(
-                "{}/o/{}.gif",
-                plan.public_url,
-                keys.mint_open(plan.id, idx, issued)
-            );
-            let click_urls: Vec<String> = draft
-                .links()
-                .iter()
-                .zip(&encoded_links)
-                .enumerate()
-                .map(|(j, (url, enc))| {
-                    let t = keys.mint_click(plan.id, idx, issued, j as u32, url);
-                    format!("{}/c/{t}/{enc}", plan.public_url)
-                })
-                .collect();
-            draft.render(Some(&Tracking {
-                pixel_url: &pixel_url,
-                click_urls: &click_urls,
-            }))
-        } else {
-            draft.render(None)
-        };
-        copies.push(copy);
-        recipients.push(RecipientRecord {
-            address: r.normalized.clone(),
-            name: r.name.clone(),
-            field: match r.field {
-                Field::To => "to",
-                Field::Cc => "cc",
-                Field::Bcc => "bcc",
-            }
-            .into(),
-            // A text-only message has nothing to track: say so rather than
-            // pretend the recipient is followed.
-            followed: reason.is_none() && draft.has_html(),
-            reason: reason
-                .or((!draft.has_html()).then_some("no_html_part"))
-                .map(str::to_owned),
-            delivery: None,
-            erased: false,
-        });
+        .collect()
+}
+
+/// Recipient `i`'s copy: with their own pixel and click tokens if they are
+/// followed (and the draft has HTML), else the untracked copy.
+pub fn render_copy(
+    draft: &Draft,
+    keys: &KeyRing,
+    plan: &Plan,
+    encoded_links: &[String],
+    i: usize,
+) -> Vec<u8> {
+    let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
+    let followed = plan.not_followed.get(i).copied().flatten().is_none();
+    if !(followed && draft.has_html()) {
+        return draft.render(None);
     }
+    let idx = i as u32;
+    let pixel_url = format!(
+        "{}/o/{}.gif",
+        plan.public_url,
+        keys.mint_open(plan.id, idx, issued)
+    );
+    let click_urls: Vec<String> = draft
+        .links()
+        .iter()
+        .zip(encoded_links)
+        .enumerate()
+        .map(|(j, (url, enc))| {
+            let t = keys.mint_click(plan.id, idx, issued, j as u32, url);
+            format!("{}/c/{t}/{enc}", plan.public_url)
+        })
+        .collect();
+    draft.render(Some(&Tracking {
+        pixel_url: &pixel_url,
+        click_urls: &click_urls,
+    }))
+}
+
+/// The email record: recipients (who is followed and why not), links, sender.
+pub fn record(draft: &Draft, plan: &Plan) -> EmailRecord {
+    let recipients = draft
+        .recipients()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let reason = plan.not_followed.get(i).copied().flatten();
+            RecipientRecord {
+                address: r.normalized.clone(),
+                name: r.name.clone(),
+                field: match r.field {
+                    Field::To => "to",
+                    Field::Cc => "cc",
+                    Field::Bcc => "bcc",
+                }
+                .into(),
+                // A text-only message has nothing to track: say so rather than
+                // pretend the recipient is followed.
+                followed: reason.is_none() && draft.has_html(),
+                reason: reason
+                    .or((!draft.has_html()).then_some("no_html_part"))
+                    .map(str::to_owned),
+                delivery: None,
+                erased: false,
+            }
+        })
+        .collect();
     let from = draft
         .from()
         .map(|f| f.normalized.clone())
         .unwrap_or_default();
-    let record = EmailRecord {
+    EmailRecord {
         id: plan.id,
         owner: plan.owner,
         from,
@@ -98,6 +127,5 @@ pub fn prepare(draft: &Draft, keys: &KeyRing, plan: &Plan) -> (EmailRecord, Vec<
         recipients,
         links: draft.links().to_vec(),
         lookups: Vec::new(),
-    };
-    (record, copies)
+    }
 }

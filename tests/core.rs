@@ -886,3 +886,47 @@ fn a_bad_machine_network_list_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nets.txt") && err.contains("line 2"), "{err}");
 }
+
+/// `deliver: "return"` hands every copy back in one response, so the copies'
+/// total size is capped: a 1 MB message for 60 recipients (about 60 MB of
+/// copies) is refused with 413 `too_large_to_return` before anything is
+/// stored, while the same message for 4 recipients comes back whole.
+#[test]
+fn returning_copies_is_capped_in_total_size() {
+    let s = Server::start();
+    let tok = s.user("ann@sales.test");
+    let big = format!("<p>{}</p>", "All the news that fits. ".repeat(44_000));
+    let with = |n: usize| {
+        let to: Vec<String> = (0..n).map(|i| format!("r{i}@client.test")).collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        email("ann@sales.test", &to, &[], &[], &["https://shop.example/a"])
+            .replace("<p>Hello</p>", &big)
+    };
+    let (st, v) = s.api(
+        "POST",
+        "/api/v1/emails",
+        Some(&tok),
+        Some(json!({"mime": STANDARD.encode(with(60)), "deliver": "return"})),
+    );
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["error"]["code"], "too_large_to_return", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("smtp"),
+        "{v}"
+    );
+    let (_, list) = s.api("GET", "/api/v1/emails", Some(&tok), None);
+    assert_eq!(list["emails"].as_array().map(Vec::len), Some(0), "{list}");
+
+    let resp = s.follow(&tok, &with(4));
+    let copies: Vec<Copy> = resp["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| copy(r, &s.base))
+        .collect();
+    assert_eq!(copies.len(), 4);
+    for c in &copies {
+        assert!(c.raw.len() > 1_000_000, "{}", c.raw.len());
+        assert!(c.pixel.is_some());
+    }
+}

@@ -457,9 +457,10 @@ async fn compose_follow(app: &App, user: &User, req: Request<Incoming>) -> Resp 
     };
     let keys = app.keys();
     let prepared = tokio::task::spawn_blocking(move || {
-        let (mut record, mut copies) = follow::prepare(&draft, &keys, &plan);
-        // Keep only the first copy (recipient index 0): its tokens stand for
+        // Only the first copy (recipient index 0): its tokens stand for
         // everyone who receives Outlook's single copy.
+        let mut record = follow::record(&draft, &plan);
+        let copy = follow::render_copy(&draft, &keys, &plan, &follow::encoded_links(&draft), 0);
         record.recipients.truncate(1);
         if let Some(r) = record.recipients.first_mut() {
             r.address = "recipient unknown".into();
@@ -467,8 +468,7 @@ async fn compose_follow(app: &App, user: &User, req: Request<Incoming>) -> Resp 
             r.field = "message".into();
             r.reason = Some("message_level_tracking".into());
         }
-        copies.truncate(1);
-        (record, copies.pop())
+        (record, Some(copy))
     })
     .await;
     let Ok((record, Some(copy))) = prepared else {

@@ -7,6 +7,7 @@
 //! is refused (400), and every failure has a stable `code`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -26,11 +27,17 @@ use crate::prepare::{Draft, ErrorKind, Limits};
 use crate::reports;
 use crate::state::App;
 use crate::store::{Delivery, FollowEmail, OrgSettings, Role, StoreError, User};
+use crate::token::KeyRing;
 
 const DAY_MS: u64 = 86_400_000;
 /// Most recipients one followed email may have (each gets its own copy, and with
 /// deliver "return" every copy is in the response).
 pub const MAX_RECIPIENTS: usize = 1000;
+/// Most bytes of copies handed back by one `deliver: "return"` request (before
+/// base64, which adds a third). Copies are held in memory to build the
+/// response, so a large message times many recipients must go through SMTP,
+/// where each copy is rendered just before it is sent.
+pub const MAX_RETURN_BYTES: usize = 48 * 1024 * 1024;
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
@@ -474,21 +481,46 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         not_followed,
     };
     let keys = app.keys();
-    let prepared = tokio::task::spawn_blocking(move || follow::prepare(&draft, &keys, &plan)).await;
-    let Ok((mut record, copies)) = prepared else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "malformed_mime",
-            "the message could not be prepared".into(),
-        );
+    let mut record = follow::record(&draft, &plan);
+    let links = follow::encoded_links(&draft);
+    let job = Arc::new((draft, keys, plan, links));
+    // "return": every copy is rendered first (off the runtime), within
+    // MAX_RETURN_BYTES. "smtp": each copy is rendered just before it is sent.
+    let mut returned = if deliver == "return" {
+        let job = job.clone();
+        let rendered = tokio::task::spawn_blocking(move || render_all(&job)).await;
+        match rendered {
+            Ok(Ok(copies)) => copies.into_iter(),
+            Ok(Err(estimate)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large_to_return",
+                    format!(
+                        "the {} copies would take about {} MiB, and at most {} MiB can be returned in one response; deliver them through SMTP (\"deliver\": \"smtp\") or follow fewer recipients per request",
+                        record.recipients.len(),
+                        estimate.div_ceil(1024 * 1024),
+                        MAX_RETURN_BYTES / (1024 * 1024)
+                    ),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_mime",
+                    "the message could not be prepared".into(),
+                )
+            }
+        }
+    } else {
+        Vec::new().into_iter()
     };
     // The record is durable before any copy leaves: every token handed out
     // belongs to a stored email.
     if let Err(e) = app.store.put_email(record.clone()).await {
         return store_failed(e);
     }
-    let mut out = Vec::with_capacity(copies.len());
-    for (r, copy) in record.recipients.iter_mut().zip(&copies) {
+    let mut out = Vec::with_capacity(record.recipients.len());
+    for (i, r) in record.recipients.iter_mut().enumerate() {
         let mut item = json!({
             "address": r.address,
             "field": r.field,
@@ -498,7 +530,7 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             item["reason"] = json!(reason);
         }
         let delivery = if deliver == "return" {
-            item["mime"] = json!(STANDARD.encode(copy));
+            item["mime"] = json!(STANDARD.encode(returned.next().unwrap_or_default()));
             Delivery {
                 status: "returned".into(),
                 detail: None,
@@ -506,9 +538,16 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             }
         } else {
             // Checked above: deliver "smtp" implies a mailer.
-            let result = match &app.mailer {
-                Some(m) => m.send(&record.from, &r.address, copy).await,
-                None => Err("no SMTP relay configured".into()),
+            let job = job.clone();
+            let copy = tokio::task::spawn_blocking(move || {
+                let (draft, keys, plan, links) = &*job;
+                follow::render_copy(draft, keys, plan, links, i)
+            })
+            .await;
+            let result = match (&app.mailer, copy) {
+                (Some(m), Ok(copy)) => m.send(&record.from, &r.address, &copy).await,
+                (None, _) => Err("no SMTP relay configured".into()),
+                (_, Err(_)) => Err("the copy could not be prepared".into()),
             };
             match result {
                 Ok(()) => Delivery {
@@ -539,6 +578,28 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         StatusCode::CREATED,
         &json!({"id": id_to_text(record.id), "recipients": out}),
     )
+}
+
+type FollowJob = (Draft, Arc<KeyRing>, Plan, Vec<String>);
+
+/// Renders every copy, or gives up with an estimate of the total size once
+/// it would pass `MAX_RETURN_BYTES` (judged from the first copy, so an
+/// oversized request fails before most of the work).
+fn render_all(job: &FollowJob) -> Result<Vec<Vec<u8>>, usize> {
+    let (draft, keys, plan, links) = job;
+    let n = draft.recipients().len();
+    let mut copies = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for i in 0..n {
+        let copy = follow::render_copy(draft, keys, plan, links, i);
+        total += copy.len();
+        let estimate = total.max(copy.len().saturating_mul(n));
+        if (i == 0 && estimate > MAX_RETURN_BYTES) || total > MAX_RETURN_BYTES {
+            return Err(estimate);
+        }
+        copies.push(copy);
+    }
+    Ok(copies)
 }
 
 fn page_limit(q: &HashMap<String, String>) -> Result<usize, Resp> {
