@@ -447,9 +447,17 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     // Copies of a message without Message-ID or Date get them here (the relay
     // takes them as submitted mail and would pass them on without).
     let mut draft = draft;
+    // The sender's domain when it is a plain host name (an id-right that needs
+    // no quoting); anything else gets a reserved name.
     let domain = from
         .rsplit_once('@')
-        .map_or("mailbeacon.invalid", |(_, d)| d);
+        .map(|(_, d)| d)
+        .filter(|d| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
+        .unwrap_or("mailbeacon.invalid");
     draft.add_missing_headers(
         &format!("{}.mailbeacon@{domain}", id_to_text(random_id())),
         &rfc5322(now_ms()),
