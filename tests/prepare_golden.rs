@@ -295,14 +295,29 @@ fn golden_fixtures() {
     );
 }
 
-/// Invariants only, over a directory of unseen messages.
+/// Invariants only, over a directory of unseen messages. Opt-in (reported as
+/// ignored, never as a pass, when not asked for):
+/// `MAILBEACON_EXTRA_EML=/dir cargo test --test prepare_golden -- --ignored`.
 #[test]
+#[ignore = "needs MAILBEACON_EXTRA_EML=<dir of .eml files>"]
 fn extra_messages_from_env() {
-    let Some(dir) = std::env::var_os("MAILBEACON_EXTRA_EML") else {
-        return;
-    };
-    for path in list(Path::new(&dir)) {
-        let raw = std::fs::read(&path).unwrap();
-        let _ = check(&path.display().to_string(), &raw);
+    let dir = std::env::var_os("MAILBEACON_EXTRA_EML")
+        .expect("set MAILBEACON_EXTRA_EML to a directory of .eml files");
+    let files = list(Path::new(&dir));
+    assert!(!files.is_empty(), "no .eml files in {dir:?}");
+    let mut refused = 0;
+    for path in &files {
+        let raw = std::fs::read(path).unwrap();
+        if check(&path.display().to_string(), &raw)
+            .get("error")
+            .is_some()
+        {
+            refused += 1;
+        }
     }
+    println!(
+        "checked {} messages from {dir:?}: {} prepared, {refused} refused with an error",
+        files.len(),
+        files.len() - refused
+    );
 }
