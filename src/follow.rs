@@ -21,6 +21,8 @@ pub struct Plan {
     pub expires_ms: u64,
     pub deliver: String,
     pub public_url: String,
+    /// The template or campaign name the sender gave, if any.
+    pub template: Option<String>,
     /// For each recipient of the draft, in order: `None` to follow them, or the
     /// reason they are not followed.
     pub not_followed: Vec<Option<&'static str>>,
@@ -127,5 +129,6 @@ pub fn record(draft: &Draft, plan: &Plan) -> EmailRecord {
         recipients,
         links: draft.links().to_vec(),
         lookups: Vec::new(),
+        template: plan.template.clone(),
     }
 }

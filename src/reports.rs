@@ -1,5 +1,6 @@
 //! Engagement reports: one followed email's record and events turned into the JSON
-//! the API returns (per recipient, per link, totals, timeline).
+//! the API returns (per recipient, per link, totals, timeline), and totals over
+//! many emails (`Totals`: per user or organization, and per template).
 //!
 //! Human activity is what `opens` and `clicks` count; machine activity (see
 //! `classify`) is counted beside it, never mixed in, never dropped. Pure: no I/O.
@@ -44,6 +45,7 @@ pub fn summary(rec: &EmailRecord) -> Value {
         "created_at": rfc3339(rec.created_ms),
         "expires_at": rfc3339(rec.expires_ms),
         "deliver": rec.deliver,
+        "template": rec.template,
         "recipients": rec.recipients.len(),
         "links": rec.links.len(),
     })
@@ -170,4 +172,63 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
     out["links"] = Value::Array(links);
     out["timeline"] = Value::Array(timeline);
     out
+}
+
+/// Counts summed over many emails (`GET /api/v1/stats`).
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub emails: u64,
+    pub recipients: u64,
+    pub followed: u64,
+    pub opens: u64,
+    pub unique_opens: u64,
+    pub clicks: u64,
+    pub unique_clicks: u64,
+    pub machine_opens: u64,
+    pub machine_clicks: u64,
+}
+
+impl Totals {
+    /// Adds one email, counted exactly as its engagement report counts it.
+    pub fn add_email(&mut self, rec: &EmailRecord, events: &[Event], h: &Heuristics) {
+        let report = engagement(rec, events, h);
+        let t = &report["totals"];
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        self.emails += 1;
+        self.recipients += n("recipients");
+        self.followed += n("followed");
+        self.opens += n("opens");
+        self.unique_opens += n("unique_opens");
+        self.clicks += n("clicks");
+        self.unique_clicks += n("unique_clicks");
+        self.machine_opens += n("machine_opens");
+        self.machine_clicks += n("machine_clicks");
+    }
+
+    /// The counts, plus rates over followed recipients (human activity only;
+    /// `null` when nothing was followed): open rate, click rate, and clicks per
+    /// open (unique clickers over unique openers).
+    pub fn json(&self) -> Value {
+        let rate = |a: u64, b: u64| {
+            if b == 0 {
+                Value::Null
+            } else {
+                json!((a as f64 / b as f64 * 10_000.0).round() / 10_000.0)
+            }
+        };
+        json!({
+            "emails": self.emails,
+            "recipients": self.recipients,
+            "followed": self.followed,
+            "opens": self.opens,
+            "unique_opens": self.unique_opens,
+            "clicks": self.clicks,
+            "unique_clicks": self.unique_clicks,
+            "machine_opens": self.machine_opens,
+            "machine_clicks": self.machine_clicks,
+            "open_rate": rate(self.unique_opens, self.followed),
+            "click_rate": rate(self.unique_clicks, self.followed),
+            "click_to_open_rate": rate(self.unique_clicks, self.unique_opens),
+        })
+    }
 }

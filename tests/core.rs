@@ -930,3 +930,141 @@ fn returning_copies_is_capped_in_total_size() {
         assert!(c.pixel.is_some());
     }
 }
+
+/// `GET /api/v1/stats`: totals over the caller's emails of the last days, the
+/// same counts as the per-email reports (human and machine apart), rates over
+/// followed recipients, and the same totals per template; only the caller's
+/// emails unless an admin asks for `all=true`.
+#[test]
+fn stats_total_a_users_emails_overall_and_per_template() {
+    let s = Server::start();
+    let ann = s.user("ann@sales.test");
+    let bob = s.user("bob@sales.test");
+    let follow = |tok: &str, from: &str, to: &[&str], template: Option<&str>| -> Value {
+        let mut body = json!({
+            "mime": STANDARD.encode(email(from, to, &[], &[], &["https://shop.example/a"])),
+            "deliver": "return",
+        });
+        if let Some(t) = template {
+            body["template"] = json!(t);
+        }
+        let (st, v) = s.api("POST", "/api/v1/emails", Some(tok), Some(body));
+        assert_eq!(st, 201, "{v}");
+        v
+    };
+    let a = follow(
+        &ann,
+        "ann@sales.test",
+        &["x1@client.test", "x2@client.test"],
+        Some("welcome"),
+    );
+    let b = follow(
+        &ann,
+        "ann@sales.test",
+        &["y1@client.test", "y2@client.test"],
+        Some("welcome"),
+    );
+    let _c = follow(&ann, "ann@sales.test", &["z1@client.test"], None);
+    let _d = follow(&bob, "bob@sales.test", &["w1@client.test"], Some("welcome"));
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let ca = copy(&a["recipients"][0], &s.base);
+    for _ in 0..2 {
+        raw(
+            "GET",
+            ca.pixel.as_ref().unwrap(),
+            &[("User-Agent", firefox)],
+        );
+    }
+    raw("GET", &ca.clicks[0], &[("User-Agent", firefox)]);
+    let cb = copy(&b["recipients"][1], &s.base);
+    raw(
+        "GET",
+        cb.pixel.as_ref().unwrap(),
+        &[("User-Agent", "Mozilla/5.0")],
+    );
+
+    let (st, v) = s.api("GET", "/api/v1/stats", Some(&ann), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["scope"], "mine");
+    assert_eq!(v["days"], 30);
+    assert_eq!(v["truncated"], false);
+    for (k, want) in [
+        ("emails", 3),
+        ("recipients", 5),
+        ("followed", 5),
+        ("opens", 2),
+        ("unique_opens", 1),
+        ("clicks", 1),
+        ("unique_clicks", 1),
+        ("machine_opens", 1),
+        ("machine_clicks", 0),
+    ] {
+        assert_eq!(v[k], want, "{k}: {v}");
+    }
+    assert_eq!(v["open_rate"], 0.2, "{v}");
+    assert_eq!(v["click_rate"], 0.2, "{v}");
+    assert_eq!(v["click_to_open_rate"], 1.0, "{v}");
+    let t = v["templates"].as_array().unwrap();
+    assert_eq!(t.len(), 2, "{v}");
+    assert_eq!(
+        (&t[0]["template"], &t[0]["emails"]),
+        (&json!("welcome"), &json!(2))
+    );
+    assert_eq!(
+        (&t[0]["opens"], &t[0]["machine_opens"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        (&t[1]["template"], &t[1]["emails"]),
+        (&Value::Null, &json!(1))
+    );
+    assert_eq!(t[1]["open_rate"], 0.0, "{v}");
+
+    // The listing names the template; bob sees only his own email.
+    let (_, list) = s.api("GET", "/api/v1/emails", Some(&ann), None);
+    assert_eq!(list["emails"][2]["template"], "welcome", "{list}");
+    let (_, v) = s.api("GET", "/api/v1/stats", Some(&bob), None);
+    assert_eq!((&v["emails"], &v["opens"]), (&json!(1), &json!(0)), "{v}");
+    assert_eq!(v["open_rate"], 0.0);
+    // Everyone's, for an admin only.
+    let (st, _) = s.api("GET", "/api/v1/stats?all=true", Some(&bob), None);
+    assert_eq!(st, 403);
+    let (st, v) = s.api("GET", "/api/v1/stats?all=true&days=7", Some(ADMIN), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["emails"], &v["scope"]),
+        (&json!(4), &json!("all")),
+        "{v}"
+    );
+    assert_eq!(v["templates"][0]["emails"], 3, "{v}");
+    // Bad input.
+    for q in ["days=0", "days=abc", "days=3651"] {
+        let (st, v) = s.api("GET", &format!("/api/v1/stats?{q}"), Some(&ann), None);
+        assert_eq!(
+            (st, &v["error"]["code"]),
+            (400, &json!("invalid_days")),
+            "{q}"
+        );
+    }
+    for bad in [json!(""), json!("a\nb"), json!("x".repeat(101))] {
+        let (st, v) = s.api(
+            "POST",
+            "/api/v1/emails",
+            Some(&ann),
+            Some(json!({"mime": STANDARD.encode(email("ann@sales.test", &["q@client.test"], &[], &[], &[])), "template": bad})),
+        );
+        assert_eq!(
+            (st, &v["error"]["code"]),
+            (400, &json!("invalid_template")),
+            "{v}"
+        );
+    }
+    // A user with no email in range: zeros and null rates.
+    let carol = s.user("carol@sales.test");
+    let (_, v) = s.api("GET", "/api/v1/stats", Some(&carol), None);
+    assert_eq!(
+        (&v["emails"], &v["open_rate"]),
+        (&json!(0), &Value::Null),
+        "{v}"
+    );
+}

@@ -273,6 +273,7 @@ async fn redis_expires_an_email_with_its_events() {
         recipients: vec![],
         links: vec![],
         lookups: vec![],
+        template: None,
     };
     store.put_email(rec).await.expect("put");
     let ev = Event {

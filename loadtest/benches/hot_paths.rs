@@ -58,6 +58,7 @@ fn parse(raw: &[u8]) -> Draft {
 
 fn plan(n: usize) -> Plan {
     Plan {
+        template: None,
         id: 0x1234_5678_9abc,
         owner: 1,
         created_ms: 1_795_000_000_000,

@@ -453,6 +453,7 @@ async fn compose_follow(app: &App, user: &User, req: Request<Incoming>) -> Resp 
         expires_ms: created_ms + u64::from(app.settings().retention_days) * DAY_MS,
         deliver: "outlook".into(),
         public_url: app.config.public_url.clone(),
+        template: None,
         not_followed: vec![None; draft.recipients().len()],
     };
     let keys = app.keys();

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::{error, json_response, privacy, Resp};
 use crate::auth::{self, AuthError};
 use crate::follow::{self, Plan};
-use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc5322};
+use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc3339, rfc5322};
 use crate::prepare::{Draft, ErrorKind, Limits};
 use crate::reports;
 use crate::state::App;
@@ -98,6 +98,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["emails"]) => follow_email(app, &user, req).await,
         (&Method::GET, ["emails"]) => list_emails(app, &user, &query).await,
         (&Method::GET, ["emails", id]) => get_email(app, &user, id).await,
+        (&Method::GET, ["stats"]) => stats(app, &user, &query).await,
         (&Method::GET, ["settings"]) => {
             if let Some(r) = require_admin(&user) {
                 return r;
@@ -351,6 +352,10 @@ struct FollowRequest {
     mime: String,
     #[serde(default)]
     deliver: Option<String>,
+    /// A template or campaign name (1–100 characters, no control characters):
+    /// `GET /api/v1/stats` groups totals by it.
+    #[serde(default)]
+    template: Option<String>,
 }
 
 async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
@@ -358,7 +363,17 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let deliver = body.deliver.unwrap_or_else(|| "return".into());
+    if let Some(t) = &body.template {
+        let n = t.chars().count();
+        if n == 0 || n > 100 || t.chars().any(char::is_control) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_template",
+                "template must be 1 to 100 characters without control characters".into(),
+            );
+        }
+    }
+    let deliver = body.deliver.clone().unwrap_or_else(|| "return".into());
     if deliver != "return" && deliver != "smtp" {
         return error(
             StatusCode::BAD_REQUEST,
@@ -486,6 +501,7 @@ async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         expires_ms: created_ms + u64::from(settings.retention_days) * DAY_MS,
         deliver: deliver.clone(),
         public_url: app.config.public_url.clone(),
+        template: body.template.clone(),
         not_followed,
     };
     let keys = app.keys();
@@ -665,6 +681,91 @@ async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Res
         }
         Err(e) => store_failed(e),
     }
+}
+
+/// Most emails one stats request reads (newest first); beyond it the answer
+/// says `"truncated": true` and how far back it counted.
+const STATS_MAX_EMAILS: usize = 5000;
+
+/// Totals over the caller's emails (or, for an admin with `all=true`,
+/// everyone's) created in the last `days` days (1–3650, default 30), overall
+/// and per template.
+async fn stats(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
+    let days = match q.get("days").map(|d| d.parse::<u64>()) {
+        None => 30,
+        Some(Ok(d)) if (1..=3650).contains(&d) => d,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_days",
+                "days must be a number from 1 to 3650".into(),
+            )
+        }
+    };
+    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    if all && user.role != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "all=true needs an admin token".into(),
+        );
+    }
+    let owner = (!all).then_some(user.id);
+    let since = now_ms().saturating_sub(days * DAY_MS);
+    let h = &app.config.heuristics;
+    let mut total = reports::Totals::default();
+    let mut by_template: HashMap<Option<String>, reports::Totals> = HashMap::new();
+    let mut before = None;
+    let mut oldest = None;
+    let mut truncated = false;
+    'pages: loop {
+        let page = match app.store.list_emails(owner, before, 500).await {
+            Ok(p) => p,
+            Err(e) => return store_failed(e),
+        };
+        for rec in &page {
+            if rec.created_ms < since {
+                break 'pages;
+            }
+            if total.emails as usize >= STATS_MAX_EMAILS {
+                truncated = true;
+                break 'pages;
+            }
+            let events = match app.store.events_for(rec.id).await {
+                Ok(e) => e,
+                Err(e) => return store_failed(e),
+            };
+            total.add_email(rec, &events, h);
+            by_template
+                .entry(rec.template.clone())
+                .or_default()
+                .add_email(rec, &events, h);
+            oldest = Some(rec.created_ms);
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => before = Some((last.created_ms, last.id)),
+            _ => break,
+        }
+    }
+    let mut templates: Vec<(Option<String>, reports::Totals)> = by_template.into_iter().collect();
+    templates.sort_by(|a, b| b.1.emails.cmp(&a.1.emails).then_with(|| a.0.cmp(&b.0)));
+    let mut out = total.json();
+    out["days"] = json!(days);
+    out["since"] = json!(rfc3339(since));
+    out["scope"] = json!(if all { "all" } else { "mine" });
+    out["truncated"] = json!(truncated);
+    out["oldest_counted"] = json!(oldest.map(rfc3339));
+    out["templates"] = Value::Array(
+        templates
+            .into_iter()
+            .map(|(name, t)| {
+                let mut v = t.json();
+                v["template"] = json!(name);
+                v
+            })
+            .collect(),
+    );
+    json_response(StatusCode::OK, &out)
 }
 
 async fn get_email(app: &App, user: &User, id: &str) -> Resp {

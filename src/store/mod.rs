@@ -60,6 +60,10 @@ pub struct EmailRecord {
     /// recipients), for data-subject requests. Computed by `Store`.
     #[serde(default)]
     pub lookups: Vec<String>,
+    /// The sender's name for the template or campaign this email belongs to
+    /// (optional; totals are grouped by it). Sealed like the subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -554,6 +558,7 @@ fn map_personal(rec: EmailRecord, f: &dyn Fn(&str) -> String) -> EmailRecord {
         from: f(&rec.from),
         subject: opt(rec.subject),
         message_id: opt(rec.message_id),
+        template: opt(rec.template),
         recipients: rec
             .recipients
             .into_iter()
