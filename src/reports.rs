@@ -189,20 +189,34 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds one email, counted exactly as its engagement report counts it.
-    pub fn add_email(&mut self, rec: &EmailRecord, events: &[Event], h: &Heuristics) {
+    /// One email's totals, counted exactly as its engagement report counts them.
+    pub fn of_email(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Totals {
         let report = engagement(rec, events, h);
         let t = &report["totals"];
         let n = |k: &str| t[k].as_u64().unwrap_or(0);
-        self.emails += 1;
-        self.recipients += n("recipients");
-        self.followed += n("followed");
-        self.opens += n("opens");
-        self.unique_opens += n("unique_opens");
-        self.clicks += n("clicks");
-        self.unique_clicks += n("unique_clicks");
-        self.machine_opens += n("machine_opens");
-        self.machine_clicks += n("machine_clicks");
+        Totals {
+            emails: 1,
+            recipients: n("recipients"),
+            followed: n("followed"),
+            opens: n("opens"),
+            unique_opens: n("unique_opens"),
+            clicks: n("clicks"),
+            unique_clicks: n("unique_clicks"),
+            machine_opens: n("machine_opens"),
+            machine_clicks: n("machine_clicks"),
+        }
+    }
+
+    pub fn add(&mut self, o: &Totals) {
+        self.emails += o.emails;
+        self.recipients += o.recipients;
+        self.followed += o.followed;
+        self.opens += o.opens;
+        self.unique_opens += o.unique_opens;
+        self.clicks += o.clicks;
+        self.unique_clicks += o.unique_clicks;
+        self.machine_opens += o.machine_opens;
+        self.machine_clicks += o.machine_clicks;
     }
 
     /// The counts, plus rates over followed recipients (human activity only;

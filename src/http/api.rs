@@ -735,11 +735,12 @@ async fn stats(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
                 Ok(e) => e,
                 Err(e) => return store_failed(e),
             };
-            total.add_email(rec, &events, h);
+            let one = reports::Totals::of_email(rec, &events, h);
+            total.add(&one);
             by_template
                 .entry(rec.template.clone())
                 .or_default()
-                .add_email(rec, &events, h);
+                .add(&one);
             oldest = Some(rec.created_ms);
         }
         match page.last() {
