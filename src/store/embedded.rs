@@ -662,11 +662,23 @@ impl Embedded {
         Ok(())
     }
 
-    /// Writes events that already have their sequence numbers (for `migrate`),
-    /// durably and idempotently; later events get higher numbers.
+    /// Writes events that already have their sequence numbers (for `migrate`,
+    /// which passes all of an email's events at once), durably; later events
+    /// get higher numbers. The emails' rows are replaced, not added to, so
+    /// importing again (a resumed migration) never counts an event twice,
+    /// however the events end up grouped in packs.
     pub fn import_events(&self, events: &[Event]) -> Result<()> {
         let rows = events.iter().map(Row::of).collect::<Result<Vec<_>>>()?;
         let tx = self.db().begin_write()?;
+        {
+            let mut t = tx.open_table(EVENTS)?;
+            let mut emails: Vec<u64> = rows.iter().map(|r| r.email).collect();
+            emails.sort_unstable();
+            emails.dedup();
+            for email in emails {
+                t.retain_in((email, 0)..=(email, u64::MAX), |_, _| false)?;
+            }
+        }
         let max = apply(&tx, &rows)?;
         let applied = {
             let meta = tx.open_table(META)?;
