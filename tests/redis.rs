@@ -441,4 +441,24 @@ fn migrate_round_trip_keeps_every_count() {
     let on_e = p1[2].replace(&s.base, &e.base);
     assert_eq!(raw("GET", &on_e, &[("User-Agent", BROWSER_UA)]).0, 200);
     assert_eq!(engagement(&e, &tok, &id1)["totals"]["opens"], 5);
+    drop(e);
+
+    // A migration run again after both sides moved on copies the source's
+    // events of every email that differs, replacing the destination's: id2
+    // gets its new open once (not its old events twice), id1 is the source's.
+    let r = Server::start_in(
+        &tmp.path().join("r2"),
+        &[("MAILBEACON_REDIS_URL", &redis.url())],
+    );
+    let on_r = p2[1].replace(&s.base, &r.base);
+    assert_eq!(raw("GET", &on_r, &[("User-Agent", BROWSER_UA)]).0, 200);
+    wait_until("the newer hit", || {
+        engagement(&r, &tok, &id2)["totals"]["opens"] == 4
+    });
+    drop(r);
+    let out = migrate(&two, &redis.url(), "redis", "embedded");
+    assert!(out.contains("2 emails (0 already there)"), "{out}");
+    let e = Server::start_in(&two, &[]);
+    assert_eq!(engagement(&e, &tok, &id2)["totals"]["opens"], 4);
+    assert_eq!(engagement(&e, &tok, &id1)["totals"], before1);
 }
