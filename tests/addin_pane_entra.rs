@@ -36,7 +36,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -79,17 +78,6 @@ fn token(username: &str, oid: &str, key: &str) -> String {
 
 #[test]
 fn sign_in_with_microsoft_in_headless_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = std::env::var("MB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium is required at {chromium} (apt-get install chromium; ./scripts/test.sh does it)"
-    );
-    assert!(
-        root.join("tests/addin/node_modules/playwright-core")
-            .exists(),
-        "playwright-core is missing: run ./scripts/test.sh (npm ci in tests/addin)"
-    );
     let jwks = fixture("jwks.json");
     let s = Server::start_env(&[
         ("MAILBEACON_ENTRA_JWKS", jwks.to_str().unwrap()),
@@ -101,65 +89,48 @@ fn sign_in_with_microsoft_in_headless_chromium() {
     let mb_token = s.user(USER);
     plain.user(USER);
 
-    let shots = root.join("target/addin-screenshots");
-    let out = Command::new("node")
-        .arg(root.join("tests/addin/pane-entra.test.mjs"))
-        .env("MB_BASE", &s.base)
-        .env("MB_BASE_PLAIN", &plain.base)
-        .env("MB_USER", USER)
-        .env("MB_TOKEN", &mb_token)
-        .env(
-            "MB_ENTRA_TOKEN",
-            token(USER, "aaaaaaaa-0000-0000-0000-000000000001", "test-key.pem"),
-        )
-        .env(
-            "MB_ENTRA_TOKEN_STALE",
-            token(
-                USER,
-                "aaaaaaaa-0000-0000-0000-000000000001",
-                "other-key.pem",
+    browser::run(
+        "pane-entra.test.mjs",
+        &[
+            ("MB_BASE", s.base.clone()),
+            ("MB_BASE_PLAIN", plain.base.clone()),
+            ("MB_USER", USER.to_string()),
+            ("MB_TOKEN", mb_token.clone()),
+            (
+                "MB_ENTRA_TOKEN",
+                token(USER, "aaaaaaaa-0000-0000-0000-000000000001", "test-key.pem"),
             ),
-        )
-        .env(
-            "MB_ENTRA_TOKEN_ZED",
-            token(
-                "zed@contoso.test",
-                "aaaaaaaa-0000-0000-0000-000000000002",
-                "test-key.pem",
+            (
+                "MB_ENTRA_TOKEN_STALE",
+                token(
+                    USER,
+                    "aaaaaaaa-0000-0000-0000-000000000001",
+                    "other-key.pem",
+                ),
             ),
-        )
-        .env("MB_CLIENT_ID", CLIENT_ID)
-        .env(
-            "MB_AUTHORITY",
-            format!("https://login.microsoftonline.com/{TID}"),
-        )
-        .env("MB_SCOPE", format!("{AUD}/access_as_user"))
-        .env("MB_SHOTS", &shots)
-        .env("MB_CHROMIUM", &chromium)
-        .output()
-        .expect("node is required for the browser test (./scripts/test.sh installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+            (
+                "MB_ENTRA_TOKEN_ZED",
+                token(
+                    "zed@contoso.test",
+                    "aaaaaaaa-0000-0000-0000-000000000002",
+                    "test-key.pem",
+                ),
+            ),
+            ("MB_CLIENT_ID", CLIENT_ID.to_string()),
+            (
+                "MB_AUTHORITY",
+                format!("https://login.microsoftonline.com/{TID}"),
+            ),
+            ("MB_SCOPE", format!("{AUD}/access_as_user")),
+        ],
+        &|| s.log_text(),
+        &[
+            "signin-entra",
+            "signin-entra-signedin",
+            "signin-entra-popup-blocked",
+            "signin-entra-error",
+            "signin-plain",
+            "signin-entra-unsupported",
+        ],
     );
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{text}\nserver log:\n{}",
-        s.log_text()
-    );
-    for name in [
-        "signin-entra",
-        "signin-entra-signedin",
-        "signin-entra-popup-blocked",
-        "signin-entra-error",
-        "signin-plain",
-        "signin-entra-unsupported",
-    ] {
-        assert!(
-            shots.join(format!("{name}.png")).exists(),
-            "screenshot {name}"
-        );
-    }
 }

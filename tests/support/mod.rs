@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod browser;
 pub mod dovecot;
 pub mod redis;
 
