@@ -638,6 +638,20 @@ fn page_limit(q: &HashMap<String, String>) -> Result<usize, Resp> {
     }
 }
 
+/// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`
+/// everyone's (`None`, admins only: 403 otherwise).
+fn owner_scope(user: &User, q: &HashMap<String, String>) -> Result<Option<u64>, Resp> {
+    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    if all && user.role != Role::Admin {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "all=true needs an admin token".into(),
+        ));
+    }
+    Ok((!all).then_some(user.id))
+}
+
 async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
     let limit = match page_limit(q) {
         Ok(l) => l,
@@ -659,15 +673,10 @@ async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Res
             }
         },
     };
-    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
-    if all && user.role != Role::Admin {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "all=true needs an admin token".into(),
-        );
-    }
-    let owner = (!all).then_some(user.id);
+    let owner = match owner_scope(user, q) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     match app.store.list_emails(owner, before, limit).await {
         Ok(list) => {
             let next = (list.len() == limit)
@@ -702,15 +711,11 @@ async fn stats(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
             )
         }
     };
-    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
-    if all && user.role != Role::Admin {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "all=true needs an admin token".into(),
-        );
-    }
-    let owner = (!all).then_some(user.id);
+    let owner = match owner_scope(user, q) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let all = owner.is_none();
     let since = now_ms().saturating_sub(days * DAY_MS);
     let h = &app.config.heuristics;
     let mut total = reports::Totals::default();
