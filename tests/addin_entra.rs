@@ -10,48 +10,13 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use support::entra::{fixture, now, sign, AUD, CLIENT_ID, TID};
 use support::*;
 
-const TID: &str = "11111111-2222-3333-4444-555555555555";
-const AUD: &str = "api://mailbeacon.test/6a1b0c9e";
-const CLIENT_ID: &str = "6a1b0c9e-0000-4000-8000-000000000001";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/entra")
-        .join(name)
-}
-
 fn claims() -> Value {
-    json!({
-        "iss": format!("https://login.microsoftonline.com/{TID}/v2.0"),
-        "aud": AUD,
-        "tid": TID,
-        "oid": "aaaaaaaa-0000-0000-0000-000000000001",
-        "scp": "access_as_user",
-        "preferred_username": "Ann@Contoso.test",
-        "iat": now(),
-        "nbf": now() - 10,
-        "exp": now() + 3600,
-    })
-}
-
-fn sign(c: &Value, key: &str, kid: &str) -> String {
-    let pem = std::fs::read(fixture(key)).unwrap();
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some(kid.into());
-    encode(&h, c, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+    support::entra::claims("Ann@Contoso.test", "aaaaaaaa-0000-0000-0000-000000000001")
 }
 
 fn me(s: &Server, token: &str) -> (u16, Value) {

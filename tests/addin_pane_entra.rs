@@ -35,45 +35,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use support::entra::{claims, fixture, sign, AUD, CLIENT_ID, TID};
 use support::*;
 
-const TID: &str = "11111111-2222-3333-4444-555555555555";
-const AUD: &str = "api://mailbeacon.test/6a1b0c9e";
-const CLIENT_ID: &str = "6a1b0c9e-0000-4000-8000-000000000001";
 const USER: &str = "ann@contoso.test";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/entra")
-        .join(name)
-}
 
 /// An Entra-like access token for `username` (object id `oid`), signed with `key`.
 fn token(username: &str, oid: &str, key: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let claims: Value = json!({
-        "iss": format!("https://login.microsoftonline.com/{TID}/v2.0"),
-        "aud": AUD,
-        "tid": TID,
-        "oid": oid,
-        "scp": "access_as_user",
-        "preferred_username": username,
-        "iat": now,
-        "nbf": now - 10,
-        "exp": now + 3600,
-    });
-    let pem = std::fs::read(fixture(key)).unwrap();
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some("test-kid-1".into());
-    encode(&h, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+    sign(&claims(username, oid), key, "test-kid-1")
 }
 
 #[test]

@@ -8,6 +8,7 @@
 pub mod backends;
 pub mod browser;
 pub mod dovecot;
+pub mod entra;
 pub mod redis;
 
 use std::io::Read as _;
