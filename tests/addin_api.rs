@@ -422,24 +422,22 @@ fn user_settings_and_org_switch() {
         ),
         (json!(false), json!(false))
     );
-    let (st, v) = s.api(
-        "GET",
-        "/api/v1/capture?contact=bob@client.test",
-        Some(&ann),
-        None,
-    );
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (403, Some("auto_capture_disabled")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("you switched"),
-        "{v}"
-    );
+    // Capture is refused, and the message says who switched it off.
+    let refused_because = |why: &str| {
+        let (st, v) = s.api(
+            "GET",
+            "/api/v1/capture?contact=bob@client.test",
+            Some(&ann),
+            None,
+        );
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (403, Some("auto_capture_disabled")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
+    };
+    refused_because("you switched");
     s.api(
         "PUT",
         "/api/v1/me/settings",
@@ -452,24 +450,7 @@ fn user_settings_and_org_switch() {
         Some(ADMIN),
         Some(json!({"auto_capture": false})),
     );
-    let (st, v) = s.api(
-        "GET",
-        "/api/v1/capture?contact=bob@client.test",
-        Some(&ann),
-        None,
-    );
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (403, Some("auto_capture_disabled")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("organization"),
-        "{v}"
-    );
+    refused_because("organization");
     let (_, v) = s.api("GET", "/api/v1/me/settings", Some(&ann), None);
     assert_eq!(
         (
