@@ -13,6 +13,7 @@
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
 //! - `subjects`: data-subject export and erase.
+//! - `realtime`: the application-event vocabulary and the `emit` hook (webhooks, streams).
 //! - `recorder`: group commit of events into the store.
 //! - `metrics`: request, latency and recording counters for `/metrics`.
 //! - `migrate`: copies everything between the embedded store and Redis.
@@ -41,6 +42,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod migrate;
 pub mod prepare;
+pub mod realtime;
 pub mod recorder;
 pub mod reports;
 pub mod seal;

@@ -32,6 +32,8 @@ pub struct App {
     pub entra: Option<crate::entra::Validator>,
     /// Auto Capture: the roots IMAP TLS trusts (webpki plus `imap_ca_file`).
     pub imap_roots: Arc<rustls::RootCertStore>,
+    /// Where application events go (webhooks, live streams); see `realtime`.
+    pub realtime: crate::realtime::Emitter,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -58,6 +60,7 @@ impl App {
             auth_cache: DashMap::new(),
             entra,
             imap_roots,
+            realtime: crate::realtime::Emitter::default(),
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),
