@@ -12,6 +12,7 @@
 //! - `follow`: a parsed email → record + per-recipient copies with tokens.
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
+//! - `insights` (pure): engagement score, best time to send, action cards.
 //! - `subjects`: data-subject export and erase.
 //! - `recorder`: group commit of events into the store.
 //! - `metrics`: request, latency and recording counters for `/metrics`.
@@ -36,6 +37,7 @@ pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
+pub mod insights;
 pub mod keyring;
 pub mod mailbox;
 pub mod metrics;
