@@ -12,6 +12,7 @@
 //! - `follow`: a parsed email → record + per-recipient copies with tokens.
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
+//! - `insights` (pure): engagement score, best time to send, action cards.
 //! - `subjects`: data-subject export and erase.
 //! - `realtime`: the application-event vocabulary and the `emit` hook (webhooks, streams).
 //! - `recorder`: group commit of events into the store.
@@ -37,6 +38,7 @@ pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
+pub mod insights;
 pub mod keyring;
 pub mod mailbox;
 pub mod metrics;
