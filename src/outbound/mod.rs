@@ -6,7 +6,9 @@
 //! checked address: no second lookup, so no DNS rebinding. A refused target is
 //! never connected to. Errors ([`OutboundError`]) carry only fixed text: they
 //! never echo bytes the peer sent, and closed, filtered and unreachable ports
-//! all look alike.
+//! all look alike. `http` is a small HTTP/1.1 client on top of [`connect`].
+
+pub mod http;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
