@@ -27,6 +27,7 @@
 //! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
 //!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
 //!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
+//! - `outbound`: connections made for users (IMAP, webhooks, feeds), public addresses only; `outbound::http`.
 
 pub mod activities;
 pub mod addin_manifest;
@@ -43,6 +44,7 @@ pub mod keyring;
 pub mod mailbox;
 pub mod metrics;
 pub mod migrate;
+pub mod outbound;
 pub mod prepare;
 pub mod realtime;
 pub mod recorder;
