@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::path::PathBuf;
 
 use mailbeacon::ids::now_ms;
+use mailbeacon::model::{
+    Activity, ActivityPersonal, AuditEntry, Contact, EmailRecord, Event, EventKind, FollowEmail,
+    OrgSettings, Participant, RecipientRecord, Role, User,
+};
 use mailbeacon::seal::Sealer;
-use mailbeacon::store::addin::{Activity, ActivityPersonal, Inserted, Participant};
+use mailbeacon::store::addin::Inserted;
 use mailbeacon::store::embedded::Embedded;
 use mailbeacon::store::redis::conn::Target;
 use mailbeacon::store::redis::Redis;
-use mailbeacon::store::{
-    AuditEntry, Backend, Contact, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
-    RecipientRecord, Role, Store, StoreError, User,
-};
+use mailbeacon::store::{Backend, Store, StoreError};
 
 fn sealer() -> Sealer {
     Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer")

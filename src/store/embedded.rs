@@ -36,9 +36,8 @@ use redb::{
 };
 use tokio::sync::watch;
 
-use super::{
-    journal, AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User,
-};
+use super::{journal, Result, StoreError};
+use crate::model::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, User};
 
 mod addin;
 
@@ -907,7 +906,7 @@ mod tests {
         let e = |seq: u64| Event {
             seq,
             at_ms: 1,
-            kind: super::super::EventKind::Click,
+            kind: crate::model::EventKind::Click,
             email: 7,
             recipient: 2,
             link: Some(1),
@@ -933,7 +932,7 @@ mod tests {
         let e = Event {
             seq: 1,
             at_ms: 1,
-            kind: super::super::EventKind::Open,
+            kind: crate::model::EventKind::Open,
             email: 1,
             recipient: 0,
             link: None,

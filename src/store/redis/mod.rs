@@ -35,8 +35,9 @@ use tokio::task::JoinHandle;
 
 use self::conn::{Conn, Target};
 use self::spool::Spool;
-use super::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User};
+use super::{Result, StoreError};
 use crate::ids::{id_from_text, id_to_text};
+use crate::model::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, User};
 
 /// Expiry times are clamped to this (year 2286): far enough to mean "never" for
 /// retention, and exact as a sorted-set score.
