@@ -7,15 +7,21 @@
 //!
 //! Backends sit behind the `Backend` enum, whose arms delegate (the shape stalwart's
 //! mail-server uses): adding one means adding a variant, not touching callers. Each
-//! lives in its own file; `embedded` is the default, `redis` serves a single Redis
-//! node or Redis Cluster.
+//! lives in its own folder; `embedded` is the default, `redis` serves a single Redis
+//! node or Redis Cluster. `open` picks one from the configuration and loads the key
+//! ring where that store keeps it.
 //!
-//! Architecture invariant: only this module and its children talk to a database,
-//! and nothing reaches a backend unsealed.
+//! Architecture invariants: only this module and its children talk to a database,
+//! and nothing reaches a backend unsealed. This file matches on `Backend` only to
+//! delegate (every backend has the method); callers outside `store/` never name a
+//! backend (`as_redis` is on its way out).
 
 pub mod embedded;
 pub mod journal;
+mod open;
 pub mod redis;
+
+pub use open::{open, publish_keyring, stored_keyring, Opened};
 
 use std::sync::{Arc, RwLock};
 
@@ -49,6 +55,18 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A backend's counters, for `/metrics` (zeros where a backend has no such
+/// thing: the embedded store has no deriver and no remote errors).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Backend commands that failed.
+    pub errors: u64,
+    /// Events copied from the shard logs into per-email records by this process.
+    pub derived_events: u64,
+    /// How far behind the deriver runs (ms).
+    pub derive_lag_ms: u64,
+}
 
 /// The storage backends.
 #[derive(Clone)]
@@ -90,7 +108,7 @@ impl Store {
     /// A short name for logs and `/healthz`.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
-            Backend::Embedded(_) => "embedded",
+            Backend::Embedded(b) => b.kind(),
             Backend::Redis(r) => r.kind(),
         }
     }
@@ -99,7 +117,7 @@ impl Store {
     /// events are being kept locally until it can (`/healthz` says "degraded").
     pub fn degraded(&self) -> bool {
         match &self.backend {
-            Backend::Embedded(_) => false,
+            Backend::Embedded(b) => b.degraded(),
             Backend::Redis(r) => r.degraded(),
         }
     }
@@ -107,12 +125,54 @@ impl Store {
     /// Events kept locally until the store can take them.
     pub fn spool_events(&self) -> u64 {
         match &self.backend {
-            Backend::Embedded(_) => 0,
+            Backend::Embedded(b) => b.spool_events(),
             Backend::Redis(r) => r.spool_events(),
         }
     }
 
+    /// The backend's counters for `/metrics`.
+    pub fn stats(&self) -> StoreStats {
+        match &self.backend {
+            Backend::Embedded(b) => b.counters(),
+            Backend::Redis(r) => r.counters(),
+        }
+    }
+
+    /// Returns true if and only if the key ring lives in the store, shared by
+    /// every process using it (Redis), rather than in this process's data
+    /// directory (embedded). A shared ring's rotations are noticed by reading
+    /// `keyring` again.
+    pub fn shares_keyring(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded(b) => b.shares_keyring(),
+            Backend::Redis(r) => r.shares_keyring(),
+        }
+    }
+
+    /// The key ring's JSON (the `keyring.json` format) where this store keeps it:
+    /// Redis its shared copy, the embedded store its data directory's file.
+    /// `None` if there is none yet.
+    pub async fn keyring(&self) -> Result<Option<String>> {
+        on_backend!(self, |s| s.keyring(), |r| r.keyring().await)
+    }
+
+    /// Stores the key ring's JSON if and only if the stored one is still
+    /// `expected` (`None`: none stored yet); returns false if it changed first.
+    /// Compare-and-set across processes on Redis; the embedded store's file has
+    /// one process.
+    pub async fn put_keyring(&self, expected: Option<&str>, json: &str) -> Result<bool> {
+        let (expected, json) = (expected.map(str::to_owned), json.to_owned());
+        on_backend!(self, |s| s.put_keyring(expected.as_deref(), &json), |r| r
+            .put_keyring(expected.as_deref(), &json)
+            .await)
+    }
+
     /// The Redis backend, when it is the one in use.
+    ///
+    /// Hidden and on its way out: nothing outside `store/` should need a
+    /// backend. Use `stats` (metrics), `keyring`/`put_keyring` (key ring),
+    /// `store::open` (opening, durability log, shared key ring) instead.
+    #[doc(hidden)]
     pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
         match &self.backend {
             Backend::Redis(r) => Some(r),
@@ -220,25 +280,20 @@ impl Store {
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
         let k = self.sealer();
-        let open = move |events: Vec<Event>| map_events(events, &|x| k.open_lossy(x));
-        if let Backend::Embedded(b) = &self.backend {
-            b.wait_indexed().await;
-        }
-        on_backend!(self, |s| s.events_for(email).map(open), |r| r
-            .events_for(email)
-            .await
-            .map(open))
+        let events = match &self.backend {
+            Backend::Embedded(b) => b.events_for(email).await,
+            Backend::Redis(r) => r.events_for(email).await,
+        }?;
+        Ok(map_events(events, &|x| k.open_lossy(x)))
     }
 
     /// Deletes one recipient's events of one email and stops recording new ones.
     /// Returns how many events were deleted.
     pub async fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
-        if let Backend::Embedded(b) = &self.backend {
-            b.wait_indexed().await;
+        match &self.backend {
+            Backend::Embedded(b) => b.erase_recipient_events(email, recipient).await,
+            Backend::Redis(r) => r.erase_recipient_events(email, recipient).await,
         }
-        on_backend!(self, |s| s.erase_recipient_events(email, recipient), |r| r
-            .erase_recipient_events(email, recipient)
-            .await)
     }
 
     pub async fn settings(&self) -> Result<Option<OrgSettings>> {
@@ -346,11 +401,9 @@ impl Store {
     /// before `now_ms`, or it was created before `created_before_ms` (a retention
     /// period shortened since). Returns how many emails were removed.
     pub async fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        on_backend!(
-            self,
-            |s| Ok(s.sweep(now_ms, created_before_ms)? + s.sweep_activities(now_ms)?),
-            |r| r.sweep(now_ms, created_before_ms).await
-        )
+        on_backend!(self, |s| s.sweep(now_ms, created_before_ms), |r| r
+            .sweep(now_ms, created_before_ms)
+            .await)
     }
 
     /// Every user with the hashes of its bearer tokens (for `migrate`).

@@ -63,7 +63,7 @@ pub(super) enum IndexMsg {
 
 impl Embedded {
     /// Waits until every event committed so far is visible to readers.
-    pub async fn wait_indexed(&self) {
+    async fn wait_indexed(&self) {
         let target = self.committed.load(Ordering::Acquire);
         let mut rx = self.applied.clone();
         let waited = tokio::time::timeout(INDEX_WAIT, rx.wait_for(|a| *a >= target)).await;
@@ -72,7 +72,20 @@ impl Embedded {
         }
     }
 
-    pub fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
+    /// Deletes one recipient's events of one email and marks the recipient
+    /// erased (new events are dropped), once every event committed so far is
+    /// indexed. Returns how many events were deleted.
+    pub async fn erase_recipient_events(
+        self: &Arc<Self>,
+        email: u64,
+        recipient: u32,
+    ) -> Result<u64> {
+        self.wait_indexed().await;
+        self.run(move |s| s.erase_indexed_events(email, recipient))
+            .await
+    }
+
+    fn erase_indexed_events(&self, email: u64, recipient: u32) -> Result<u64> {
         let tx = self.db().begin_write()?;
         let mut n = 0;
         {
@@ -144,7 +157,14 @@ impl Embedded {
         Ok(())
     }
 
-    pub fn events_for(&self, email: u64) -> Result<Vec<Event>> {
+    /// Every event of one email, oldest first, including every event committed
+    /// before this call (it waits for the indexer).
+    pub async fn events_for(self: &Arc<Self>, email: u64) -> Result<Vec<Event>> {
+        self.wait_indexed().await;
+        self.run(move |s| s.indexed_events(email)).await
+    }
+
+    fn indexed_events(&self, email: u64) -> Result<Vec<Event>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(EVENTS)?;
         let mut out = Vec::new();

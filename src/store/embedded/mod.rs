@@ -34,7 +34,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
@@ -43,7 +43,7 @@ use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
 use self::events::{apply, decode_journal, indexer, IndexMsg, Journal, Row};
-use super::{Result, StoreError};
+use super::{Result, StoreError, StoreStats};
 
 mod addin;
 mod events;
@@ -96,6 +96,8 @@ backend_errors!(
 );
 
 pub struct Embedded {
+    /// The data directory (it also holds the key ring file).
+    dir: PathBuf,
     /// Shared by readers and writers alike; taken exclusively only to compact
     /// (after a data-subject erase, see `scrub`).
     db: Arc<RwLock<Database>>,
@@ -186,12 +188,37 @@ impl Embedded {
                 .spawn(move || indexer(db, journal, rx, applied_tx, applied))?
         };
         Ok(Arc::new(Embedded {
+            dir: dir.to_owned(),
             db,
             journal,
             indexer: Mutex::new(Some((tx, handle))),
             committed: AtomicU64::new(applied),
             applied: applied_rx,
         }))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    /// Always false: writes go to local files, there is nothing to wait for.
+    pub fn degraded(&self) -> bool {
+        false
+    }
+
+    /// Always 0: the journal is the store itself, not a spool.
+    pub fn spool_events(&self) -> u64 {
+        0
+    }
+
+    /// Always false: the key ring is this data directory's file.
+    pub fn shares_keyring(&self) -> bool {
+        false
+    }
+
+    /// Always zeros (no deriver, no remote commands).
+    pub fn counters(&self) -> StoreStats {
+        StoreStats::default()
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Database> {

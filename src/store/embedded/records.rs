@@ -9,6 +9,7 @@ use super::{
     Embedded, AUDIT, BY_OWNER, BY_TIME, CONTACTS, EMAILS, ERASED, EVENTS, EXPIRY, META, SUBJECTS,
     TOKENS, USERS, USER_BY_EMAIL,
 };
+use crate::keyring;
 use crate::model::{AuditEntry, Contact, EmailRecord, OrgSettings, User};
 use crate::store::{Result, StoreError};
 
@@ -244,7 +245,13 @@ impl Embedded {
         Ok(())
     }
 
+    /// Removes the emails (with their events and index entries) and the
+    /// activities whose retention ended. Returns how many were removed.
     pub fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
+        Ok(self.sweep_emails(now_ms, created_before_ms)? + self.sweep_activities(now_ms)?)
+    }
+
+    fn sweep_emails(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
         let tx = self.db().begin_write()?;
         let removed;
         {
@@ -319,5 +326,25 @@ impl Embedded {
         tx.open_table(TOKENS)?.insert(token_hash.as_slice(), user)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The data directory's key ring file, if there is one.
+    pub fn keyring(&self) -> Result<Option<String>> {
+        match std::fs::read_to_string(keyring::path(&self.dir)) {
+            Ok(json) => Ok(Some(json)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the key ring file (atomically) if and only if it still holds
+    /// `expected` (`None`: no file yet). One process owns the data directory, so
+    /// the check and the write cannot race another writer of this store.
+    pub fn put_keyring(&self, expected: Option<&str>, json: &str) -> Result<bool> {
+        if self.keyring()?.as_deref() != expected {
+            return Ok(false);
+        }
+        keyring::write_json(&self.dir, json).map_err(StoreError::Backend)?;
+        Ok(true)
     }
 }
