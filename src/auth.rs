@@ -11,8 +11,8 @@ use base64::Engine as _;
 use ring::digest;
 
 use crate::ids::random_bytes;
+use crate::model::{Role, User};
 use crate::state::App;
-use crate::store::{Role, User};
 
 #[derive(Debug)]
 pub enum AuthError {

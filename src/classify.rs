@@ -27,7 +27,7 @@
 //!
 //! Pure functions, no I/O.
 
-use crate::store::{Event, EventKind};
+use crate::model::{Event, EventKind};
 
 /// Why an event counts as machine activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,8 @@
 //! - `recorder`: group commit of events into the store.
 //! - `metrics`: request, latency and recording counters for `/metrics`.
 //! - `migrate`: copies everything between the embedded store and Redis.
+//! - `model`: the domain records (users, emails and events, contacts, audit,
+//!   add-in records): plain data, the stored format.
 //! - `store`: the storage interface; `store::embedded` (redb + journal),
 //!   `store::redis` (one node or Cluster: shard logs, deriver, local spool).
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
@@ -44,6 +46,7 @@ pub mod keyring;
 pub mod mailbox;
 pub mod metrics;
 pub mod migrate;
+pub mod model;
 pub mod outbound;
 pub mod prepare;
 pub mod realtime;

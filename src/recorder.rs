@@ -16,7 +16,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{Event, Store};
+use crate::model::Event;
+use crate::store::Store;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 4096;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::classify::{classify_all, Heuristics, Machine};
 use crate::ids::{id_to_text, rfc3339};
-use crate::store::{EmailRecord, Event, EventKind};
+use crate::model::{EmailRecord, Event, EventKind};
 
 /// How many of the most recent events the timeline shows.
 const TIMELINE_MAX: usize = 500;

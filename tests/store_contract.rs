@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::path::PathBuf;
 
 use mailbeacon::ids::now_ms;
+use mailbeacon::keyring;
+use mailbeacon::model::{
+    Activity, ActivityPersonal, AuditEntry, Contact, EmailRecord, Event, EventKind, FollowEmail,
+    OrgSettings, Participant, RecipientRecord, Role, User,
+};
 use mailbeacon::seal::Sealer;
-use mailbeacon::store::addin::{Activity, ActivityPersonal, Inserted, Participant};
+use mailbeacon::store::addin::Inserted;
 use mailbeacon::store::embedded::Embedded;
 use mailbeacon::store::redis::conn::Target;
 use mailbeacon::store::redis::Redis;
-use mailbeacon::store::{
-    AuditEntry, Backend, Contact, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
-    RecipientRecord, Role, Store, StoreError, User,
-};
+use mailbeacon::store::{Backend, Store, StoreError};
 
 fn sealer() -> Sealer {
     Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer")
@@ -334,12 +336,24 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         [102]
     );
 
+    // The key ring, where the store keeps it: compare-and-set.
+    let ring = keyring::new_json().unwrap();
+    assert_eq!(store.keyring().await.unwrap(), None);
+    assert!(store.put_keyring(None, &ring).await.unwrap());
+    assert!(!store.put_keyring(None, &ring).await.unwrap());
+    assert_eq!(store.keyring().await.unwrap(), Some(ring.clone()));
+    let (rotated, _) = keyring::rotate_json(&ring).unwrap();
+    assert!(!store.put_keyring(Some("stale"), &rotated).await.unwrap());
+    assert!(store.put_keyring(Some(&ring), &rotated).await.unwrap());
+    assert_eq!(store.keyring().await.unwrap(), Some(rotated.clone()));
+
     store.close().await.unwrap();
     drop(store);
 
     // Everything survives reopening, and sequence numbers keep growing.
     let store = open().await;
     assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u));
+    assert_eq!(store.keyring().await.unwrap(), Some(rotated));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
     store.commit_events(vec![event(1, 500)]).await.unwrap();
     let again = store.events_for(1).await.unwrap();

@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 
 use crate::classify::{classify_all, Heuristics};
 use crate::ids::{id_to_text, rfc3339};
-use crate::store::{EmailRecord, Event, EventKind};
+use crate::model::{EmailRecord, Event, EventKind};
 
 /// One day in milliseconds.
 pub const DAY_MS: u64 = 86_400_000;
@@ -197,7 +197,7 @@ pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 #[cfg(test)]
 pub(crate) mod testing {
     //! Hand-made records and events for the insights tests.
-    use crate::store::{EmailRecord, Event, EventKind, RecipientRecord};
+    use crate::model::{EmailRecord, Event, EventKind, RecipientRecord};
 
     pub const FIREFOX: &str =
         "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";

@@ -1,4 +1,4 @@
-//! The storage interface: domain records, and the `Store` that keeps them.
+//! The storage interface: the `Store` that keeps the domain records (`model`).
 //!
 //! `Store` is the one place personal data passes on its way to and from a
 //! database: it seals addresses, names, subjects, URLs, user agents and client
@@ -7,165 +7,33 @@
 //!
 //! Backends sit behind the `Backend` enum, whose arms delegate (the shape stalwart's
 //! mail-server uses): adding one means adding a variant, not touching callers. Each
-//! lives in its own file; `embedded` is the default, `redis` serves a single Redis
-//! node or Redis Cluster.
+//! lives in its own folder; `embedded` is the default, `redis` serves a single Redis
+//! node or Redis Cluster. `open` picks one from the configuration and loads the key
+//! ring where that store keeps it.
 //!
-//! Architecture invariant: only this module and its children talk to a database,
-//! and nothing reaches a backend unsealed.
+//! Architecture invariants: only this module and its children talk to a database,
+//! and nothing reaches a backend unsealed. This file matches on `Backend` only to
+//! delegate (every backend has the method); callers outside `store/` never name a
+//! backend (`as_redis` is on its way out).
 
 pub mod embedded;
 pub mod journal;
+mod open;
 pub mod redis;
+
+pub use open::{open, publish_keyring, stored_keyring, Opened};
 
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
 use crate::seal::Sealer;
 
-/// A user of the API. Bearer tokens are stored only as SHA-256 hashes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub id: u64,
-    /// Normalized (trimmed, lowercased) address; the From a user may send as.
-    pub email: String,
-    pub role: Role,
-    pub created_ms: u64,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-/// A followed email: what was prepared, for whom, and how delivery went.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct EmailRecord {
-    pub id: u64,
-    pub owner: u64,
-    pub from: String,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    pub created_ms: u64,
-    /// When retention removes this email and everything recorded about it.
-    pub expires_ms: u64,
-    /// "return" or "smtp".
-    pub deliver: String,
-    pub recipients: Vec<RecipientRecord>,
-    /// Trackable links in document order; a click token's link index points here.
-    pub links: Vec<String>,
-    /// Keyed hashes (hex) of every address this email mentions (sender and
-    /// recipients), for data-subject requests. Computed by `Store`.
-    #[serde(default)]
-    pub lookups: Vec<String>,
-    /// The sender's name for the template or campaign this email belongs to
-    /// (optional; totals are grouped by it). Sealed like the subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct RecipientRecord {
-    /// Normalized address; empty once the recipient was erased.
-    pub address: String,
-    pub name: Option<String>,
-    /// "to", "cc" or "bcc".
-    pub field: String,
-    pub followed: bool,
-    /// Why the recipient is not followed (e.g. "contact_opted_out").
-    pub reason: Option<String>,
-    pub delivery: Option<Delivery>,
-    /// True once a data-subject erase removed this recipient: their events are
-    /// deleted and new ones are not recorded.
-    #[serde(default)]
-    pub erased: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Delivery {
-    /// "returned", "sent" or "failed".
-    pub status: String,
-    pub detail: Option<String>,
-    pub at_ms: u64,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Open,
-    Click,
-}
-
-/// One recorded open or click, with what machine-activity classification needs.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Assigned by the store when the event is committed; unique per deployment
-    /// store, and the event's idempotency key.
-    #[serde(default)]
-    pub seq: u64,
-    pub at_ms: u64,
-    pub kind: EventKind,
-    pub email: u64,
-    pub recipient: u32,
-    pub link: Option<u32>,
-    /// HTTP method of the counted request (HEAD and prefetches are never counted).
-    pub method: String,
-    /// User agent, at most 512 bytes; empty when the request had none.
-    pub ua: String,
-    /// Client address truncated to /24 (IPv4) or /48 (IPv6).
-    pub ip: String,
-    /// Seconds between the copy being prepared and this event.
-    pub since_prepared_s: i64,
-    /// The label of the operator-listed machine network the client address was
-    /// in when the event was recorded (`MAILBEACON_MACHINE_NETWORKS`), if any.
-    /// An operator's name for a network (e.g. "mimecast"), not personal data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine_net: Option<String>,
-}
-
-/// Organization-wide switches, changed by admins.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OrgSettings {
-    pub email_engagement: bool,
-    pub auto_capture: bool,
-    pub retention_days: u32,
-}
-
-/// A contact's "Follow email" preference.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FollowEmail {
-    Allow,
-    DoNotAllow,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Contact {
-    /// Normalized address.
-    pub address: String,
-    pub follow_email: FollowEmail,
-    pub updated_ms: u64,
-}
-
-/// One administrative action: who did what, when.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct AuditEntry {
-    /// Assigned by the store.
-    #[serde(default)]
-    pub seq: u64,
-    pub at_ms: u64,
-    /// The acting user's id (0 = the bootstrap admin token, u64::MAX = the system).
-    pub actor: u64,
-    /// E.g. "settings.update", "contact.update", "subject.export", "subject.erase".
-    pub action: String,
-    /// The address the action was about, if any (sealed at rest; blanked when that
-    /// subject is erased).
-    pub subject: Option<String>,
-    /// Free-form details, never personal data.
-    pub detail: String,
-}
+// TEMPORARY: callers outside store/ switch to crate::model when the HTTP refactor
+// merges. Then this becomes a plain `use` of the records `Store` itself names
+// (all of these but Role, EventKind and FollowEmail).
+pub use crate::model::{
+    AuditEntry, Contact, Delivery, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
+    RecipientRecord, Role, User,
+};
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -187,6 +55,18 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A backend's counters, for `/metrics` (zeros where a backend has no such
+/// thing: the embedded store has no deriver and no remote errors).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Backend commands that failed.
+    pub errors: u64,
+    /// Events copied from the shard logs into per-email records by this process.
+    pub derived_events: u64,
+    /// How far behind the deriver runs (ms).
+    pub derive_lag_ms: u64,
+}
 
 /// The storage backends.
 #[derive(Clone)]
@@ -228,7 +108,7 @@ impl Store {
     /// A short name for logs and `/healthz`.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
-            Backend::Embedded(_) => "embedded",
+            Backend::Embedded(b) => b.kind(),
             Backend::Redis(r) => r.kind(),
         }
     }
@@ -237,7 +117,7 @@ impl Store {
     /// events are being kept locally until it can (`/healthz` says "degraded").
     pub fn degraded(&self) -> bool {
         match &self.backend {
-            Backend::Embedded(_) => false,
+            Backend::Embedded(b) => b.degraded(),
             Backend::Redis(r) => r.degraded(),
         }
     }
@@ -245,12 +125,54 @@ impl Store {
     /// Events kept locally until the store can take them.
     pub fn spool_events(&self) -> u64 {
         match &self.backend {
-            Backend::Embedded(_) => 0,
+            Backend::Embedded(b) => b.spool_events(),
             Backend::Redis(r) => r.spool_events(),
         }
     }
 
+    /// The backend's counters for `/metrics`.
+    pub fn stats(&self) -> StoreStats {
+        match &self.backend {
+            Backend::Embedded(b) => b.counters(),
+            Backend::Redis(r) => r.counters(),
+        }
+    }
+
+    /// Returns true if and only if the key ring lives in the store, shared by
+    /// every process using it (Redis), rather than in this process's data
+    /// directory (embedded). A shared ring's rotations are noticed by reading
+    /// `keyring` again.
+    pub fn shares_keyring(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded(b) => b.shares_keyring(),
+            Backend::Redis(r) => r.shares_keyring(),
+        }
+    }
+
+    /// The key ring's JSON (the `keyring.json` format) where this store keeps it:
+    /// Redis its shared copy, the embedded store its data directory's file.
+    /// `None` if there is none yet.
+    pub async fn keyring(&self) -> Result<Option<String>> {
+        on_backend!(self, |s| s.keyring(), |r| r.keyring().await)
+    }
+
+    /// Stores the key ring's JSON if and only if the stored one is still
+    /// `expected` (`None`: none stored yet); returns false if it changed first.
+    /// Compare-and-set across processes on Redis; the embedded store's file has
+    /// one process.
+    pub async fn put_keyring(&self, expected: Option<&str>, json: &str) -> Result<bool> {
+        let (expected, json) = (expected.map(str::to_owned), json.to_owned());
+        on_backend!(self, |s| s.put_keyring(expected.as_deref(), &json), |r| r
+            .put_keyring(expected.as_deref(), &json)
+            .await)
+    }
+
     /// The Redis backend, when it is the one in use.
+    ///
+    /// Hidden and on its way out: nothing outside `store/` should need a
+    /// backend. Use `stats` (metrics), `keyring`/`put_keyring` (key ring),
+    /// `store::open` (opening, durability log, shared key ring) instead.
+    #[doc(hidden)]
     pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
         match &self.backend {
             Backend::Redis(r) => Some(r),
@@ -358,25 +280,20 @@ impl Store {
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
         let k = self.sealer();
-        let open = move |events: Vec<Event>| map_events(events, &|x| k.open_lossy(x));
-        if let Backend::Embedded(b) = &self.backend {
-            b.wait_indexed().await;
-        }
-        on_backend!(self, |s| s.events_for(email).map(open), |r| r
-            .events_for(email)
-            .await
-            .map(open))
+        let events = match &self.backend {
+            Backend::Embedded(b) => b.events_for(email).await,
+            Backend::Redis(r) => r.events_for(email).await,
+        }?;
+        Ok(map_events(events, &|x| k.open_lossy(x)))
     }
 
     /// Deletes one recipient's events of one email and stops recording new ones.
     /// Returns how many events were deleted.
     pub async fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
-        if let Backend::Embedded(b) = &self.backend {
-            b.wait_indexed().await;
+        match &self.backend {
+            Backend::Embedded(b) => b.erase_recipient_events(email, recipient).await,
+            Backend::Redis(r) => r.erase_recipient_events(email, recipient).await,
         }
-        on_backend!(self, |s| s.erase_recipient_events(email, recipient), |r| r
-            .erase_recipient_events(email, recipient)
-            .await)
     }
 
     pub async fn settings(&self) -> Result<Option<OrgSettings>> {
@@ -484,11 +401,9 @@ impl Store {
     /// before `now_ms`, or it was created before `created_before_ms` (a retention
     /// period shortened since). Returns how many emails were removed.
     pub async fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        on_backend!(
-            self,
-            |s| Ok(s.sweep(now_ms, created_before_ms)? + s.sweep_activities(now_ms)?),
-            |r| r.sweep(now_ms, created_before_ms).await
-        )
+        on_backend!(self, |s| s.sweep(now_ms, created_before_ms), |r| r
+            .sweep(now_ms, created_before_ms)
+            .await)
     }
 
     /// Every user with the hashes of its bearer tokens (for `migrate`).

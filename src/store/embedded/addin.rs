@@ -7,9 +7,10 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::super::addin::{Activity, Inserted, MailboxConfig, UserSettings};
-use super::super::{Result, StoreError, User};
+use super::super::addin::Inserted;
+use super::super::{Result, StoreError};
 use super::{Embedded, SUBJECTS, USERS, USER_BY_EMAIL};
+use crate::model::{Activity, MailboxConfig, User, UserSettings};
 
 const ACTIVITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("activities");
 /// keyed hash of the Message-ID -> activity id (the deduplication key).

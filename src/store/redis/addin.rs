@@ -11,10 +11,11 @@
 
 use ::redis::AsyncCommands as _;
 
-use super::super::addin::{Activity, Inserted, MailboxConfig, UserSettings};
-use super::super::{Result, StoreError, User};
+use super::super::addin::Inserted;
+use super::super::{Result, StoreError};
 use super::{expire_with, hex, keys, Redis, MAX_EXPIRES_MS};
 use crate::ids::{id_from_text, id_to_text};
+use crate::model::{Activity, MailboxConfig, User, UserSettings};
 
 const USER_SETTINGS: &str = "mb:{g}:user_settings";
 const MAILBOXES: &str = "mb:{g}:mailboxes";

@@ -38,7 +38,8 @@ use tokio::sync::watch;
 use super::conn::Conn;
 use super::{keys, poisoned, Redis};
 use crate::ids::{id_to_text, now_ms};
-use crate::store::{Event, Result, StoreError};
+use crate::model::Event;
+use crate::store::{Result, StoreError};
 
 /// How long a batch append may take before the batch is spooled instead. Normal
 /// appends take well under a millisecond; a paused or dead Redis must not make

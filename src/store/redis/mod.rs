@@ -35,8 +35,9 @@ use tokio::task::JoinHandle;
 
 use self::conn::{Conn, Target};
 use self::spool::Spool;
-use super::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, Result, StoreError, User};
+use super::{Result, StoreError, StoreStats};
 use crate::ids::{id_from_text, id_to_text};
+use crate::model::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, User};
 
 /// Expiry times are clamped to this (year 2286): far enough to mean "never" for
 /// retention, and exact as a sorted-set score.
@@ -505,6 +506,21 @@ impl Redis {
     /// Events waiting in the local spool.
     pub fn spool_events(&self) -> u64 {
         self.stats.spool_events.load(Ordering::Relaxed)
+    }
+
+    /// Always true: the key ring lives in Redis, shared by every process.
+    pub fn shares_keyring(&self) -> bool {
+        true
+    }
+
+    /// The counters `/metrics` shows, read now.
+    pub fn counters(&self) -> StoreStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            errors: get(&self.stats.errors),
+            derived_events: get(&self.stats.derived_events),
+            derive_lag_ms: get(&self.stats.derive_lag_ms),
+        }
     }
 
     /// What Redis's persistence settings promise, for the startup log (see the

@@ -1,0 +1,89 @@
+//! Followed emails (what was prepared, for whom, how delivery went) and the
+//! opens and clicks recorded about them.
+
+use serde::{Deserialize, Serialize};
+
+/// A followed email: what was prepared, for whom, and how delivery went.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EmailRecord {
+    pub id: u64,
+    pub owner: u64,
+    pub from: String,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub created_ms: u64,
+    /// When retention removes this email and everything recorded about it.
+    pub expires_ms: u64,
+    /// "return" or "smtp".
+    pub deliver: String,
+    pub recipients: Vec<RecipientRecord>,
+    /// Trackable links in document order; a click token's link index points here.
+    pub links: Vec<String>,
+    /// Keyed hashes (hex) of every address this email mentions (sender and
+    /// recipients), for data-subject requests. Computed by `Store`.
+    #[serde(default)]
+    pub lookups: Vec<String>,
+    /// The sender's name for the template or campaign this email belongs to
+    /// (optional; totals are grouped by it). Sealed like the subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RecipientRecord {
+    /// Normalized address; empty once the recipient was erased.
+    pub address: String,
+    pub name: Option<String>,
+    /// "to", "cc" or "bcc".
+    pub field: String,
+    pub followed: bool,
+    /// Why the recipient is not followed (e.g. "contact_opted_out").
+    pub reason: Option<String>,
+    pub delivery: Option<Delivery>,
+    /// True once a data-subject erase removed this recipient: their events are
+    /// deleted and new ones are not recorded.
+    #[serde(default)]
+    pub erased: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Delivery {
+    /// "returned", "sent" or "failed".
+    pub status: String,
+    pub detail: Option<String>,
+    pub at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Open,
+    Click,
+}
+
+/// One recorded open or click, with what machine-activity classification needs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Assigned by the store when the event is committed; unique per deployment
+    /// store, and the event's idempotency key.
+    #[serde(default)]
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+    pub email: u64,
+    pub recipient: u32,
+    pub link: Option<u32>,
+    /// HTTP method of the counted request (HEAD and prefetches are never counted).
+    pub method: String,
+    /// User agent, at most 512 bytes; empty when the request had none.
+    pub ua: String,
+    /// Client address truncated to /24 (IPv4) or /48 (IPv6).
+    pub ip: String,
+    /// Seconds between the copy being prepared and this event.
+    pub since_prepared_s: i64,
+    /// The label of the operator-listed machine network the client address was
+    /// in when the event was recorded (`MAILBEACON_MACHINE_NETWORKS`), if any.
+    /// An operator's name for a network (e.g. "mimecast"), not personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_net: Option<String>,
+}

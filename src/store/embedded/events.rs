@@ -1,0 +1,447 @@
+//! The embedded store's hot path: the event journal (group commit: one `write`
+//! and one `fdatasync` per batch), the indexer thread that applies journalled
+//! batches to redb in packs and makes them durable about once a second, and the
+//! event reads, erasure and import on top of the `events` table. See the parent
+//! module for why events take this road and records do not.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use tokio::sync::watch;
+
+use super::{read, Embedded, APPLIED_SEQ, EMAILS, ERASED, EVENTS, META};
+use crate::model::Event;
+use crate::store::{journal, Result, StoreError};
+
+/// How often applied events are made durable in redb (and the journal emptied).
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// Under sustained load, the indexer gathers batches for up to this long into one
+/// redb transaction. Copy-on-write page work (page copies, checksums) is paid per
+/// transaction for every leaf it touches, so one transaction per group commit cost
+/// more than everything else per hit; one per interval shares it among thousands of
+/// events. Reports wait for the indexer (`wait_indexed`), so this is also about how
+/// far behind a report can be. An idle indexer applies the first batch at once.
+const INDEX_EVERY: Duration = Duration::from_millis(50);
+/// How long a reader waits for the indexer before reading what is there.
+const INDEX_WAIT: Duration = Duration::from_secs(5);
+const MAX_RECORD: usize = 64 * 1024;
+
+pub(super) struct Journal {
+    pub(super) file: File,
+    pub(super) len: u64,
+    pub(super) last_seq: u64,
+}
+
+/// An event as journalled: its key fields and its JSON row, serialized once for
+/// the journal and reused by the indexer.
+pub(super) struct Row {
+    email: u64,
+    recipient: u32,
+    pub(super) seq: u64,
+    json: Vec<u8>,
+}
+
+impl Row {
+    fn of(e: &Event) -> Result<Row> {
+        Ok(Row {
+            email: e.email,
+            recipient: e.recipient,
+            seq: e.seq,
+            json: serde_json::to_vec(e)?,
+        })
+    }
+}
+
+pub(super) enum IndexMsg {
+    Batch(Vec<Row>),
+    Shutdown(mpsc::Sender<()>),
+}
+
+impl Embedded {
+    /// Waits until every event committed so far is visible to readers.
+    async fn wait_indexed(&self) {
+        let target = self.committed.load(Ordering::Acquire);
+        let mut rx = self.applied.clone();
+        let waited = tokio::time::timeout(INDEX_WAIT, rx.wait_for(|a| *a >= target)).await;
+        if waited.is_err() {
+            tracing::warn!(target, "indexer is behind; reading what is indexed");
+        }
+    }
+
+    /// Deletes one recipient's events of one email and marks the recipient
+    /// erased (new events are dropped), once every event committed so far is
+    /// indexed. Returns how many events were deleted.
+    pub async fn erase_recipient_events(
+        self: &Arc<Self>,
+        email: u64,
+        recipient: u32,
+    ) -> Result<u64> {
+        self.wait_indexed().await;
+        self.run(move |s| s.erase_indexed_events(email, recipient))
+            .await
+    }
+
+    fn erase_indexed_events(&self, email: u64, recipient: u32) -> Result<u64> {
+        let tx = self.db().begin_write()?;
+        let mut n = 0;
+        {
+            tx.open_table(ERASED)?.insert((email, recipient), ())?;
+            let mut events = tx.open_table(EVENTS)?;
+            // Rows holding any of the recipient's events: removed, or rewritten
+            // with the other recipients' events only.
+            let mut changed: Vec<((u64, u64), Vec<Event>)> = Vec::new();
+            for row in events.range((email, 0)..=(email, u64::MAX))? {
+                let (k, v) = row?;
+                let all = decode_events(v.value())?;
+                let before = all.len();
+                let kept: Vec<Event> = all
+                    .into_iter()
+                    .filter(|e| e.recipient != recipient)
+                    .collect();
+                if kept.len() < before {
+                    n += (before - kept.len()) as u64;
+                    changed.push((k.value(), kept));
+                }
+            }
+            for (k, kept) in changed {
+                if kept.is_empty() {
+                    events.remove(k)?;
+                } else {
+                    events.insert(k, serde_json::to_vec(&kept)?.as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    pub fn commit_events(&self, mut events: Vec<Event>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // The lock is held across the write and the sync so sequence numbers reach
+        // the journal and the indexer in order.
+        let mut j = self
+            .journal
+            .lock()
+            .map_err(|_| StoreError::Backend("journal lock poisoned".into()))?;
+        let mut buf = Vec::with_capacity(events.len() * 400);
+        let mut rows = Vec::with_capacity(events.len());
+        let mut seq = j.last_seq;
+        for e in &mut events {
+            seq += 1;
+            e.seq = seq;
+            let row = Row::of(e)?;
+            journal::frame(&row.json, &mut buf);
+            rows.push(row);
+        }
+        drop(events);
+        let before = j.len;
+        if let Err(e) = j.file.write_all(&buf).and_then(|_| j.file.sync_data()) {
+            // Leave no half-written batch behind: it was never acknowledged.
+            let _ = j.file.set_len(before);
+            return Err(e.into());
+        }
+        j.len += buf.len() as u64;
+        j.last_seq = seq;
+        self.committed.store(seq, Ordering::Release);
+        if let Ok(guard) = self.indexer.lock() {
+            if let Some((tx, _)) = guard.as_ref() {
+                let _ = tx.send(IndexMsg::Batch(rows));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every event of one email, oldest first, including every event committed
+    /// before this call (it waits for the indexer).
+    pub async fn events_for(self: &Arc<Self>, email: u64) -> Result<Vec<Event>> {
+        self.wait_indexed().await;
+        self.run(move |s| s.indexed_events(email)).await
+    }
+
+    fn indexed_events(&self, email: u64) -> Result<Vec<Event>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in t.range((email, 0)..=(email, u64::MAX))? {
+            let (_, v) = row?;
+            out.extend(decode_events(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Writes events that already have their sequence numbers (for `migrate`,
+    /// which passes all of an email's events at once), durably; later events
+    /// get higher numbers. The emails' rows are replaced, not added to, so
+    /// importing again (a resumed migration) never counts an event twice,
+    /// however the events end up grouped in packs.
+    pub fn import_events(&self, events: &[Event]) -> Result<()> {
+        let rows = events.iter().map(Row::of).collect::<Result<Vec<_>>>()?;
+        let tx = self.db().begin_write()?;
+        {
+            let mut t = tx.open_table(EVENTS)?;
+            let mut emails: Vec<u64> = rows.iter().map(|r| r.email).collect();
+            emails.sort_unstable();
+            emails.dedup();
+            for email in emails {
+                t.retain_in((email, 0)..=(email, u64::MAX), |_, _| false)?;
+            }
+        }
+        let max = apply(&tx, &rows)?;
+        let applied = {
+            let meta = tx.open_table(META)?;
+            let got = meta.get(APPLIED_SEQ)?;
+            got.and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        if max > applied {
+            tx.open_table(META)?
+                .insert(APPLIED_SEQ, max.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Decodes journal records; returns the events and whether a torn tail was found.
+pub(super) fn decode_journal(bytes: &[u8]) -> (Vec<Row>, bool) {
+    let (records, valid) = journal::decode(bytes);
+    let mut out = Vec::with_capacity(records.len());
+    for body in records {
+        if body.len() > MAX_RECORD {
+            return (out, true);
+        }
+        match serde_json::from_slice::<Event>(body) {
+            Ok(e) => out.push(Row {
+                email: e.email,
+                recipient: e.recipient,
+                seq: e.seq,
+                json: body.to_vec(),
+            }),
+            Err(_) => return (out, true),
+        }
+    }
+    (out, valid < bytes.len())
+}
+
+/// Inserts events of known emails; returns the highest seq seen. Events of emails
+/// that no longer exist (expired) or of erased recipients are dropped: there is
+/// nothing left to attach them to, and keeping them would undo the erase or
+/// outlive retention.
+pub(super) fn apply(tx: &WriteTransaction, rows: &[Row]) -> Result<u64> {
+    use std::collections::{BTreeMap, HashMap};
+    let emails = tx.open_table(EMAILS)?;
+    let erased = tx.open_table(ERASED)?;
+    let mut t = tx.open_table(EVENTS)?;
+    let mut max = 0;
+    // Many hits on fewer emails: look each email and recipient up once, and
+    // gather each email's events (in sequence order) into one pack.
+    let mut keep: HashMap<(u64, u32), bool> = HashMap::new();
+    let mut packs: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
+    for r in rows {
+        max = max.max(r.seq);
+        let k = (r.email, r.recipient);
+        let wanted = match keep.get(&k) {
+            Some(&w) => w,
+            None => {
+                let w = emails.get(r.email)?.is_some() && erased.get(k)?.is_none();
+                keep.insert(k, w);
+                w
+            }
+        };
+        if wanted {
+            let (_, pack) = packs
+                .entry(r.email)
+                .or_insert_with(|| (r.seq, Vec::with_capacity(4096)));
+            pack.push(if pack.is_empty() { b'[' } else { b',' });
+            pack.extend_from_slice(&r.json);
+        }
+    }
+    for (email, (first_seq, mut pack)) in packs {
+        pack.push(b']');
+        t.insert((email, first_seq), pack.as_slice())?;
+    }
+    Ok(max)
+}
+
+/// One EVENTS row: a pack (JSON array), or a single JSON event (rows written
+/// before packing).
+fn decode_events(v: &[u8]) -> Result<Vec<Event>> {
+    if v.first() == Some(&b'[') {
+        Ok(serde_json::from_slice(v)?)
+    } else {
+        Ok(vec![serde_json::from_slice(v)?])
+    }
+}
+
+pub(super) fn indexer(
+    db: Arc<RwLock<Database>>,
+    journal: Arc<Mutex<Journal>>,
+    rx: mpsc::Receiver<IndexMsg>,
+    applied_tx: watch::Sender<u64>,
+    mut applied: u64,
+) {
+    let mut durable = applied;
+    let mut last_durable = Instant::now();
+    let make_durable = |applied: u64| -> Result<()> {
+        let tx = read(&db).begin_write()?;
+        tx.open_table(META)?
+            .insert(APPLIED_SEQ, applied.to_be_bytes().as_slice())?;
+        tx.commit()?;
+        // Every journalled event up to `applied` is now durable in redb: if nothing
+        // newer was journalled meanwhile, the journal can be emptied.
+        if let Ok(mut j) = journal.lock() {
+            if j.last_seq <= applied && j.len > 0 {
+                j.file.set_len(0)?;
+                j.file.sync_data()?;
+                j.len = 0;
+            }
+        }
+        Ok(())
+    };
+    // "Long ago", so the first batch is applied at once (`checked_sub` only fails
+    // within 50 ms of boot, when `now` does just as well).
+    let mut last_apply = Instant::now()
+        .checked_sub(INDEX_EVERY)
+        .unwrap_or_else(Instant::now);
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(200));
+        let mut shutdown = None;
+        let mut batch: Vec<Row> = Vec::new();
+        match msg {
+            Ok(IndexMsg::Batch(evs)) => {
+                batch = evs;
+                // Coalesce what is queued, and what arrives until INDEX_EVERY after
+                // the previous transaction, into one transaction.
+                let until = last_apply + INDEX_EVERY;
+                while batch.len() < 50_000 {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let next = if left.is_zero() {
+                        rx.try_recv().map_err(|_| ())
+                    } else {
+                        rx.recv_timeout(left).map_err(|_| ())
+                    };
+                    match next {
+                        Ok(IndexMsg::Batch(more)) => batch.extend(more),
+                        Ok(IndexMsg::Shutdown(ack)) => {
+                            shutdown = Some(ack);
+                            break;
+                        }
+                        Err(()) => break,
+                    }
+                }
+            }
+            Ok(IndexMsg::Shutdown(ack)) => shutdown = Some(ack),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = Some(mpsc::channel().0),
+        }
+        if !batch.is_empty() {
+            last_apply = Instant::now();
+            // Retry until it works: the events are safe in the journal meanwhile,
+            // and giving up would let a later durable mark skip them.
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let res = (|| -> Result<u64> {
+                    let mut tx = read(&db).begin_write()?;
+                    tx.set_durability(Durability::None);
+                    let max = apply(&tx, &batch)?;
+                    tx.commit()?;
+                    Ok(max)
+                })();
+                match res {
+                    Ok(max) => {
+                        applied = applied.max(max);
+                        let _ = applied_tx.send(applied);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "indexing events failed; retrying");
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        let due = last_durable.elapsed() >= DURABLE_EVERY || shutdown.is_some();
+        if applied > durable && due {
+            match make_durable(applied) {
+                Ok(()) => durable = applied,
+                Err(e) => tracing::error!(error = %e, "making indexed events durable failed"),
+            }
+            last_durable = Instant::now();
+        }
+        if let Some(ack) = shutdown {
+            let _ = ack.send(());
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_packs_or_single_events_of_older_stores() {
+        let e = |seq: u64| Event {
+            seq,
+            at_ms: 1,
+            kind: crate::model::EventKind::Click,
+            email: 7,
+            recipient: 2,
+            link: Some(1),
+            method: "GET".into(),
+            ua: "ua".into(),
+            ip: "ip".into(),
+            since_prepared_s: 5,
+            machine_net: None,
+        };
+        let single = serde_json::to_vec(&e(3)).unwrap();
+        assert_eq!(decode_events(&single).unwrap(), vec![e(3)]);
+        let mut pack = b"[".to_vec();
+        pack.extend_from_slice(&serde_json::to_vec(&e(4)).unwrap());
+        pack.push(b',');
+        pack.extend_from_slice(&serde_json::to_vec(&e(5)).unwrap());
+        pack.push(b']');
+        assert_eq!(decode_events(&pack).unwrap(), vec![e(4), e(5)]);
+        assert!(decode_events(b"[{").is_err());
+    }
+
+    #[test]
+    fn journal_decoding_stops_at_a_torn_tail() {
+        let e = Event {
+            seq: 1,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email: 1,
+            recipient: 0,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: String::new(),
+            since_prepared_s: 0,
+            machine_net: None,
+        };
+        let body = serde_json::to_vec(&e).unwrap();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        let (got, torn) = decode_journal(&buf);
+        assert_eq!((got.len(), torn), (1, false));
+        let mut more = buf.clone();
+        more.extend_from_slice(&buf[..buf.len() - 3]);
+        let (got, torn) = decode_journal(&more);
+        assert_eq!((got.len(), torn), (1, true));
+        let mut corrupt = buf.clone();
+        let n = corrupt.len();
+        corrupt[n - 2] ^= 0xff;
+        assert_eq!(decode_journal(&corrupt).0.len(), 0);
+    }
+}

@@ -1,0 +1,283 @@
+//! The embedded store (the default): redb for records and indexes, plus an
+//! append-only event journal for the hot path.
+//!
+//! Why two files: a redb commit that is durable costs two fsyncs and copy-on-write
+//! page work, which measured at about half the throughput of an nginx pixel here
+//! (design.md). Opens and clicks therefore go first to `events.journal`: one
+//! `write` + one `fdatasync` per batch (group commit), after which the batch is
+//! acknowledged. A background indexer thread applies journalled batches to redb
+//! with non-durable commits (visible at once to readers), makes them durable
+//! about once a second together with the highest applied sequence number, and then
+//! empties the journal. On start, anything in the journal past that number is
+//! replayed; a crash loses only non-durable commits, which hold exactly the
+//! events past that number, so nothing is applied twice.
+//!
+//! One transaction writes each email's events as one row, a pack keyed by
+//! (email, its first sequence number): a B-tree insert per email per
+//! transaction instead of one per event, which was most of the indexer's work.
+//!
+//! Journal record: `len u32 LE | crc32 u32 LE | JSON event` (framing in
+//! `store::journal`, shared with the Redis spool). A torn or corrupt tail
+//! (a crash mid-write, before the batch was acknowledged) ends the replay.
+//!
+//! Records and settings (users, emails) are written with ordinary durable redb
+//! transactions: they are rare next to events.
+//!
+//! Parts, one file each (like `store::redis`):
+//! - this file: the tables, opening (and replaying the journal), the handle, `run`
+//!   (blocking work off the async runtime), compaction, shutdown.
+//! - `records`: users and tokens, emails and their indexes, settings, contacts,
+//!   the audit log, retention.
+//! - `events`: the hot path: the journal (group commit), the indexer thread, and
+//!   event reads, erasure and import.
+//! - `addin`: the Outlook add-in's tables.
+
+use std::fs::{self, OpenOptions};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+
+use redb::{Database, TableDefinition};
+use tokio::sync::watch;
+
+use self::events::{apply, decode_journal, indexer, IndexMsg, Journal, Row};
+use super::{Result, StoreError, StoreStats};
+
+mod addin;
+mod events;
+mod records;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// keyed hash of the user's email -> user id
+const USER_BY_EMAIL: TableDefinition<&[u8], u64> = TableDefinition::new("user_by_email");
+const TOKENS: TableDefinition<&[u8], u64> = TableDefinition::new("tokens");
+const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails");
+/// (owner, created_ms, email id)
+const BY_OWNER: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("emails_by_owner");
+/// (created_ms, email id)
+const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("emails_by_time");
+/// (expires_ms, email id)
+const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("emails_by_expiry");
+/// (email id, first event seq) -> JSON array of that email's events from one
+/// indexer transaction (a "pack"); stores written before packing hold one JSON
+/// event per row, which `decode_events` still reads.
+const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
+/// (keyed hash of an address, email id): the emails that mention an address.
+const SUBJECTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("emails_by_subject");
+/// (email id, recipient index) of erased recipients: their events are dropped.
+const ERASED: TableDefinition<(u64, u32), ()> = TableDefinition::new("erased_recipients");
+/// keyed hash of an address -> JSON contact
+const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+/// seq -> JSON audit entry
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const APPLIED_SEQ: &str = "applied_seq";
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+macro_rules! backend_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Backend(e.to_string()) }
+        }
+    )*};
+}
+backend_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    std::io::Error,
+    serde_json::Error
+);
+
+pub struct Embedded {
+    /// The data directory (it also holds the key ring file).
+    dir: PathBuf,
+    /// Shared by readers and writers alike; taken exclusively only to compact
+    /// (after a data-subject erase, see `scrub`).
+    db: Arc<RwLock<Database>>,
+    journal: Arc<Mutex<Journal>>,
+    indexer: Mutex<Option<(mpsc::Sender<IndexMsg>, JoinHandle<()>)>>,
+    /// Highest event seq durably written to the journal.
+    committed: AtomicU64,
+    /// Highest event seq applied to redb (visible to readers).
+    applied: watch::Receiver<u64>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `dir`, replaying the journal.
+    pub fn open(dir: &Path) -> Result<Arc<Embedded>> {
+        fs::create_dir_all(dir)?;
+        // redb caches up to 1 GiB by default; the working set here is small (new
+        // events append at the end of each email's range), and the memory target
+        // for the whole server is 64 MiB.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("mailbeacon.redb"))
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open {}: {e} (is another mailbeacon using this data directory?)",
+                    dir.join("mailbeacon.redb").display()
+                ))
+            })?;
+        let tx = db.begin_write()?;
+        tx.open_table(META)?;
+        tx.open_table(USERS)?;
+        tx.open_table(USER_BY_EMAIL)?;
+        tx.open_table(TOKENS)?;
+        tx.open_table(EMAILS)?;
+        tx.open_table(BY_OWNER)?;
+        tx.open_table(BY_TIME)?;
+        tx.open_table(EXPIRY)?;
+        tx.open_table(EVENTS)?;
+        tx.open_table(SUBJECTS)?;
+        tx.open_table(ERASED)?;
+        tx.open_table(CONTACTS)?;
+        tx.open_table(AUDIT)?;
+        addin::create_tables(&tx)?;
+        tx.commit()?;
+        let db = Arc::new(RwLock::new(db));
+
+        let mut applied = read_applied(&read(&db))?;
+        let path = dir.join("events.journal");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (events, torn) = decode_journal(&bytes);
+        if torn {
+            tracing::warn!(
+                "journal {} has a torn tail (a write interrupted before it was acknowledged); it is dropped",
+                path.display()
+            );
+        }
+        let replay: Vec<Row> = events.into_iter().filter(|e| e.seq > applied).collect();
+        if !replay.is_empty() {
+            tracing::info!(events = replay.len(), "replaying journal");
+            let tx = read(&db).begin_write()?;
+            let max = apply(&tx, &replay)?;
+            applied = applied.max(max);
+            tx.open_table(META)?
+                .insert(APPLIED_SEQ, applied.to_be_bytes().as_slice())?;
+            tx.commit()?;
+        }
+        // Everything in the journal is now durably in redb.
+        file.set_len(0)?;
+        file.sync_all()?;
+
+        let journal = Arc::new(Mutex::new(Journal {
+            file,
+            len: 0,
+            last_seq: applied,
+        }));
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let (tx, rx) = mpsc::channel();
+        let handle = {
+            let db = db.clone();
+            let journal = journal.clone();
+            std::thread::Builder::new()
+                .name("mailbeacon-indexer".into())
+                .spawn(move || indexer(db, journal, rx, applied_tx, applied))?
+        };
+        Ok(Arc::new(Embedded {
+            dir: dir.to_owned(),
+            db,
+            journal,
+            indexer: Mutex::new(Some((tx, handle))),
+            committed: AtomicU64::new(applied),
+            applied: applied_rx,
+        }))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    /// Always false: writes go to local files, there is nothing to wait for.
+    pub fn degraded(&self) -> bool {
+        false
+    }
+
+    /// Always 0: the journal is the store itself, not a spool.
+    pub fn spool_events(&self) -> u64 {
+        0
+    }
+
+    /// Always false: the key ring is this data directory's file.
+    pub fn shares_keyring(&self) -> bool {
+        false
+    }
+
+    /// Always zeros (no deriver, no remote commands).
+    pub fn counters(&self) -> StoreStats {
+        StoreStats::default()
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        read(&self.db)
+    }
+
+    /// Rewrites the database file so that pages freed by deletions (which redb's
+    /// copy-on-write B-trees leave behind until reused) no longer hold erased
+    /// data. Blocks every other store call while it runs.
+    pub fn scrub(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Two empty durable commits let redb release pages freed by the last
+        // transactions; compaction then moves live pages down and truncates.
+        for _ in 0..2 {
+            let tx = db.begin_write()?;
+            tx.open_table(META)?;
+            tx.commit()?;
+        }
+        db.compact()
+            .map_err(|e| StoreError::Backend(format!("compaction failed: {e}")))?;
+        Ok(())
+    }
+
+    /// Runs blocking store work off the async runtime.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Embedded) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    pub fn close(&self) -> Result<()> {
+        let taken = self.indexer.lock().ok().and_then(|mut g| g.take());
+        if let Some((tx, handle)) = taken {
+            let (ack_tx, ack_rx) = mpsc::channel();
+            if tx.send(IndexMsg::Shutdown(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+}
+
+/// Shared access to the database. A poisoned lock means a thread panicked while
+/// holding it; redb's own transactions keep the data consistent, so carry on.
+fn read(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+    db.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_applied(db: &Database) -> Result<u64> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(META)?;
+    let got = t.get(APPLIED_SEQ)?;
+    Ok(got
+        .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}
