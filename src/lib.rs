@@ -36,6 +36,7 @@ pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod keyring;
 pub mod mailbox;
 pub mod metrics;

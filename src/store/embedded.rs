@@ -231,7 +231,7 @@ impl Embedded {
         }))
     }
 
-    fn db(&self) -> RwLockReadGuard<'_, Database> {
+    pub(super) fn db(&self) -> RwLockReadGuard<'_, Database> {
         read(&self.db)
     }
 

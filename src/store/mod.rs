@@ -216,6 +216,8 @@ macro_rules! on_backend {
 
 // After the macro, which it uses.
 pub mod addin;
+pub mod queue;
+mod queue_embedded;
 
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {
