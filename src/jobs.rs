@@ -207,6 +207,7 @@ pub async fn run_worker<H, F>(
         }
         let full = running.len() >= concurrency;
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             Some(done) = running.join_next(), if !running.is_empty() => report(&jobs, done),
             _ = tokio::time::sleep(wait), if !full => {}
