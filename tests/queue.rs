@@ -569,6 +569,8 @@ async fn shutdown_finishes_the_job_in_hand_and_renews_its_lease(s: &Store) {
             .await
             .unwrap();
         assert!(other.is_empty(), "the running job's lease was renewed");
+        let long = s.get_job(q, "long", 0).await.unwrap().unwrap();
+        assert_eq!(long.attempts, 1, "the running job was not leased again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop_tx.send(()).unwrap();
