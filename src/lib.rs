@@ -15,6 +15,7 @@
 //! - `insights` (pure): engagement score, best time to send, action cards.
 //! - `subjects`: data-subject export and erase.
 //! - `realtime`: the application-event vocabulary and the `emit` hook (webhooks, streams).
+//! - `jobs`: the worker loop over the store's durable job queues (leases, backoff).
 //! - `recorder`: group commit of events into the store.
 //! - `metrics`: request, latency and recording counters for `/metrics`.
 //! - `migrate`: copies everything between the embedded store and Redis.
@@ -42,6 +43,7 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod insights;
+pub mod jobs;
 pub mod keyring;
 pub mod mailbox;
 pub mod metrics;

@@ -96,6 +96,7 @@ macro_rules! on_backend {
 
 // After the macro, which it uses.
 pub mod addin;
+pub mod queue;
 
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {

@@ -47,6 +47,7 @@ use super::{Result, StoreError, StoreStats};
 
 mod addin;
 mod events;
+mod queue;
 mod records;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -22,6 +22,7 @@ mod addin;
 pub mod conn;
 mod events;
 pub mod keys;
+mod queue;
 mod spool;
 
 use std::collections::HashMap;
