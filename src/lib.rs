@@ -22,22 +22,20 @@
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
-//! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
-//!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
-//!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
+//! - Outlook add-in: `addin` (its server side: `activities`, tracked emails,
+//!   pure; `mailbox`, IMAP for Auto Capture, writes nothing; `entra`, Entra
+//!   access tokens; `manifest`, manifests and their checks), `http::addin` (pane
+//!   files and add-in API), `store::addin` (its records).
 
-pub mod activities;
-pub mod addin_manifest;
+pub mod addin;
 pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod deliver;
-pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
-pub mod mailbox;
 pub mod metrics;
 pub mod migrate;
 pub mod prepare;
@@ -50,3 +48,7 @@ pub mod store;
 pub mod subjects;
 pub mod tls;
 pub mod token;
+
+// TEMPORARY: the old paths, for modules not yet switched to `crate::addin::…`
+// (`http::addin`, `http::api`, `state`, `auth`, `subjects`). Removed once they are.
+pub use addin::{activities, entra, mailbox};

@@ -223,7 +223,7 @@ async fn log_redis_durability(redis: &Redis) {
 fn addin(config: &Config, action: AddinAction) -> Result<(), String> {
     let AddinAction::Manifest { out, id } = action;
     let out = out.unwrap_or_else(|| "mailbeacon-addin".into());
-    let files = mailbeacon::addin_manifest::write(&config.public_url, id.as_deref(), &out)?;
+    let files = mailbeacon::addin::manifest::write(&config.public_url, id.as_deref(), &out)?;
     for f in files {
         println!("{}", f.display());
     }

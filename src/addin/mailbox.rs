@@ -29,7 +29,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 
-use crate::activities;
+use crate::addin::activities;
 use crate::store::addin::{MailboxConfig, MailboxSecret, Participant};
 
 /// Time limit for each network step (connect, TLS, login, one command).
