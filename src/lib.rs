@@ -5,6 +5,8 @@
 //! travels straight down: `server` → `http::beacon` → `token` (verify) →
 //! `recorder` (group commit) → `store` → `store::embedded` or `store::redis`.
 //!
+//! - `serve`: what `mailbeacon serve` runs (opens the store, starts the background
+//!   tasks, serves until shut down); `keys_cmd`: the `keys` command.
 //! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
 //! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
 //! - `auth`: bearer tokens.
@@ -36,12 +38,14 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod keyring;
+pub mod keys_cmd;
 pub mod metrics;
 pub mod migrate;
 pub mod prepare;
 pub mod recorder;
 pub mod reports;
 pub mod seal;
+pub mod serve;
 pub mod server;
 pub mod state;
 pub mod store;
