@@ -5,8 +5,13 @@
 //! `App`, starts the background tasks (retention sweeper; key-ring and TLS
 //! certificate reloader; settings refresher), serves until the shutdown future
 //! completes, then drains the recorder and closes the store.
-//! It stops on SIGINT or SIGTERM.
+//!
+//! `serve` stops on SIGINT or SIGTERM; `serve_until` and `serve_on` take their own
+//! shutdown future (and `serve_on` an already bound listener), so a test can run
+//! a whole server in-process, as `server::run(listener, …, shutdown)` does for
+//! one accept loop.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +31,30 @@ use crate::{auth, server};
 
 /// Serves `config.listen` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), String> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// Serves `config.listen` until `shutdown` completes. The address is bound once
+/// the store is open, as `serve` does.
+pub async fn serve_until(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    run(config, None, shutdown).await
+}
+
+/// Serves on `listener` (already bound, e.g. to port 0 by a test that then reads
+/// its address) until `shutdown` completes; `config.listen` is not used.
+pub async fn serve_on(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    run(config, Some(listener), shutdown).await
+}
+
+async fn run(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let target = redis_target(&config);
     let (backend, keys, shared_ring) = match &target {
         None => {
@@ -68,12 +97,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
         Some((cert, key)) => Some(Arc::new(Tls::new(cert, key)?)),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+    };
     let (recorder, recorder_task) = Recorder::start(store.clone());
     tracing::info!(
-        listen = %config.listen,
+        listen = %listener.local_addr().unwrap_or(config.listen),
         store = store.kind(),
         data_dir = %config.data_dir.display(),
         public_url = %config.public_url,
@@ -94,7 +126,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
         tokio::spawn(settings_refresher(app.clone(), settings)),
     ];
-    server::run(listener, app.clone(), tls, shutdown_signal()).await;
+    server::run(listener, app.clone(), tls, shutdown).await;
     for task in background {
         task.abort();
     }
@@ -326,5 +358,48 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::config::Opts;
+
+    /// A whole server, started in-process on a port of its own, answers and
+    /// stops when told to, leaving a key ring behind in its data directory.
+    #[tokio::test]
+    async fn serves_in_process_until_told_to_stop() {
+        let dir = std::env::temp_dir().join(format!("mb-serve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::resolve(&Opts {
+            data_dir: Some(dir.clone()),
+            ..Opts::default()
+        })
+        .expect("valid configuration");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = serve_on(config, listener, async {
+            let _ = stopped.await;
+        });
+        let client = async {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).await.unwrap();
+            let _ = stop.send(());
+            answer
+        };
+        let (served, answer) = tokio::join!(server, client);
+        assert_eq!(served, Ok(()));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"ok\""), "{answer}");
+        assert!(keyring::path(&dir).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
