@@ -27,6 +27,9 @@
 //!
 //! Pure functions, no I/O.
 
+// `Heuristics` (the thresholds) is configuration; it is re-exported because
+// every function here takes it.
+pub use crate::config::Heuristics;
 use crate::model::{Event, EventKind};
 
 /// Why an event counts as machine activity.
@@ -69,32 +72,6 @@ const SCANNER_MARKERS: &[&str] = &[
     "bingpreview",
 ];
 
-/// Operator-tunable thresholds.
-#[derive(Debug, Clone, Copy)]
-pub struct Heuristics {
-    /// A click sooner than this many seconds after the copy was prepared is a
-    /// scanner's (security gateways follow links on delivery).
-    pub too_fast_s: i64,
-}
-
-impl Default for Heuristics {
-    fn default() -> Self {
-        Heuristics { too_fast_s: 3 }
-    }
-}
-
-impl Heuristics {
-    /// The thresholds for an email delivered as `deliver` says: the too-fast rule
-    /// measures from delivery, so it applies only to copies mailbeacon sent itself
-    /// ("smtp"); for "return" the delivery time is unknown.
-    pub fn for_delivery(&self, deliver: &str) -> Heuristics {
-        if deliver == "smtp" {
-            *self
-        } else {
-            Heuristics { too_fast_s: 0 }
-        }
-    }
-}
 /// Distinct links of one copy clicked within this window are a scanner's.
 const BURST_MS: u64 = 2_000;
 

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use serde::Deserialize;
-
-use crate::classify::Heuristics;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -309,6 +309,33 @@ pub struct Config {
     /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
     /// read and checked), on top of the webpki roots. Empty when not set.
     pub imap_ca: Vec<CertificateDer<'static>>,
+}
+
+/// Operator-tunable thresholds of machine-activity classification (`classify`).
+#[derive(Debug, Clone, Copy)]
+pub struct Heuristics {
+    /// A click sooner than this many seconds after the copy was prepared is a
+    /// scanner's (security gateways follow links on delivery).
+    pub too_fast_s: i64,
+}
+
+impl Default for Heuristics {
+    fn default() -> Self {
+        Heuristics { too_fast_s: 3 }
+    }
+}
+
+impl Heuristics {
+    /// The thresholds for an email delivered as `deliver` says: the too-fast rule
+    /// measures from delivery, so it applies only to copies mailbeacon sent itself
+    /// ("smtp"); for "return" the delivery time is unknown.
+    pub fn for_delivery(&self, deliver: &str) -> Heuristics {
+        if deliver == "smtp" {
+            *self
+        } else {
+            Heuristics { too_fast_s: 0 }
+        }
+    }
 }
 
 /// How Entra access tokens are checked (see `entra`).
@@ -643,7 +670,7 @@ impl Config {
             }
         };
         let imap_ca = match opts.imap_ca_file.clone().or(file.imap_ca_file) {
-            Some(p) => crate::mailbox::read_ca_file(&p).unwrap_or_else(|e| {
+            Some(p) => read_ca_file(&p).unwrap_or_else(|e| {
                 problems.push(format!("imap_ca_file: {e}"));
                 Vec::new()
             }),
@@ -679,6 +706,31 @@ impl Config {
             imap_ca,
         })
     }
+}
+
+/// Reads the PEM bundle of `imap_ca_file` (checked at start-up): every
+/// certificate must be usable as a trust anchor, and there must be at least one.
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{shown}: no certificate found (a PEM bundle is expected)"
+        ));
+    }
+    let mut store = RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        store.add(c.clone()).map_err(|e| {
+            format!(
+                "{shown}: certificate {} cannot be used as a trusted root: {e}",
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
 }
 
 fn read_file(p: &Path) -> Result<FileOpts, String> {

@@ -5,6 +5,8 @@
 //! travels straight down: `server` → `http::beacon` → `token` (verify) →
 //! `recorder` (group commit) → `store` → `store::embedded` or `store::redis`.
 //!
+//! - `serve`: what `mailbeacon serve` runs (opens the store, starts the background
+//!   tasks, serves until shut down); `keys_cmd`: the `keys` command.
 //! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
 //! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
 //! - `auth`: bearer tokens.
@@ -27,25 +29,24 @@
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
 //! - `config`: flags, environment and TOML; `ids`: ids and clocks.
-//! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
-//!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
-//!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
+//! - Outlook add-in: `addin` (its server side: `activities`, tracked emails,
+//!   pure; `mailbox`, IMAP for Auto Capture, writes nothing; `entra`, Entra
+//!   access tokens; `manifest`, manifests and their checks), `http::addin` (pane
+//!   files and add-in API), `store::addin` (its records).
 //! - `outbound`: connections made for users (IMAP, webhooks, feeds), public addresses only; `outbound::http`.
 
-pub mod activities;
-pub mod addin_manifest;
+pub mod addin;
 pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod deliver;
-pub mod entra;
 pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod insights;
 pub mod jobs;
 pub mod keyring;
-pub mod mailbox;
+pub mod keys_cmd;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
@@ -55,9 +56,14 @@ pub mod realtime;
 pub mod recorder;
 pub mod reports;
 pub mod seal;
+pub mod serve;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod subjects;
 pub mod tls;
 pub mod token;
+
+// TEMPORARY: the old paths, for modules not yet switched to `crate::addin::…`
+// (`http::addin`, `http::api`, `state`, `auth`, `subjects`). Removed once they are.
+pub use addin::{activities, entra, mailbox};

@@ -19,7 +19,7 @@ mod support;
 
 use std::process::Command;
 
-use mailbeacon::addin_manifest::{check_json, check_xml};
+use mailbeacon::addin::manifest::{check_json, check_xml};
 use support::*;
 
 #[test]

@@ -11,8 +11,8 @@
 
 use crate::http::addin::asset;
 
-pub const XML_TEMPLATE: &str = include_str!("../addin-manifest/manifest.template.xml");
-pub const JSON_TEMPLATE: &str = include_str!("../addin-manifest/manifest.template.json");
+pub const XML_TEMPLATE: &str = include_str!("../../addin-manifest/manifest.template.xml");
+pub const JSON_TEMPLATE: &str = include_str!("../../addin-manifest/manifest.template.json");
 /// The add-in id used unless a deployment picks its own.
 pub const DEFAULT_ID: &str = "5b0f3c7e-6a1d-4f63-9d3e-8c4a2e1b7f90";
 /// The function `OnMessageSend` runs, as named in both manifests.

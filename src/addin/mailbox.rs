@@ -12,7 +12,6 @@
 //! network step has a time limit. Messages are read with `BODY.PEEK` so
 //! listing never marks anything as seen.
 
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,11 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 
-use crate::activities;
+use crate::addin::activities;
 use crate::store::addin::{MailboxConfig, MailboxSecret, Participant};
 
 /// Time limit for each network step (connect, TLS, login, one command).
@@ -136,36 +134,12 @@ async fn step<T, E: std::fmt::Display>(
     }
 }
 
-/// Reads the PEM bundle of `imap_ca_file` (checked at start-up): every
-/// certificate must be usable as a trust anchor, and there must be at least one.
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = path.display();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{shown}: no certificate found (a PEM bundle is expected)"
-        ));
-    }
-    let mut store = RootCertStore::empty();
-    for (i, c) in certs.iter().enumerate() {
-        store.add(c.clone()).map_err(|e| {
-            format!(
-                "{shown}: certificate {} cannot be used as a trusted root: {e}",
-                i + 1
-            )
-        })?;
-    }
-    Ok(certs)
-}
-
 /// The roots IMAP TLS trusts: the webpki (public) roots plus `extra`.
 pub fn trust_roots(extra: &[CertificateDer<'static>]) -> Arc<RootCertStore> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // Each was already added once by `read_ca_file`, so none is skipped here.
+    // Each was already added once when the configuration was checked
+    // (`config::read_ca_file`), so none is skipped here.
     roots.add_parsable_certificates(extra.iter().cloned());
     Arc::new(roots)
 }
