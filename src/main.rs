@@ -35,12 +35,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve::serve(config))),
-        Command::Keys { action } => match serve::redis_target(&config) {
-            Some(target) => {
-                runtime().and_then(|rt| rt.block_on(keys_cmd::in_redis(&target, action)))
-            }
-            None => keys_cmd::in_files(&config, action),
-        },
+        Command::Keys { action } => {
+            runtime().and_then(|rt| rt.block_on(keys_cmd::run(&config, action)))
+        }
         Command::Migrate { from, to } => {
             runtime().and_then(|rt| rt.block_on(migrate::run(&config, from, to)))
         }

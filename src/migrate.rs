@@ -10,8 +10,6 @@
 //! Run it with the servers stopped: the embedded store allows one process at a
 //! time, and events recorded during the copy could be missed.
 
-use std::path::Path;
-
 use crate::config::{Config, StoreKind};
 use crate::ids::now_ms;
 use crate::keyring;
@@ -58,7 +56,7 @@ pub async fn run(config: &Config, from: StoreKind, to: StoreKind) -> Result<(), 
         StoreKind::Embedded => (&embedded, &redis),
         StoreKind::Redis => (&redis, &embedded),
     };
-    let result = copy(src, dst, config, from).await;
+    let result = copy(src, dst).await;
     let closed = (embedded.close().await, redis.close().await);
     let _ = std::fs::remove_dir_all(&spool_dir);
     let summary = result?;
@@ -68,15 +66,10 @@ pub async fn run(config: &Config, from: StoreKind, to: StoreKind) -> Result<(), 
     Ok(())
 }
 
-async fn copy(
-    src: &Store,
-    dst: &Store,
-    config: &Config,
-    from: StoreKind,
-) -> Result<String, String> {
+async fn copy(src: &Store, dst: &Store) -> Result<String, String> {
     let e = |e: StoreError| e.to_string();
     // The key ring first: without it, links already sent would stop verifying.
-    copy_keyring(src, dst, &config.data_dir, from).await?;
+    copy_keyring(src, dst).await?;
     if let Some(s) = src.settings().await.map_err(e)? {
         dst.put_settings(s).await.map_err(e)?;
     }
@@ -167,47 +160,24 @@ async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<(), St
     Ok(())
 }
 
-async fn copy_keyring(
-    src: &Store,
-    dst: &Store,
-    data_dir: &Path,
-    from: StoreKind,
-) -> Result<(), String> {
+/// Copies the key ring from `src` to `dst` (each keeps it where it keeps it:
+/// the data directory's file, or Redis). A destination that already holds a
+/// different ring is refused: links signed with either would break.
+async fn copy_keyring(src: &Store, dst: &Store) -> Result<(), String> {
     let e = |e: StoreError| e.to_string();
-    let file = keyring::path(data_dir);
-    match from {
-        StoreKind::Embedded => {
-            let redis = dst.as_redis().ok_or("the destination is not Redis")?;
-            let Ok(json) = std::fs::read_to_string(&file) else {
-                return Ok(()); // no local ring: nothing was ever signed here
-            };
-            keyring::from_json(&json)?;
-            match redis.keyring().await.map_err(e)? {
-                None => {
-                    redis.put_keyring(None, &json).await.map_err(e)?;
-                }
-                Some(existing) if existing == json => {}
-                Some(_) => {
-                    return Err("Redis already holds a different key ring; refusing to replace it (links signed with either would break)".into())
-                }
+    let Some(json) = src.keyring().await.map_err(e)? else {
+        return Ok(()); // no ring at the source: nothing was ever signed there
+    };
+    keyring::from_json(&json)?;
+    match dst.keyring().await.map_err(e)? {
+        None => {
+            if !dst.put_keyring(None, &json).await.map_err(e)? {
+                return Err("the destination's key ring changed during the migration".into());
             }
         }
-        StoreKind::Redis => {
-            let redis = src.as_redis().ok_or("the source is not Redis")?;
-            let Some(json) = redis.keyring().await.map_err(e)? else {
-                return Ok(());
-            };
-            keyring::from_json(&json)?;
-            match std::fs::read_to_string(&file) {
-                Ok(existing) if existing == json => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "{} already holds a different key ring; refusing to replace it",
-                        file.display()
-                    ))
-                }
-                Err(_) => keyring::write_json(data_dir, &json)?,
-            }
+        Some(existing) if existing == json => {}
+        Some(_) => {
+            return Err("the destination already holds a different key ring; refusing to replace it (links signed with either would break)".into())
         }
     }
     Ok(())

@@ -20,12 +20,11 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::deliver::Mailer;
 use crate::ids::{now_ms, random_id};
-use crate::keyring::{self, Keys};
+use crate::keyring;
+use crate::model::{AuditEntry, OrgSettings, Role, User};
 use crate::recorder::Recorder;
 use crate::state::App;
-use crate::store::redis::conn::Target;
-use crate::store::redis::Redis;
-use crate::store::{embedded::Embedded, AuditEntry, Backend, OrgSettings, Role, Store, User};
+use crate::store::{self, Opened, Store};
 use crate::tls::Tls;
 use crate::{auth, server};
 
@@ -55,27 +54,11 @@ async fn run(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let target = redis_target(&config);
-    let (backend, keys, shared_ring) = match &target {
-        None => {
-            let (keys, created) = keyring::load_or_create(&config.data_dir)?;
-            if created {
-                tracing::info!(dir = %config.data_dir.display(), "created a new key ring");
-            }
-            let embedded = Embedded::open(&config.data_dir).map_err(|e| e.to_string())?;
-            (Backend::Embedded(embedded), keys, None)
-        }
-        Some(t) => {
-            let redis = Redis::open(t, &config.data_dir, config.spool_max_bytes)
-                .await
-                .map_err(|e| format!("cannot open the Redis store: {e}"))?;
-            log_redis_durability(&redis).await;
-            let (keys, json) = shared_keyring(&redis, &config).await?;
-            (Backend::Redis(redis), keys, Some(json))
-        }
-    };
-    let Keys { signing, sealer } = keys;
-    let store = Store::new(backend, sealer);
+    let Opened {
+        store,
+        signing,
+        shared_ring,
+    } = store::open(&config).await?;
     bootstrap_admin(&config, &store).await?;
     let settings = match store.settings().await.map_err(|e| e.to_string())? {
         Some(s) => s,
@@ -137,71 +120,6 @@ async fn run(
     store.close().await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The Redis the configuration names, if any.
-pub fn redis_target(config: &Config) -> Option<Target> {
-    match (&config.redis_url, config.redis_cluster.is_empty()) {
-        (Some(url), _) => Some(Target::Single(url.clone())),
-        (None, false) => Some(Target::Cluster(config.redis_cluster.clone())),
-        (None, true) => None,
-    }
-}
-
-/// The key ring shared through Redis. The first process on an empty Redis stores
-/// its data directory's ring if it has one (so links already sent keep working and
-/// data sealed before stays readable), else a new one; a concurrent first start
-/// loses the race and reads the winner's. A ring from before data keys existed is
-/// completed the same way, compare-and-set.
-async fn shared_keyring(redis: &Redis, config: &Config) -> Result<(Keys, String), String> {
-    loop {
-        let stored = redis.keyring().await.map_err(|e| e.to_string())?;
-        let (expected, json) = match stored {
-            Some(json) => match keyring::complete_json(&json)? {
-                None => return Ok((keyring::from_json(&json)?, json)),
-                Some(completed) => (Some(json), completed),
-            },
-            None => {
-                let local = keyring::path(&config.data_dir);
-                let json = if local.exists() {
-                    let text = std::fs::read_to_string(&local)
-                        .map_err(|e| format!("cannot read {}: {e}", local.display()))?;
-                    keyring::complete_json(&text)?.unwrap_or(text)
-                } else {
-                    keyring::new_json()?
-                };
-                (None, json)
-            }
-        };
-        if redis
-            .put_keyring(expected.as_deref(), &json)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            tracing::info!("stored the key ring in Redis");
-            return Ok((keyring::from_json(&json)?, json));
-        }
-        // Another process stored one first: read theirs.
-    }
-}
-
-/// Logs what the Redis persistence settings promise (README, "Durability").
-async fn log_redis_durability(redis: &Redis) {
-    match redis.durability().await {
-        Some((aof, fsync)) if aof == "yes" && fsync == "always" => tracing::info!(
-            "Redis has appendonly yes, appendfsync always: an answered hit survives a Redis crash or power loss"
-        ),
-        Some((aof, fsync)) if aof == "yes" => tracing::warn!(
-            appendfsync = %fsync,
-            "Redis does not fsync every write: a crash of the Redis host can lose about the last second of answered hits (set appendfsync always for no loss)"
-        ),
-        Some(_) => tracing::warn!(
-            "Redis has appendonly no: a Redis restart loses every hit since its last snapshot (set appendonly yes, appendfsync always)"
-        ),
-        None => tracing::info!(
-            "cannot read Redis's persistence settings (CONFIG is disabled); the durability promise is the README's table for the configuration you chose"
-        ),
-    }
 }
 
 /// On an empty deployment without `MAILBEACON_ADMIN_TOKEN`, creates an admin and
@@ -292,10 +210,10 @@ async fn reloader(app: Arc<App>, tls: Option<Arc<Tls>>, mut shared: Option<Strin
 /// With Redis: picks up a key rotation made by any process. Returns true if and
 /// only if a new ring is now in use.
 async fn reload_shared_keys(app: &App, last: &mut String) -> bool {
-    let Some(redis) = app.store.as_redis() else {
+    if !app.store.shares_keyring() {
         return false;
-    };
-    match redis.keyring().await {
+    }
+    match app.store.keyring().await {
         Ok(Some(json)) if json != *last => match keyring::from_json(&json) {
             Ok(keys) => {
                 tracing::info!(current_key = keys.signing.current_id(), "key ring reloaded");
