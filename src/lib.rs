@@ -27,7 +27,9 @@
 //!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
 
 pub mod activities;
+pub mod addin;
 pub mod addin_manifest;
+pub mod address;
 pub mod auth;
 pub mod classify;
 pub mod config;

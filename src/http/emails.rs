@@ -1,32 +1,25 @@
-//! The JSON API under `/api/v1/`: users, followed emails and their engagement,
-//! organization settings.
-//!
-//! Every call needs `Authorization: Bearer <token>`: missing or unknown → 401, a
-//! user on an admin route → 403, another user's email → 404 (its existence is not
-//! revealed). Bodies are limited (`max_body_bytes`, 413), JSON with unknown fields
-//! is refused (400), and every failure has a stable `code`.
+//! Followed emails: follow one (`POST /api/v1/emails`), list them, one email's
+//! engagement, and totals (`GET /api/v1/stats`). A user sees their own emails;
+//! another user's email answers 404 (its existence is not revealed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
-use hyper::{Method, Request, StatusCode};
-use serde::de::DeserializeOwned;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, json_response, privacy, Resp};
-use crate::auth::{self, AuthError};
+use super::request::{page_limit, read_json, Query};
+use super::response::{error, json_response, store_failed, Resp};
 use crate::follow::{self, Plan};
 use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc3339, rfc5322};
 use crate::prepare::{Draft, ErrorKind, Limits};
 use crate::reports;
 use crate::state::App;
-use crate::store::{Delivery, FollowEmail, OrgSettings, Role, StoreError, User};
+use crate::store::{Delivery, FollowEmail, Role, User};
 use crate::token::KeyRing;
 
 const DAY_MS: u64 = 86_400_000;
@@ -38,313 +31,6 @@ pub const MAX_RECIPIENTS: usize = 1000;
 /// response, so a large message times many recipients must go through SMTP,
 /// where each copy is rendered just before it is sent.
 pub const MAX_RETURN_BYTES: usize = 48 * 1024 * 1024;
-
-pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path().to_owned();
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint".into(),
-        );
-    };
-    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let user = match auth::authenticate(app, header).await {
-        Ok(u) => u,
-        Err(AuthError::Missing) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing Authorization: Bearer token".into(),
-            )
-        }
-        Err(AuthError::Invalid) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid bearer token".into(),
-            )
-        }
-        Err(AuthError::Store(e)) => return store_failed(StoreError::Backend(e)),
-        Err(AuthError::Rejected(why)) => {
-            return error(StatusCode::UNAUTHORIZED, "unauthorized", why)
-        }
-        // Its own code, so the pane can tell the user whom to ask.
-        Err(AuthError::NotProvisioned(name)) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "not_provisioned",
-                format!("{name} has no mailbeacon account; ask an administrator to create it"),
-            )
-        }
-    };
-    let query = parse_query(req.uri().query().unwrap_or(""));
-    let method = req.method().clone();
-    match (&method, segs.as_slice()) {
-        // The Outlook add-in's endpoints (activities, capture, mailbox, ...).
-        (_, [first, ..]) if super::addin::owns(first) => {
-            super::addin::api(app, &user, req, &segs, &query).await
-        }
-        (&Method::POST, ["users"]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            create_user(app, &user, req).await
-        }
-        (&Method::POST, ["emails"]) => follow_email(app, &user, req).await,
-        (&Method::GET, ["emails"]) => list_emails(app, &user, &query).await,
-        (&Method::GET, ["emails", id]) => get_email(app, &user, id).await,
-        (&Method::GET, ["stats"]) => stats(app, &user, &query).await,
-        (&Method::GET, ["settings"]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            json_response(StatusCode::OK, &settings_json(&app.settings()))
-        }
-        (&Method::PUT, ["settings"]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            put_settings(app, &user, req).await
-        }
-        (&Method::POST, ["contacts", "import"]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            privacy::import(app, &user, req).await
-        }
-        (_, ["contacts", address]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            let address = address.to_string();
-            privacy::contact(app, &user, &method, &address, req).await
-        }
-        (_, ["subjects", address]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            privacy::subject(app, &user, &method, address).await
-        }
-        (&Method::GET, ["audit"]) => {
-            if let Some(r) = require_admin(&user) {
-                return r;
-            }
-            let limit = match page_limit(&query) {
-                Ok(l) => l,
-                Err(r) => return r,
-            };
-            let before = query.get("before").and_then(|b| b.parse().ok());
-            privacy::audit_log(app, limit, before).await
-        }
-        (_, ["users"] | ["emails"] | ["emails", _] | ["settings"] | ["audit"]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on /api/v1/{rest}"),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such endpoint: /api/v1/{rest}"),
-        ),
-    }
-}
-
-fn require_admin(user: &User) -> Option<Resp> {
-    (user.role != Role::Admin).then(|| {
-        error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this endpoint needs an admin token".into(),
-        )
-    })
-}
-
-pub(crate) fn store_failed(e: StoreError) -> Resp {
-    match e {
-        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
-        StoreError::Backend(m) => {
-            tracing::error!(error = %m, "store failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store is unavailable; try again".into(),
-            )
-        }
-    }
-}
-
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v, true)))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, for query
-/// strings); invalid escapes stay as written.
-pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Reads a body of at most `max_body_bytes`. A larger one answers 413; up to
-/// `DRAIN_MAX` more bytes are read and discarded first, so an ordinary client that
-/// sends its whole body before reading sees the 413 instead of a reset connection.
-pub(super) async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp> {
-    const DRAIN_MAX: usize = 8 * 1024 * 1024;
-    let limit = app.config.max_body_bytes;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > (limit + DRAIN_MAX) as u64) {
-        return Err(too_large());
-    }
-    let mut body = req.into_body();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("could not read the request body: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen <= limit {
-                buf.extend_from_slice(&data);
-            } else if seen > limit + DRAIN_MAX {
-                break;
-            }
-        }
-    }
-    if seen > limit {
-        return Err(too_large());
-    }
-    Ok(Bytes::from(buf))
-}
-
-pub(crate) async fn read_json<T: DeserializeOwned>(
-    app: &App,
-    req: Request<Incoming>,
-) -> Result<T, Resp> {
-    let body = read_body(app, req).await?;
-    serde_json::from_slice(&body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the request body is not the expected JSON: {e}"),
-        )
-    })
-}
-
-/// Returns the normalized address if `s` looks like a single email address.
-pub fn normalize_address(s: &str) -> Option<String> {
-    let a = s.trim().to_lowercase();
-    let (local, domain) = a.split_once('@')?;
-    let ok = !local.is_empty()
-        && !domain.is_empty()
-        && a.len() <= 254
-        && !domain.contains('@')
-        && !a
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c));
-    ok.then_some(a)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    email: String,
-    #[serde(default)]
-    role: Option<String>,
-}
-
-async fn create_user(app: &App, admin: &User, req: Request<Incoming>) -> Resp {
-    let body: NewUser = match read_json(app, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(email) = normalize_address(&body.email) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_email",
-            format!("{:?} is not an email address", body.email),
-        );
-    };
-    let role = match body.role.as_deref().unwrap_or("user") {
-        "user" => Role::User,
-        "admin" => Role::Admin,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_role",
-                format!("role must be \"user\" or \"admin\", not {other:?}"),
-            )
-        }
-    };
-    let user = User {
-        id: random_id(),
-        email,
-        role,
-        created_ms: now_ms(),
-    };
-    let token = auth::new_token();
-    if let Err(e) = app
-        .store
-        .create_user(user.clone(), auth::hash_token(&token))
-        .await
-    {
-        return store_failed(e);
-    }
-    let role = if role == Role::Admin { "admin" } else { "user" };
-    privacy::audit(
-        app,
-        admin,
-        "user.create",
-        Some(&user.email),
-        format!("role={role}"),
-    )
-    .await;
-    json_response(
-        StatusCode::CREATED,
-        &json!({"id": id_to_text(user.id), "email": user.email, "role": user.role, "token": token}),
-    )
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -358,7 +44,7 @@ struct FollowRequest {
     template: Option<String>,
 }
 
-async fn follow_email(app: &App, user: &User, req: Request<Incoming>) -> Resp {
+pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     let body: FollowRequest = match read_json(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -626,21 +312,9 @@ fn render_all(job: &FollowJob) -> Result<Vec<Vec<u8>>, usize> {
     Ok(copies)
 }
 
-fn page_limit(q: &HashMap<String, String>) -> Result<usize, Resp> {
-    match q.get("limit").map(|s| s.parse::<usize>()) {
-        None => Ok(50),
-        Some(Ok(n)) if (1..=500).contains(&n) => Ok(n),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be a number from 1 to 500".into(),
-        )),
-    }
-}
-
 /// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`
 /// everyone's (`None`, admins only: 403 otherwise).
-fn owner_scope(user: &User, q: &HashMap<String, String>) -> Result<Option<u64>, Resp> {
+fn owner_scope(user: &User, q: &Query) -> Result<Option<u64>, Resp> {
     let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
     if all && user.role != Role::Admin {
         return Err(error(
@@ -652,7 +326,7 @@ fn owner_scope(user: &User, q: &HashMap<String, String>) -> Result<Option<u64>, 
     Ok((!all).then_some(user.id))
 }
 
-async fn list_emails(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
+pub async fn list(app: &App, user: &User, q: &Query) -> Resp {
     let limit = match page_limit(q) {
         Ok(l) => l,
         Err(r) => return r,
@@ -699,7 +373,7 @@ const STATS_MAX_EMAILS: usize = 5000;
 /// Totals over the caller's emails (or, for an admin with `all=true`,
 /// everyone's) created in the last `days` days (1–3650, default 30), overall
 /// and per template.
-async fn stats(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
+pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
     let days = match q.get("days").map(|d| d.parse::<u64>()) {
         None => 30,
         Some(Ok(d)) if (1..=3650).contains(&d) => d,
@@ -774,7 +448,7 @@ async fn stats(app: &App, user: &User, q: &HashMap<String, String>) -> Resp {
     json_response(StatusCode::OK, &out)
 }
 
-async fn get_email(app: &App, user: &User, id: &str) -> Resp {
+pub async fn get(app: &App, user: &User, id: &str) -> Resp {
     let not_found = || {
         error(
             StatusCode::NOT_FOUND,
@@ -796,81 +470,5 @@ async fn get_email(app: &App, user: &User, id: &str) -> Resp {
             &reports::engagement(&rec, &events, &app.config.heuristics),
         ),
         Err(e) => store_failed(e),
-    }
-}
-
-fn settings_json(s: &OrgSettings) -> Value {
-    json!({
-        "email_engagement": s.email_engagement,
-        "auto_capture": s.auto_capture,
-        "retention_days": s.retention_days,
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsPatch {
-    email_engagement: Option<bool>,
-    auto_capture: Option<bool>,
-    retention_days: Option<u32>,
-}
-
-async fn put_settings(app: &App, admin: &User, req: Request<Incoming>) -> Resp {
-    let patch: SettingsPatch = match read_json(app, req).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let mut s = app.settings();
-    if let Some(v) = patch.email_engagement {
-        s.email_engagement = v;
-    }
-    if let Some(v) = patch.auto_capture {
-        s.auto_capture = v;
-    }
-    if let Some(v) = patch.retention_days {
-        if !(1..=3650).contains(&v) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_retention",
-                "retention_days must be between 1 and 3650".into(),
-            );
-        }
-        s.retention_days = v;
-    }
-    if let Err(e) = app.store.put_settings(s).await {
-        return store_failed(e);
-    }
-    app.set_settings(s);
-    tracing::info!(?s, "organization settings changed");
-    let detail = format!(
-        "email_engagement={} auto_capture={} retention_days={}",
-        s.email_engagement, s.auto_capture, s.retention_days
-    );
-    privacy::audit(app, admin, "settings.update", None, detail).await;
-    json_response(StatusCode::OK, &settings_json(&s))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_normalized_and_checked() {
-        assert_eq!(
-            normalize_address("  Ann@Example.COM "),
-            Some("ann@example.com".into())
-        );
-        for bad in ["", "ann", "@x", "a@", "a b@x", "a@b@c", "<a@b>"] {
-            assert_eq!(normalize_address(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn query_strings_decode() {
-        let q = parse_query("a=1&b=x%40y&c&d=%zz+q");
-        assert_eq!(q["a"], "1");
-        assert_eq!(q["b"], "x@y");
-        assert_eq!(q["c"], "");
-        assert_eq!(q["d"], "%zz q");
     }
 }
