@@ -1,9 +1,8 @@
-//! Followed emails: follow one (`POST /api/v1/emails`), list them, one email's
+//! Followed emails: follow one (`POST /api/v1/emails`, through `follow`), list them, one email's
 //! engagement, and totals (`GET /api/v1/stats`). A user sees their own emails;
 //! another user's email answers 404 (its existence is not revealed).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -13,24 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::request::{page_limit, read_json, Query};
-use super::response::{error, json_response, store_failed, Resp};
-use crate::follow::{self, Plan};
-use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc3339, rfc5322};
-use crate::prepare::{Draft, ErrorKind, Limits};
+use super::response::{bad, error, follow_failed, json_response, store_failed, Resp};
+use crate::follow::{self, Deliver, FollowInput};
+use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
 use crate::reports;
 use crate::state::App;
-use crate::store::{Delivery, FollowEmail, Role, User};
-use crate::token::KeyRing;
+use crate::store::{Role, User};
 
 const DAY_MS: u64 = 86_400_000;
-/// Most recipients one followed email may have (each gets its own copy, and with
-/// deliver "return" every copy is in the response).
-pub const MAX_RECIPIENTS: usize = 1000;
-/// Most bytes of copies handed back by one `deliver: "return"` request (before
-/// base64, which adds a third). Copies are held in memory to build the
-/// response, so a large message times many recipients must go through SMTP,
-/// where each copy is rendered just before it is sent.
-pub const MAX_RETURN_BYTES: usize = 48 * 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +33,8 @@ struct FollowRequest {
     template: Option<String>,
 }
 
+/// `POST /api/v1/emails`: checks the request's own fields, then the
+/// follow use case does the rest.
 pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     let body: FollowRequest = match read_json(app, req).await {
         Ok(b) => b,
@@ -52,264 +43,59 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     if let Some(t) = &body.template {
         let n = t.chars().count();
         if n == 0 || n > 100 || t.chars().any(char::is_control) {
-            return error(
-                StatusCode::BAD_REQUEST,
+            return bad(
                 "invalid_template",
-                "template must be 1 to 100 characters without control characters".into(),
+                "template must be 1 to 100 characters without control characters",
             );
         }
     }
-    let deliver = body.deliver.clone().unwrap_or_else(|| "return".into());
-    if deliver != "return" && deliver != "smtp" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_deliver",
-            format!("deliver must be \"return\" or \"smtp\", not {deliver:?}"),
-        );
-    }
-    let settings = app.settings();
-    if !settings.email_engagement {
-        return error(
-            StatusCode::FORBIDDEN,
-            "engagement_disabled",
-            "Email Engagement is switched off for this organization: emails cannot be followed"
-                .into(),
-        );
-    }
-    if deliver == "smtp" && app.mailer.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "smtp_not_configured",
-            "deliver \"smtp\" needs MAILBEACON_SMTP_URL; use deliver \"return\" or configure a relay"
-                .into(),
-        );
-    }
-    let cleaned: Vec<u8> = body
-        .mime
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let raw = match STANDARD.decode(&cleaned) {
-        Ok(r) if !r.is_empty() => r,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_mime",
-                "mime must be a non-empty base64 RFC 5322 message".into(),
-            )
-        }
+    let deliver = match body.deliver.as_deref() {
+        None => Deliver::Return,
+        Some(name) => match Deliver::from_name(name) {
+            Some(d) => d,
+            None => {
+                return bad(
+                    "invalid_deliver",
+                    format!("deliver must be \"return\" or \"smtp\", not {name:?}"),
+                )
+            }
+        },
     };
-    let prefix = format!("{}/c/", app.config.public_url);
-    let parsed =
-        tokio::task::spawn_blocking(move || Draft::parse(&raw, &prefix, &Limits::default())).await;
-    let draft = match parsed {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
-            let (status, code) = match e.kind {
-                ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed_mime"),
-                ErrorKind::NoRecipients => (StatusCode::BAD_REQUEST, "no_recipients"),
-                ErrorKind::NoSender => (StatusCode::BAD_REQUEST, "no_sender"),
-                ErrorKind::TooManyLinks => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_links"),
-            };
-            return error(status, code, e.message);
-        }
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "malformed_mime",
-                "the message could not be parsed".into(),
-            )
-        }
+    let input = FollowInput::Message {
+        mime_base64: body.mime,
+        deliver,
+        template: body.template,
     };
-    if draft.recipients().len() > MAX_RECIPIENTS {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_recipients",
-            format!(
-                "the message has {} recipients; at most {MAX_RECIPIENTS} can be followed in one email",
-                draft.recipients().len()
-            ),
-        );
-    }
-    let from = draft
-        .from()
-        .map(|f| f.normalized.clone())
-        .unwrap_or_default();
-    if user.role != Role::Admin && from != user.email {
-        return error(
-            StatusCode::FORBIDDEN,
-            "sender_not_allowed",
-            format!(
-                "you may only send as {}, but the message is from {from}",
-                user.email
-            ),
-        );
-    }
-    // Copies of a message without Message-ID or Date get them here (the relay
-    // takes them as submitted mail and would pass them on without).
-    let mut draft = draft;
-    // The sender's domain when it is a plain host name (an id-right that needs
-    // no quoting); anything else gets a reserved name.
-    let domain = from
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| {
-            !d.is_empty()
-                && d.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    let followed = match follow::follow(app, user, input).await {
+        Ok(f) => f,
+        Err(e) => return follow_failed(e),
+    };
+    let out: Vec<Value> = followed
+        .recipients
+        .into_iter()
+        .map(|o| {
+            let r = o.recipient;
+            let mut item = json!({
+                "address": r.address,
+                "field": r.field,
+                "followed": r.followed,
+            });
+            if let Some(reason) = &r.reason {
+                item["reason"] = json!(reason);
+            }
+            if let Some(copy) = &o.copy {
+                item["mime"] = json!(STANDARD.encode(copy));
+            }
+            if let Some(d) = &r.delivery {
+                item["delivery"] = json!({"status": d.status, "detail": d.detail});
+            }
+            item
         })
-        .unwrap_or("mailbeacon.invalid");
-    draft.add_missing_headers(
-        &format!("{}.mailbeacon@{domain}", id_to_text(random_id())),
-        &rfc5322(now_ms()),
-    );
-    let addresses: Vec<String> = draft
-        .recipients()
-        .iter()
-        .map(|r| r.normalized.clone())
         .collect();
-    let not_followed: Vec<Option<&'static str>> = match app.store.contacts(&addresses).await {
-        Ok(prefs) => prefs
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .is_some_and(|c| c.follow_email == FollowEmail::DoNotAllow)
-                    .then_some("contact_opted_out")
-            })
-            .collect(),
-        Err(e) => return store_failed(e),
-    };
-    let created_ms = now_ms();
-    let plan = Plan {
-        id: random_id(),
-        owner: user.id,
-        created_ms,
-        expires_ms: created_ms + u64::from(settings.retention_days) * DAY_MS,
-        deliver: deliver.clone(),
-        public_url: app.config.public_url.clone(),
-        template: body.template.clone(),
-        not_followed,
-    };
-    let keys = app.keys();
-    let mut record = follow::record(&draft, &plan);
-    let links = follow::encoded_links(&draft);
-    let job = Arc::new((draft, keys, plan, links));
-    // "return": every copy is rendered first (off the runtime), within
-    // MAX_RETURN_BYTES. "smtp": each copy is rendered just before it is sent.
-    let mut returned = if deliver == "return" {
-        let job = job.clone();
-        let rendered = tokio::task::spawn_blocking(move || render_all(&job)).await;
-        match rendered {
-            Ok(Ok(copies)) => copies.into_iter(),
-            Ok(Err(estimate)) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large_to_return",
-                    format!(
-                        "the {} copies would take about {} MiB, and at most {} MiB can be returned in one response; deliver them through SMTP (\"deliver\": \"smtp\") or follow fewer recipients per request",
-                        record.recipients.len(),
-                        estimate.div_ceil(1024 * 1024),
-                        MAX_RETURN_BYTES / (1024 * 1024)
-                    ),
-                )
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_mime",
-                    "the message could not be prepared".into(),
-                )
-            }
-        }
-    } else {
-        Vec::new().into_iter()
-    };
-    // The record is durable before any copy leaves: every token handed out
-    // belongs to a stored email.
-    if let Err(e) = app.store.put_email(record.clone()).await {
-        return store_failed(e);
-    }
-    let mut out = Vec::with_capacity(record.recipients.len());
-    for (i, r) in record.recipients.iter_mut().enumerate() {
-        let mut item = json!({
-            "address": r.address,
-            "field": r.field,
-            "followed": r.followed,
-        });
-        if let Some(reason) = &r.reason {
-            item["reason"] = json!(reason);
-        }
-        let delivery = if deliver == "return" {
-            item["mime"] = json!(STANDARD.encode(returned.next().unwrap_or_default()));
-            Delivery {
-                status: "returned".into(),
-                detail: None,
-                at_ms: now_ms(),
-            }
-        } else {
-            // Checked above: deliver "smtp" implies a mailer.
-            let job = job.clone();
-            let copy = tokio::task::spawn_blocking(move || {
-                let (draft, keys, plan, links) = &*job;
-                follow::render_copy(draft, keys, plan, links, i)
-            })
-            .await;
-            let result = match (&app.mailer, copy) {
-                (Some(m), Ok(copy)) => m.send(&record.from, &r.address, &copy).await,
-                (None, _) => Err("no SMTP relay configured".into()),
-                (_, Err(_)) => Err("the copy could not be prepared".into()),
-            };
-            match result {
-                Ok(()) => Delivery {
-                    status: "sent".into(),
-                    detail: None,
-                    at_ms: now_ms(),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "SMTP delivery failed for one recipient");
-                    Delivery {
-                        status: "failed".into(),
-                        detail: Some(e),
-                        at_ms: now_ms(),
-                    }
-                }
-            }
-        };
-        item["delivery"] = json!({"status": delivery.status, "detail": delivery.detail});
-        r.delivery = Some(delivery);
-        out.push(item);
-    }
-    if deliver == "smtp" {
-        if let Err(e) = app.store.put_email(record.clone()).await {
-            tracing::error!(error = %e, "could not store delivery results");
-        }
-    }
     json_response(
         StatusCode::CREATED,
-        &json!({"id": id_to_text(record.id), "recipients": out}),
+        &json!({"id": id_to_text(followed.id), "recipients": out}),
     )
-}
-
-type FollowJob = (Draft, Arc<KeyRing>, Plan, Vec<String>);
-
-/// Renders every copy, or gives up with an estimate of the total size once
-/// it would pass `MAX_RETURN_BYTES` (judged from the first copy, so an
-/// oversized request fails before most of the work).
-fn render_all(job: &FollowJob) -> Result<Vec<Vec<u8>>, usize> {
-    let (draft, keys, plan, links) = job;
-    let n = draft.recipients().len();
-    let mut copies = Vec::with_capacity(n);
-    let mut total = 0usize;
-    for i in 0..n {
-        let copy = follow::render_copy(draft, keys, plan, links, i);
-        total += copy.len();
-        let estimate = total.max(copy.len().saturating_mul(n));
-        if (i == 0 && estimate > MAX_RETURN_BYTES) || total > MAX_RETURN_BYTES {
-            return Err(estimate);
-        }
-        copies.push(copy);
-    }
-    Ok(copies)
 }
 
 /// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`

@@ -1,7 +1,7 @@
 //! Building responses: JSON bodies, the JSON error `{"error":{"code","message"}}`,
-//! and the mapping of errors from below HTTP (store, mailbox) to that error with
-//! its status. Every handler answers through these, so a failure of the same kind
-//! looks the same on every endpoint.
+//! and the mapping of errors from below HTTP (store, mailbox, the follow use
+//! case) to that error with its status. Every handler answers through these, so
+//! a failure of the same kind looks the same on every endpoint.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -9,7 +9,9 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPT
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::follow::{FollowError, MAX_RECIPIENTS, MAX_RETURN_BYTES};
 use crate::mailbox::MailboxError;
+use crate::prepare::ErrorKind;
 use crate::store::StoreError;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -74,4 +76,75 @@ pub fn mailbox_not_connected() -> Resp {
         "mailbox_not_connected",
         "no mailbox is connected: connect one with PUT /api/v1/mailbox".into(),
     )
+}
+
+/// Why an email was not followed, as the JSON error with its status: the one
+/// place the follow use case's errors meet HTTP.
+pub fn follow_failed(e: FollowError) -> Resp {
+    use FollowError as F;
+    let (status, code, message) = match e {
+        F::EngagementDisabled => (
+            StatusCode::FORBIDDEN,
+            "engagement_disabled",
+            "Email Engagement is switched off for this organization: emails cannot be followed"
+                .to_string(),
+        ),
+        F::SmtpNotConfigured => (
+            StatusCode::BAD_REQUEST,
+            "smtp_not_configured",
+            "deliver \"smtp\" needs MAILBEACON_SMTP_URL; use deliver \"return\" or configure a relay"
+                .to_string(),
+        ),
+        F::InvalidMime => (
+            StatusCode::BAD_REQUEST,
+            "invalid_mime",
+            "mime must be a non-empty base64 RFC 5322 message".to_string(),
+        ),
+        F::Unpreparable(e) => {
+            let (status, code) = match e.kind {
+                ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed_mime"),
+                ErrorKind::NoRecipients => (StatusCode::BAD_REQUEST, "no_recipients"),
+                ErrorKind::NoSender => (StatusCode::BAD_REQUEST, "no_sender"),
+                ErrorKind::TooManyLinks => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_links"),
+            };
+            (status, code, e.message)
+        }
+        F::TooManyRecipients(n) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_recipients",
+            format!("the message has {n} recipients; at most {MAX_RECIPIENTS} can be followed in one email"),
+        ),
+        F::SenderNotAllowed { allowed, from } => (
+            StatusCode::FORBIDDEN,
+            "sender_not_allowed",
+            format!("you may only send as {allowed}, but the message is from {from}"),
+        ),
+        F::TooLargeToReturn { copies, estimate } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large_to_return",
+            format!(
+                "the {copies} copies would take about {} MiB, and at most {} MiB can be returned in one response; deliver them through SMTP (\"deliver\": \"smtp\") or follow fewer recipients per request",
+                estimate.div_ceil(1024 * 1024),
+                MAX_RETURN_BYTES / (1024 * 1024)
+            ),
+        ),
+        F::InvalidHtml(m) => (StatusCode::BAD_REQUEST, "invalid_html", m),
+        F::InvalidRecipient(a) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_email",
+            format!("{a:?} is not an email address"),
+        ),
+        F::NoRecipients => (
+            StatusCode::BAD_REQUEST,
+            "no_recipients",
+            "add at least one recipient before following the email".to_string(),
+        ),
+        F::NoSenderAddress => (
+            StatusCode::BAD_REQUEST,
+            "no_sender",
+            "this account has no email address to send as; use a user account".to_string(),
+        ),
+        F::Store(e) => return store_failed(e),
+    };
+    error(status, code, message)
 }
