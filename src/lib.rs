@@ -6,10 +6,15 @@
 //! `recorder` (group commit) → `store` → `store::embedded` or `store::redis`.
 //!
 //! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
-//! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
+//! - `http`: the router (`mod.rs`), pixel and click (`beacon`), the JSON API
+//!   and the pane's files in one handler file per resource, over the helpers
+//!   `request`, `response` and `audit`.
 //! - `auth`: bearer tokens.
 //! - `state`: what handlers share (config, store, recorder, key ring, settings).
-//! - `follow`: a parsed email → record + per-recipient copies with tokens.
+//! - `follow`: the follow use case (both follow endpoints): checks, contact
+//!   preferences, the record stored first, then the copies returned or sent
+//!   (`follow::send`); `follow::render`: a parsed email → record +
+//!   per-recipient copies with tokens (pure).
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
 //! - `subjects`: data-subject export and erase.
@@ -21,8 +26,10 @@
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
-//! - `config`: flags, environment and TOML; `ids`: ids and clocks.
-//! - Outlook add-in: `http::addin` (pane files and add-in API), `activities`
+//! - `config`: flags, environment and TOML; `ids`: ids and clocks; `address`:
+//!   email-address checks.
+//! - Outlook add-in: `http::{activities, compose, mailbox, pane}` (the add-in
+//!   API and the pane's files), `addin::assets` (the embedded pane), `activities`
 //!   (tracked emails, pure), `mailbox` (IMAP for Auto Capture; writes nothing),
 //!   `entra` (Entra access tokens), `addin_manifest` (manifests and their checks).
 
