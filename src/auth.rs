@@ -64,7 +64,7 @@ pub async fn authenticate(app: &App, authorization: Option<&str>) -> Result<User
         if let Some(entra) = app
             .entra
             .as_ref()
-            .filter(|_| crate::entra::looks_like_jwt(token))
+            .filter(|_| crate::addin::entra::looks_like_jwt(token))
         {
             return entra_user(app, entra, token).await;
         }
@@ -96,7 +96,7 @@ pub async fn authenticate(app: &App, authorization: Option<&str>) -> Result<User
 /// The user an Entra access token belongs to (see `entra`).
 async fn entra_user(
     app: &App,
-    entra: &crate::entra::Validator,
+    entra: &crate::addin::entra::Validator,
     token: &str,
 ) -> Result<User, AuthError> {
     let id = entra.validate(token).await.map_err(AuthError::Rejected)?;

@@ -8,10 +8,15 @@
 //! - `serve`: what `mailbeacon serve` runs (opens the store, starts the background
 //!   tasks, serves until shut down); `keys_cmd`: the `keys` command.
 //! - `server`: accept loop, connection limits, graceful shutdown; `tls`: rustls.
-//! - `http`: routing (`mod.rs`), pixel and click (`beacon`), the JSON API (`api`).
+//! - `http`: the router (`mod.rs`), pixel and click (`beacon`), the JSON API
+//!   and the pane's files in one handler file per resource, over the helpers
+//!   `request`, `response` and `audit`.
 //! - `auth`: bearer tokens.
 //! - `state`: what handlers share (config, store, recorder, key ring, settings).
-//! - `follow`: a parsed email → record + per-recipient copies with tokens.
+//! - `follow`: the follow use case (both follow endpoints): checks, contact
+//!   preferences, the record stored first, then the copies returned or sent
+//!   (`follow::send`); `follow::render`: a parsed email → record +
+//!   per-recipient copies with tokens (pure).
 //! - `deliver`: SMTP delivery of copies (lettre).
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
 //! - `insights` (pure): engagement score, best time to send, action cards.
@@ -28,14 +33,17 @@
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
-//! - `config`: flags, environment and TOML; `ids`: ids and clocks.
+//! - `config`: flags, environment and TOML; `ids`: ids and clocks; `address`:
+//!   email-address checks.
 //! - Outlook add-in: `addin` (its server side: `activities`, tracked emails,
 //!   pure; `mailbox`, IMAP for Auto Capture, writes nothing; `entra`, Entra
-//!   access tokens; `manifest`, manifests and their checks), `http::addin` (pane
-//!   files and add-in API), `store::addin` (its records).
+//!   access tokens; `manifest`, manifests and their checks; `assets`, the pane's
+//!   files), `http::{activities, compose, mailbox, pane}` (the add-in API and the
+//!   pane's files), `store::addin` and `model::addin` (its records).
 //! - `outbound`: connections made for users (IMAP, webhooks, feeds), public addresses only; `outbound::http`.
 
 pub mod addin;
+pub mod address;
 pub mod auth;
 pub mod classify;
 pub mod config;
@@ -63,7 +71,3 @@ pub mod store;
 pub mod subjects;
 pub mod tls;
 pub mod token;
-
-// TEMPORARY: the old paths, for modules not yet switched to `crate::addin::…`
-// (`http::addin`, `http::api`, `state`, `auth`, `subjects`). Removed once they are.
-pub use addin::{activities, entra, mailbox};

@@ -13,45 +13,15 @@
 use crate::config::{Config, StoreKind};
 use crate::ids::now_ms;
 use crate::keyring;
-use crate::store::embedded::Embedded;
-use crate::store::redis::conn::Target;
-use crate::store::redis::Redis;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// Runs the migration; prints progress and the verified counts.
 pub async fn run(config: &Config, from: StoreKind, to: StoreKind) -> Result<(), String> {
     if from == to {
         return Err("--from and --to name the same store".into());
     }
-    let target = match (&config.redis_url, config.redis_cluster.is_empty()) {
-        (Some(u), _) => Target::Single(u.clone()),
-        (None, false) => Target::Cluster(config.redis_cluster.clone()),
-        (None, true) => {
-            return Err(
-                "migrate needs Redis: set MAILBEACON_REDIS_URL or MAILBEACON_REDIS_CLUSTER".into(),
-            )
-        }
-    };
     let e = |e: StoreError| e.to_string();
-    let embedded = Embedded::open(&config.data_dir).map_err(e)?;
-    // The Redis store's spool is not used by a migration; keep it apart from a
-    // server's.
-    let spool_dir = config.data_dir.join("migrate-spool");
-    let redis = Redis::open(&target, &spool_dir, config.spool_max_bytes)
-        .await
-        .map_err(e)?;
-    // Both stores seal with the source's key ring (copied to the destination
-    // first, below), so records are opened from one and sealed into the other.
-    let ring = match from {
-        StoreKind::Embedded => std::fs::read_to_string(keyring::path(&config.data_dir)).ok(),
-        StoreKind::Redis => redis.keyring().await.map_err(e)?,
-    }
-    .ok_or("the source store has no key ring: nothing was ever followed there")?;
-    let embedded = Store::new(
-        Backend::Embedded(embedded),
-        keyring::from_json(&ring)?.sealer,
-    );
-    let redis = Store::new(Backend::Redis(redis), keyring::from_json(&ring)?.sealer);
+    let (embedded, redis, spool_dir) = store::open_for_migration(config, from).await?;
     let (src, dst) = match from {
         StoreKind::Embedded => (&embedded, &redis),
         StoreKind::Redis => (&redis, &embedded),

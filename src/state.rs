@@ -16,8 +16,9 @@ use dashmap::DashMap;
 use crate::config::Config;
 use crate::deliver::Mailer;
 use crate::keyring::{self, Keys};
+use crate::model::{OrgSettings, User};
 use crate::recorder::Recorder;
-use crate::store::{OrgSettings, Store, User};
+use crate::store::Store;
 use crate::token::KeyRing;
 
 pub struct App {
@@ -29,7 +30,7 @@ pub struct App {
     /// deleted in place, so entries cannot go stale).
     pub auth_cache: DashMap<[u8; 32], User>,
     /// Entra access-token checks (with their cached JWKS), when configured.
-    pub entra: Option<crate::entra::Validator>,
+    pub entra: Option<crate::addin::entra::Validator>,
     /// Auto Capture: the roots IMAP TLS trusts (webpki plus `imap_ca_file`).
     pub imap_roots: Arc<rustls::RootCertStore>,
     /// Where application events go (webhooks, live streams); see `realtime`.
@@ -50,8 +51,11 @@ impl App {
         settings: OrgSettings,
     ) -> App {
         let modified = keyring::modified(&config.data_dir);
-        let entra = config.entra.clone().map(crate::entra::Validator::new);
-        let imap_roots = crate::mailbox::trust_roots(&config.imap_ca);
+        let entra = config
+            .entra
+            .clone()
+            .map(crate::addin::entra::Validator::new);
+        let imap_roots = crate::addin::mailbox::trust_roots(&config.imap_ca);
         App {
             config,
             store,

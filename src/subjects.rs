@@ -82,7 +82,7 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
     let mut activities = Vec::new();
     for id in store.activities_mentioning(address).await? {
         if let Some(a) = store.get_activity(id).await? {
-            activities.push(crate::activities::to_json(&a, true));
+            activities.push(crate::addin::activities::to_json(&a, true));
         }
     }
     let audit: Vec<Value> = store

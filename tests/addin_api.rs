@@ -555,8 +555,9 @@ MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-
 
 #[test]
 fn activities_expire_with_retention() {
+    use mailbeacon::model::{Activity, ActivityPersonal};
     use mailbeacon::seal::Sealer;
-    use mailbeacon::store::addin::{Activity, ActivityPersonal, Inserted};
+    use mailbeacon::store::addin::Inserted;
     use mailbeacon::store::{embedded::Embedded, Backend, Store};
     let dir = TempDir::new("act-sweep");
     let rt = tokio::runtime::Builder::new_current_thread()

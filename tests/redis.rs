@@ -246,10 +246,11 @@ fn every_interaction_key_has_a_ttl_and_expires() {
 #[tokio::test(flavor = "current_thread")]
 async fn redis_expires_an_email_with_its_events() {
     use mailbeacon::ids::now_ms;
+    use mailbeacon::model::{EmailRecord, Event, EventKind};
     use mailbeacon::seal::Sealer;
     use mailbeacon::store::redis::conn::Target;
     use mailbeacon::store::redis::Redis;
-    use mailbeacon::store::{Backend, EmailRecord, Event, EventKind, Store};
+    use mailbeacon::store::{Backend, Store};
     let redis = RedisServer::start();
     let dir = TempDir::new("expiry");
     let store = Store::new(

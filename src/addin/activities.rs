@@ -11,7 +11,7 @@ use ring::digest;
 use serde_json::{json, Value};
 
 use crate::ids::{id_to_text, rfc3339};
-use crate::store::addin::{Activity, ActivityPersonal, AttachmentInfo, Participant};
+use crate::model::{Activity, ActivityPersonal, AttachmentInfo, Participant};
 use crate::token::KeyRing;
 
 /// Bodies larger than this are cut (at a character boundary) before storing.

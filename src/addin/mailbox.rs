@@ -28,7 +28,7 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 
 use crate::addin::activities;
-use crate::store::addin::{MailboxConfig, MailboxSecret, Participant};
+use crate::model::{MailboxConfig, MailboxSecret, Participant};
 
 /// Time limit for each network step (connect, TLS, login, one command).
 const STEP: Duration = Duration::from_secs(20);

@@ -9,7 +9,7 @@
 //! function is registered in the JavaScript. Pure string work; only `write`
 //! touches the file system.
 
-use crate::http::addin::asset;
+use crate::addin::assets::asset;
 
 pub const XML_TEMPLATE: &str = include_str!("../../addin-manifest/manifest.template.xml");
 pub const JSON_TEMPLATE: &str = include_str!("../../addin-manifest/manifest.template.json");

@@ -1,5 +1,6 @@
 //! The Outlook add-in's server side, apart from its HTTP handlers
-//! (`http::addin`) and its store records (`store::addin`):
+//! (`http::{activities, compose, mailbox, pane}`) and its store records
+//! (`store::addin`, `model::addin`):
 //!
 //! - `activities` (pure): a raw RFC 5322 message turned into the activity
 //!   record the CRM keeps, and that record's JSON.
@@ -7,12 +8,15 @@
 //!   emails with one address); writes nothing anywhere.
 //! - `entra`: checks Microsoft Entra access tokens (Nested App Authentication)
 //!   and names the user they belong to.
+//! - `assets`: the task pane's files, embedded in the binary (served by
+//!   `http::pane`, listed in the manifests).
 //! - `manifest`: the add-in's XML and JSON manifests for one deployment, and the
 //!   checks the Office schemas cannot express (`mailbeacon addin manifest`).
 //!
 //! Nothing here imports an HTTP handler; the handlers import these.
 
 pub mod activities;
+pub mod assets;
 pub mod entra;
 pub mod mailbox;
 pub mod manifest;

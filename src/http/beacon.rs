@@ -30,8 +30,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Resp;
 use crate::config::IpNet;
 use crate::ids::now_ms;
+use crate::model::{Event, EventKind};
 use crate::state::App;
-use crate::store::{Event, EventKind};
 use crate::token::{decode_destination, Claims};
 
 /// A transparent 1×1 GIF.

@@ -1,22 +1,38 @@
-//! HTTP routing and response helpers.
+//! HTTP: the router, and the handlers by resource.
 //!
-//! Routing is a plain match over the path (no framework): `/o/…` and `/c/…` go to
-//! `beacon` (the hot path), `/api/v1/…` to `api` (which hands the Outlook add-in's
-//! endpoints to `addin`), `/addin/…` to `addin` (the task pane's files and its
-//! sign-in settings, `/addin/config.json`),
-//! `/healthz` and `/metrics` answer here (every request is counted in `metrics`,
-//! a few atomic adds). Every error an API client can see is JSON
-//! `{"error":{"code","message"}}` with the right status; nothing answers 500 for
-//! bad input.
+//! This file is the only router: [`handle`] matches every path, `/o/…` and
+//! `/c/…` first (the hot path, straight to `beacon`), then `/healthz`,
+//! `/metrics`, the pane's files under `/addin/`, and the JSON API under
+//! `/api/v1/`, where the bearer token is checked once, before the path is looked
+//! at (401 before 404), and [`api`] dispatches by method and path segments.
+//! Every request is counted in `metrics` (a few atomic adds).
+//!
+//! Below the router, one file per resource: `beacon` (pixel, click), `users`,
+//! `emails` (follow, list, engagement, stats), `settings`, `privacy` (contacts,
+//! data subjects, audit log), `activities` (tracked emails, Auto Capture),
+//! `compose` (follow from compose), `mailbox` (the user's mailbox and own
+//! settings), `pane` (the task pane's files). Handler files use only the helpers
+//! `request`, `response` and `audit` and modules below HTTP, never each other.
+//!
+//! Every error an API client can see is JSON `{"error":{"code","message"}}` with
+//! the right status; nothing answers 500 for bad input.
 
 // Handlers return `Result<_, Resp>` so an early error is one `?` away; a response
 // is built once per request, so boxing the error variant would gain nothing.
 #![allow(clippy::result_large_err)]
 
-pub mod addin;
-pub mod api;
+pub mod activities;
+pub mod audit;
 pub mod beacon;
+pub mod compose;
+pub mod emails;
+pub mod mailbox;
+pub mod pane;
 pub mod privacy;
+pub mod request;
+pub mod response;
+pub mod settings;
+pub mod users;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,14 +42,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
-use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
 
+pub use response::{error, json_response, Resp};
+
+use crate::auth::{self, AuthError};
 use crate::metrics;
+use crate::model::{Role, User};
 use crate::state::App;
-
-pub type Resp = Response<Full<Bytes>>;
+use crate::store::StoreError;
+use request::Query;
+use response::store_failed;
 
 /// The service function: never fails, every outcome is a response.
 pub async fn handle(
@@ -42,49 +63,198 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let started = std::time::Instant::now();
-    let path = req.uri().path();
-    let route = metrics::route_of(path);
-    let resp = if let Some(rest) = path.strip_prefix("/o/") {
-        let rest = rest.to_owned();
-        beacon::pixel(&app, &req, &rest, peer.ip()).await
-    } else if let Some(rest) = path.strip_prefix("/c/") {
-        let rest = rest.to_owned();
-        beacon::click(&app, &req, &rest, peer.ip()).await
-    } else if path == "/healthz" {
-        // 200 while serving; "degraded" while events are spooled locally because
-        // the store (Redis) cannot take them.
-        let status = if app.store.degraded() {
-            "degraded"
-        } else {
-            "ok"
-        };
-        json_response(
-            StatusCode::OK,
-            &json!({"status": status, "store": app.store.kind(), "spool_events": app.store.spool_events()}),
-        )
-    } else if path == "/metrics" {
-        metrics_response(&app)
-    } else if path == "/addin/config.json" {
-        let pane = app.config.entra.as_ref().and_then(|e| e.pane.as_ref());
-        addin::pane_config(req.method(), pane)
-    } else if let Some(rest) = path.strip_prefix("/addin/") {
-        addin::static_file(req.method(), rest, &app.config.public_url)
-    } else if path.starts_with("/api/") {
-        api::handle(&app, req).await
-    } else {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint".to_string(),
-        )
-    };
+    let route = metrics::route_of(req.uri().path());
+    let resp = dispatch(&app, peer, req).await;
     metrics::METRICS.request(route, resp.status().as_u16(), started.elapsed());
     Ok(resp)
 }
 
+/// The first segment of `path` and what follows its slash, if there is one:
+/// `/o/abc.gif` → `("o", Some("abc.gif"))`, `/healthz` → `("healthz", None)`.
+fn split_first(path: &str) -> (&str, Option<&str>) {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    match p.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (p, None),
+    }
+}
+
+async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    match split_first(req.uri().path()) {
+        // The hot path: what follows the prefix is the token (and, for a click,
+        // the destination); `beacon` answers every method itself.
+        ("o", Some(rest)) => beacon::pixel(app, &req, rest, peer.ip()).await,
+        ("c", Some(rest)) => beacon::click(app, &req, rest, peer.ip()).await,
+        // 200 while serving; "degraded" while events are spooled locally because
+        // the store (Redis) cannot take them.
+        ("healthz", None) => {
+            let status = if app.store.degraded() {
+                "degraded"
+            } else {
+                "ok"
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({"status": status, "store": app.store.kind(), "spool_events": app.store.spool_events()}),
+            )
+        }
+        ("metrics", None) => metrics_response(app),
+        ("addin", Some("config.json")) => {
+            let entra = app.config.entra.as_ref().and_then(|e| e.pane.as_ref());
+            pane::config(req.method(), entra)
+        }
+        ("addin", Some(file)) => pane::static_file(req.method(), file, &app.config.public_url),
+        ("api", Some(rest)) => match rest.strip_prefix("v1/") {
+            Some(rest) => {
+                // Owned: `api` takes the request.
+                let rest = rest.to_owned();
+                api(app, req, &rest).await
+            }
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Resp {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint".to_string(),
+    )
+}
+
+/// `/api/v1/{rest}`: authenticates, then dispatches by method and path.
+async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
+    let user = match authenticate(app, &req).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let query: Query = request::parse_query(req.uri().query().unwrap_or(""));
+    let method = req.method().clone();
+    let user = &user;
+    match (&method, segs.as_slice()) {
+        // Users and settings (admins).
+        (&Method::POST, ["users"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => users::create(app, user, req).await,
+        },
+        (&Method::GET, ["settings"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => settings::get(app),
+        },
+        (&Method::PUT, ["settings"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => settings::put(app, user, req).await,
+        },
+        // Followed emails.
+        (&Method::POST, ["emails"]) => emails::follow(app, user, req).await,
+        (&Method::GET, ["emails"]) => emails::list(app, user, &query).await,
+        (&Method::GET, ["emails", id]) => emails::get(app, user, id).await,
+        (&Method::GET, ["stats"]) => emails::stats(app, user, &query).await,
+        // Privacy (admins): contacts, data subjects, the audit log. Contacts and
+        // subjects answer a wrong method themselves, after the admin check.
+        (&Method::POST, ["contacts", "import"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => privacy::import(app, user, req).await,
+        },
+        (_, ["contacts", address]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => privacy::contact(app, user, &method, address, req).await,
+        },
+        (_, ["subjects", address]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => privacy::subject(app, user, &method, address).await,
+        },
+        (&Method::GET, ["audit"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => privacy::audit_log(app, &query).await,
+        },
+        // The Outlook add-in: tracked emails, Auto Capture, compose, the user's
+        // own settings and mailbox.
+        (&Method::POST, ["activities"]) => activities::track(app, user, req).await,
+        (&Method::GET, ["activities"]) => activities::get_list(app, user, &query).await,
+        (&Method::GET, ["activities", id]) => activities::get(app, user, id).await,
+        (&Method::DELETE, ["activities", id]) => activities::untrack(app, user, id).await,
+        (&Method::PUT, ["activities", id, "regarding"]) => {
+            activities::set_regarding(app, user, id, req).await
+        }
+        (&Method::GET, ["capture"]) => activities::capture_list(app, user, &query).await,
+        (&Method::POST, ["capture", "track"]) => activities::capture_track(app, user, req).await,
+        (&Method::POST, ["compose", "follow"]) => compose::follow(app, user, req).await,
+        (&Method::GET, ["me", "settings"]) => mailbox::me_settings(app, user, None).await,
+        (&Method::PUT, ["me", "settings"]) => mailbox::put_me_settings(app, user, req).await,
+        (&Method::GET, ["mailbox"]) => mailbox::get(app, user).await,
+        (&Method::PUT, ["mailbox"]) => mailbox::put(app, user, req).await,
+        (&Method::DELETE, ["mailbox"]) => mailbox::delete(app, user).await,
+        (
+            _,
+            ["users"]
+            | ["emails"]
+            | ["emails", _]
+            | ["settings"]
+            | ["audit"]
+            | ["activities"]
+            | ["activities", _]
+            | ["activities", _, "regarding"]
+            | ["compose", "follow"]
+            | ["me", "settings"]
+            | ["mailbox"]
+            | ["capture"]
+            | ["capture", "track"],
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on /api/v1/{rest}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: /api/v1/{rest}"),
+        ),
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`; else the 401 (or 503) to
+/// answer.
+async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<User, Resp> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let unauthorized = |m: String| error(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    match auth::authenticate(app, header).await {
+        Ok(u) => Ok(u),
+        Err(AuthError::Missing) => Err(unauthorized("missing Authorization: Bearer token".into())),
+        Err(AuthError::Invalid) => Err(unauthorized("invalid bearer token".into())),
+        Err(AuthError::Store(e)) => Err(store_failed(StoreError::Backend(e))),
+        Err(AuthError::Rejected(why)) => Err(unauthorized(why)),
+        // Its own code, so the pane can tell the user whom to ask.
+        Err(AuthError::NotProvisioned(name)) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "not_provisioned",
+            format!("{name} has no mailbeacon account; ask an administrator to create it"),
+        )),
+    }
+}
+
+/// 403 unless the caller is an admin.
+fn require_admin(user: &User) -> Result<(), Resp> {
+    if user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs an admin token".into(),
+        ))
+    }
+}
+
 fn metrics_response(app: &App) -> Resp {
     let stats = &app.recorder.stats;
-    let redis = app.store.as_redis().map(|r| &r.stats);
+    let store = app.store.stats();
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let text = metrics::render(&metrics::Gauges {
         store: app.store.kind(),
@@ -93,9 +263,9 @@ fn metrics_response(app: &App) -> Resp {
         batches: get(&stats.batches),
         spool_events: app.store.spool_events(),
         degraded: app.store.degraded(),
-        store_errors: redis.map(|r| get(&r.errors)).unwrap_or(0),
-        derived_events: redis.map(|r| get(&r.derived_events)).unwrap_or(0),
-        derive_lag_ms: redis.map(|r| get(&r.derive_lag_ms)).unwrap_or(0),
+        store_errors: store.errors,
+        derived_events: store.derived_events,
+        derive_lag_ms: store.derive_lag_ms,
     });
     let mut r = Response::new(Full::new(Bytes::from(text)));
     let h = r.headers_mut();
@@ -107,22 +277,18 @@ fn metrics_response(app: &App) -> Resp {
     r
 }
 
-pub fn json_response(status: StatusCode, value: &Value) -> Resp {
-    // Serializing a serde_json::Value cannot fail (its keys are strings).
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
-}
+#[cfg(test)]
+mod tests {
+    use super::split_first;
 
-/// A JSON error: `{"error":{"code","message"}}`.
-pub fn error(status: StatusCode, code: &str, message: String) -> Resp {
-    json_response(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
+    #[test]
+    fn paths_split_at_the_first_segment() {
+        assert_eq!(split_first("/o/abc.gif"), ("o", Some("abc.gif")));
+        assert_eq!(split_first("/c/t/d/e"), ("c", Some("t/d/e")));
+        assert_eq!(split_first("/healthz"), ("healthz", None));
+        assert_eq!(split_first("/healthz/"), ("healthz", Some("")));
+        assert_eq!(split_first("/addin/"), ("addin", Some("")));
+        assert_eq!(split_first("//o/x"), ("", Some("o/x")));
+        assert_eq!(split_first("/"), ("", None));
+    }
 }

@@ -11,30 +11,17 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{normalize_address, percent_decode, read_body, read_json, store_failed};
-use super::{error, json_response, Resp};
+use super::audit::audit;
+use super::request::{page_limit, percent_decode, read_body, read_json, Query};
+use super::response::{error, json_response, store_failed, Resp};
+use crate::address::normalize_address;
 use crate::ids::{now_ms, rfc3339};
+use crate::model::{Contact, FollowEmail, User};
 use crate::state::App;
-use crate::store::{AuditEntry, Contact, FollowEmail, User};
 use crate::subjects;
 
 /// Most rows one import may carry.
 const MAX_IMPORT: usize = 100_000;
-
-/// Records an admin action; a failure is logged, never hidden from the log.
-pub async fn audit(app: &App, actor: &User, action: &str, subject: Option<&str>, detail: String) {
-    let entry = AuditEntry {
-        seq: 0,
-        at_ms: now_ms(),
-        actor: actor.id,
-        action: action.into(),
-        subject: subject.map(str::to_owned),
-        detail,
-    };
-    if let Err(e) = app.store.audit(entry).await {
-        tracing::error!(error = %e, action, "could not write the audit log");
-    }
-}
 
 fn address_from_path(raw: &str) -> Result<String, Resp> {
     let decoded = percent_decode(raw, false);
@@ -295,7 +282,13 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
     }
 }
 
-pub async fn audit_log(app: &App, limit: usize, before: Option<u64>) -> Resp {
+/// `GET /api/v1/audit`: newest first, `limit` per page, `before` a `seq`.
+pub async fn audit_log(app: &App, query: &Query) -> Resp {
+    let limit = match page_limit(query) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let before = query.get("before").and_then(|b| b.parse().ok());
     match app.store.audit_log(before, limit).await {
         Ok(list) => {
             let next = (list.len() == limit)

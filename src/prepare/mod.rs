@@ -9,6 +9,9 @@
 //! [`Draft::render`] then only concatenates: no HTML parsing, no encoding
 //! beyond wrapping each URL into lines.
 //!
+//! [`HtmlBody`] does the same for an HTML body alone (follow from compose):
+//! the links rewritten, the pixel added, no MIME around it.
+//!
 //! Everything outside the rewritten HTML parts is copied byte for byte from
 //! the input (attachments, inline images, text/plain parts, attached
 //! messages, the preamble and boundaries), except the `Bcc` header, which is
@@ -19,6 +22,7 @@
 //! into the input is checked, and the few `unwrap`s carry a comment saying
 //! why they cannot fire.
 
+mod body;
 mod html;
 mod links;
 mod qp;
@@ -27,6 +31,7 @@ use std::fmt;
 
 use mail_parser::{Address, HeaderName, MessageParser, MimeHeaders, PartType};
 
+pub use body::HtmlBody;
 pub use links::SkipReason;
 
 /// Limits applied while parsing a draft.

@@ -20,13 +20,7 @@ use super::{Backend, Result, Store};
 use crate::model::User;
 use crate::seal::Sealer;
 
-// TEMPORARY: callers outside store/ switch to crate::model when the add-in and
-// HTTP refactors merge. Then this becomes a plain `use` of the records this file
-// names (Activity, ActivityPersonal, MailboxConfig, MailboxSecret, UserSettings).
-pub use crate::model::{
-    Activity, ActivityPersonal, AttachmentInfo, MailboxConfig, MailboxSecret, Participant,
-    Regarding, UserSettings,
-};
+use crate::model::{Activity, ActivityPersonal, MailboxConfig, MailboxSecret, UserSettings};
 
 /// What `insert_activity` did.
 #[derive(Debug, Clone, PartialEq, Eq)]

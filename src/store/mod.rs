@@ -14,25 +14,21 @@
 //! Architecture invariants: only this module and its children talk to a database,
 //! and nothing reaches a backend unsealed. This file matches on `Backend` only to
 //! delegate (every backend has the method); callers outside `store/` never name a
-//! backend (`as_redis` is on its way out).
+//! backend.
 
 pub mod embedded;
 pub mod journal;
 mod open;
 pub mod redis;
 
-pub use open::{open, publish_keyring, stored_keyring, Opened};
+pub use open::{open, open_for_migration, publish_keyring, stored_keyring, Opened};
 
 use std::sync::{Arc, RwLock};
 
 use crate::seal::Sealer;
 
-// TEMPORARY: callers outside store/ switch to crate::model when the HTTP refactor
-// merges. Then this becomes a plain `use` of the records `Store` itself names
-// (all of these but Role, EventKind and FollowEmail).
-pub use crate::model::{
-    AuditEntry, Contact, Delivery, EmailRecord, Event, EventKind, FollowEmail, OrgSettings,
-    RecipientRecord, Role, User,
+use crate::model::{
+    AuditEntry, Contact, Delivery, EmailRecord, Event, OrgSettings, RecipientRecord, User,
 };
 
 #[derive(Debug)]
@@ -170,17 +166,6 @@ impl Store {
 
     /// The Redis backend, when it is the one in use.
     ///
-    /// Hidden and on its way out: nothing outside `store/` should need a
-    /// backend. Use `stats` (metrics), `keyring`/`put_keyring` (key ring),
-    /// `store::open` (opening, durability log, shared key ring) instead.
-    #[doc(hidden)]
-    pub fn as_redis(&self) -> Option<&Arc<redis::Redis>> {
-        match &self.backend {
-            Backend::Redis(r) => Some(r),
-            Backend::Embedded(_) => None,
-        }
-    }
-
     pub fn sealer(&self) -> Arc<Sealer> {
         // A poisoned lock only means a writer panicked while swapping an Arc.
         self.sealer

@@ -8,7 +8,9 @@
 //! and `publish_keyring` reach it without opening the store, for
 //! `mailbeacon keys`.
 
-use crate::config::Config;
+use std::path::PathBuf;
+
+use crate::config::{Config, StoreKind};
 use crate::keyring::{self, Keys};
 use crate::token::KeyRing;
 
@@ -169,4 +171,38 @@ async fn log_redis_durability(redis: &Redis) {
             "cannot read Redis's persistence settings (CONFIG is disabled); the durability promise is the README's table for the configuration you chose"
         ),
     }
+}
+
+/// Both stores for `mailbeacon migrate`: (embedded, Redis, the Redis spool
+/// directory to remove afterwards). Both seal with the source's key ring (the
+/// migration copies it to the destination first), so records are opened from
+/// one and sealed into the other.
+pub async fn open_for_migration(
+    config: &Config,
+    from: StoreKind,
+) -> Result<(Store, Store, PathBuf), String> {
+    let e = |e: super::StoreError| e.to_string();
+    let Some(target) = redis_target(config) else {
+        return Err(
+            "migrate needs Redis: set MAILBEACON_REDIS_URL or MAILBEACON_REDIS_CLUSTER".into(),
+        );
+    };
+    let embedded = Embedded::open(&config.data_dir).map_err(e)?;
+    // The Redis store's spool is not used by a migration; keep it apart from a
+    // server's.
+    let spool_dir = config.data_dir.join("migrate-spool");
+    let redis = Redis::open(&target, &spool_dir, config.spool_max_bytes)
+        .await
+        .map_err(e)?;
+    let ring = match from {
+        StoreKind::Embedded => std::fs::read_to_string(keyring::path(&config.data_dir)).ok(),
+        StoreKind::Redis => redis.keyring().await.map_err(e)?,
+    }
+    .ok_or("the source store has no key ring: nothing was ever followed there")?;
+    let embedded = Store::new(
+        Backend::Embedded(embedded),
+        keyring::from_json(&ring)?.sealer,
+    );
+    let redis = Store::new(Backend::Redis(redis), keyring::from_json(&ring)?.sealer);
+    Ok((embedded, redis, spool_dir))
 }

@@ -7,10 +7,14 @@
 //! without a lookup (after retention, erasure, or during a store outage).
 //! Recipients who are not followed get the untracked copy.
 //!
+//! A draft from compose ([`HtmlBody`]) gets one copy for everyone, its HTML
+//! alone ([`render_html`]), and a message-level record
+//! ([`message_level_record`]).
+//!
 //! Pure: no I/O. Callers decide who is followed and store the record.
 
-use crate::prepare::{Draft, Field, Tracking};
-use crate::store::{EmailRecord, RecipientRecord};
+use crate::model::{EmailRecord, RecipientRecord};
+use crate::prepare::{Draft, Field, HtmlBody, Tracking};
 use crate::token::{encode_destination, KeyRing};
 
 /// What the caller already decided about the email.
@@ -58,31 +62,95 @@ pub fn render_copy(
     encoded_links: &[String],
     i: usize,
 ) -> Vec<u8> {
-    let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
     let followed = plan.not_followed.get(i).copied().flatten().is_none();
     if !(followed && draft.has_html()) {
         return draft.render(None);
     }
-    let idx = i as u32;
-    let pixel_url = format!(
-        "{}/o/{}.gif",
-        plan.public_url,
-        keys.mint_open(plan.id, idx, issued)
-    );
-    let click_urls: Vec<String> = draft
-        .links()
-        .iter()
-        .zip(encoded_links)
-        .enumerate()
-        .map(|(j, (url, enc))| {
-            let t = keys.mint_click(plan.id, idx, issued, j as u32, url);
-            format!("{}/c/{t}/{enc}", plan.public_url)
-        })
-        .collect();
-    draft.render(Some(&Tracking {
-        pixel_url: &pixel_url,
-        click_urls: &click_urls,
-    }))
+    let urls = TrackingUrls::mint(keys, plan, draft.links(), encoded_links, i);
+    draft.render(Some(&urls.tracking()))
+}
+
+/// A draft from compose with recipient `i`'s tokens (`i` is 0: one copy
+/// stands for everyone): the HTML alone.
+pub fn render_html(body: &HtmlBody, keys: &KeyRing, plan: &Plan, i: usize) -> String {
+    let encoded: Vec<String> = body.links().iter().map(|l| encode_destination(l)).collect();
+    let urls = TrackingUrls::mint(keys, plan, body.links(), &encoded, i);
+    body.render(&urls.tracking())
+}
+
+/// One recipient's pixel URL and click URLs.
+struct TrackingUrls {
+    pixel: String,
+    clicks: Vec<String>,
+}
+
+impl TrackingUrls {
+    fn mint(
+        keys: &KeyRing,
+        plan: &Plan,
+        links: &[String],
+        encoded_links: &[String],
+        i: usize,
+    ) -> TrackingUrls {
+        let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
+        let idx = i as u32;
+        let pixel = format!(
+            "{}/o/{}.gif",
+            plan.public_url,
+            keys.mint_open(plan.id, idx, issued)
+        );
+        let clicks = links
+            .iter()
+            .zip(encoded_links)
+            .enumerate()
+            .map(|(j, (url, enc))| {
+                let t = keys.mint_click(plan.id, idx, issued, j as u32, url);
+                format!("{}/c/{t}/{enc}", plan.public_url)
+            })
+            .collect();
+        TrackingUrls { pixel, clicks }
+    }
+
+    fn tracking(&self) -> Tracking<'_> {
+        Tracking {
+            pixel_url: &self.pixel,
+            click_urls: &self.clicks,
+        }
+    }
+}
+
+/// The record of an email followed from compose: tracked per message, so one
+/// recipient, "recipient unknown", stands for everyone Outlook sends the
+/// single copy to. `from` is normalized; there is no Message-ID (Outlook gives
+/// the message its own).
+pub fn message_level_record(
+    plan: &Plan,
+    from: &str,
+    subject: Option<&str>,
+    links: &[String],
+) -> EmailRecord {
+    EmailRecord {
+        id: plan.id,
+        owner: plan.owner,
+        from: from.to_owned(),
+        subject: subject.map(str::to_owned),
+        message_id: None,
+        created_ms: plan.created_ms,
+        expires_ms: plan.expires_ms,
+        deliver: plan.deliver.clone(),
+        recipients: vec![RecipientRecord {
+            address: "recipient unknown".into(),
+            name: None,
+            field: "message".into(),
+            followed: true,
+            reason: Some("message_level_tracking".into()),
+            delivery: None,
+            erased: false,
+        }],
+        links: links.to_vec(),
+        lookups: Vec::new(),
+        template: plan.template.clone(),
+    }
 }
 
 /// The email record: recipients (who is followed and why not), links, sender.

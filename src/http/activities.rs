@@ -1,0 +1,400 @@
+//! Tracked emails (Email Activities) and Auto Capture: track the email being
+//! read (`POST /api/v1/activities`), its status by Message-ID, the list, one
+//! activity, untrack, its "regarding" record; the untracked emails with a
+//! contact, read live from the user's mailbox (`GET /api/v1/capture`), and
+//! tracking one of them (`POST /api/v1/capture/track`).
+//!
+//! Permissions: an activity is visible to its owner and to admins; anyone else
+//! gets 404, as if it did not exist. Auto Capture honours the organization's
+//! switch and the user's own, and writes nothing until the user tracks an email
+//! (see `mailbox`).
+
+// Helpers return the error response itself; it is built once per failed
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::request::{decode_mime, read_json, Query};
+use super::response::{
+    bad, error, json_response, mailbox_failed, mailbox_not_connected, store_failed, Resp,
+};
+use crate::addin::activities::{self, Parsed};
+use crate::addin::mailbox::{self, MailboxError};
+use crate::address::normalize_address;
+use crate::ids::{id_from_text, id_to_text, now_ms, random_id};
+use crate::model::{Activity, MailboxConfig, Regarding, UserSettings};
+use crate::model::{Role, User};
+use crate::state::App;
+use crate::store::addin::Inserted;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// `GET /api/v1/activities`: by `message_id`, else the caller's list.
+pub async fn get_list(app: &App, user: &User, query: &Query) -> Resp {
+    match query.get("message_id") {
+        Some(m) => status_by_message_id(app, user, m).await,
+        None => list(app, user).await,
+    }
+}
+
+/// `GET /api/v1/activities/{id}`.
+pub async fn get(app: &App, user: &User, id: &str) -> Resp {
+    match visible(app, user, id).await {
+        Ok(a) => json_response(StatusCode::OK, &activities::to_json(&a, true)),
+        Err(r) => r,
+    }
+}
+
+fn activity_not_found(id: &str) -> Resp {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no activity with id {id:?}"),
+    )
+}
+
+fn may_see(user: &User, a: &Activity) -> bool {
+    a.owner == user.id || user.role == Role::Admin
+}
+
+/// The activity `id` if `user` may see it; else the 404 to answer.
+async fn visible(app: &App, user: &User, id: &str) -> Result<Activity, Resp> {
+    let Some(n) = id_from_text(id) else {
+        return Err(activity_not_found(id));
+    };
+    match app.store.get_activity(n).await {
+        Ok(Some(a)) if may_see(user, &a) => Ok(a),
+        Ok(_) => Err(activity_not_found(id)),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+fn validate_regarding(r: &Regarding) -> Result<(), Resp> {
+    let ok = |s: &str, max: usize| {
+        !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control)
+    };
+    if ok(&r.kind, 64) && ok(&r.id, 256) {
+        Ok(())
+    } else {
+        Err(bad(
+            "invalid_regarding",
+            "regarding needs a non-empty \"type\" (at most 64 characters) and \"id\" (at most 256)",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackRequest {
+    mime: String,
+    #[serde(default)]
+    regarding: Option<Regarding>,
+}
+
+pub async fn track(app: &App, user: &User, req: Request<Incoming>) -> Resp {
+    let body: TrackRequest = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let raw = match decode_mime(&body.mime) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    track_raw(app, user, raw, body.regarding, "addin").await
+}
+
+/// Parses, deduplicates, links and stores one tracked email.
+async fn track_raw(
+    app: &App,
+    user: &User,
+    raw: Vec<u8>,
+    regarding: Option<Regarding>,
+    source: &str,
+) -> Resp {
+    if let Some(r) = &regarding {
+        if let Err(resp) = validate_regarding(r) {
+            return resp;
+        }
+    }
+    let parsed: Parsed = match tokio::task::spawn_blocking(move || activities::parse(&raw)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(m)) => return bad("malformed_mime", m),
+        Err(_) => return bad("malformed_mime", "the message could not be parsed"),
+    };
+    // Tracked already (by anyone): answer the existing activity, write nothing.
+    match app
+        .store
+        .activity_by_message_id(parsed.message_id.clone())
+        .await
+    {
+        Ok(Some(a)) => return existing(user, &a),
+        Ok(None) => {}
+        Err(e) => return store_failed(e),
+    }
+    let mut reply_to = None;
+    let mut inherited = None;
+    for p in &parsed.parents {
+        match app.store.activity_by_message_id(p.clone()).await {
+            Ok(Some(parent)) => {
+                reply_to = Some(parent.id);
+                inherited = parent.regarding.clone();
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return store_failed(e),
+        }
+    }
+    let email_id = match parsed
+        .personal
+        .body_html
+        .as_deref()
+        .and_then(|h| activities::followed_email_in(h, &app.config.public_url, &app.keys()))
+    {
+        Some(id) => match app.store.get_email(id).await {
+            Ok(Some(e)) if e.owner == user.id || user.role == Role::Admin => Some(id),
+            Ok(_) => None,
+            Err(e) => return store_failed(e),
+        },
+        None => None,
+    };
+    let created_ms = now_ms();
+    let activity = Activity {
+        id: random_id(),
+        owner: user.id,
+        direction: activities::direction(&parsed, &user.email).into(),
+        message_id: parsed.message_id,
+        conversation: parsed.conversation,
+        reply_to,
+        regarding: regarding.or(inherited),
+        email_id,
+        source: source.into(),
+        sent_ms: parsed.sent_ms,
+        created_ms,
+        expires_ms: created_ms + u64::from(app.settings().retention_days) * DAY_MS,
+        personal: parsed.personal,
+        sealed: None,
+        lookups: Vec::new(),
+    };
+    match app.store.insert_activity(activity.clone()).await {
+        Ok(Inserted::New) => {
+            let mut v = activities::to_json(&activity, false);
+            v["tracked"] = json!(true);
+            json_response(StatusCode::CREATED, &v)
+        }
+        // Lost a race with a concurrent track of the same message.
+        Ok(Inserted::Existing(a)) => existing(user, &a),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// The answer for a message that is already tracked: the activity if the
+/// caller may see it, else only that it is tracked (by someone else).
+fn existing(user: &User, a: &Activity) -> Resp {
+    if may_see(user, a) {
+        let mut v = activities::to_json(a, false);
+        v["tracked"] = json!(true);
+        v["existing"] = json!(true);
+        json_response(StatusCode::OK, &v)
+    } else {
+        json_response(
+            StatusCode::OK,
+            &json!({"tracked": true, "existing": true, "tracked_by_you": false, "id": null}),
+        )
+    }
+}
+
+async fn status_by_message_id(app: &App, user: &User, m: &str) -> Resp {
+    let Some(mid) = activities::normalize_message_id(m) else {
+        return bad("invalid_message_id", "message_id must be a Message-ID");
+    };
+    match app.store.activity_by_message_id(mid.clone()).await {
+        Ok(Some(a)) if may_see(user, &a) => json_response(
+            StatusCode::OK,
+            &json!({"message_id": mid, "tracked": true, "tracked_by_you": a.owner == user.id,
+                    "activity": activities::to_json(&a, false)}),
+        ),
+        Ok(Some(_)) => json_response(
+            StatusCode::OK,
+            &json!({"message_id": mid, "tracked": true, "tracked_by_you": false, "activity": null}),
+        ),
+        Ok(None) => json_response(
+            StatusCode::OK,
+            &json!({"message_id": mid, "tracked": false, "activity": null}),
+        ),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn list(app: &App, user: &User) -> Resp {
+    match app.store.list_activities(user.id, 100).await {
+        Ok(list) => {
+            let items: Vec<Value> = list.iter().map(|a| activities::to_json(a, false)).collect();
+            json_response(StatusCode::OK, &json!({"activities": items}))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+pub async fn untrack(app: &App, user: &User, id: &str) -> Resp {
+    let a = match visible(app, user, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match app.store.delete_activity(a.id).await {
+        Ok(_) => json_response(
+            StatusCode::OK,
+            &json!({"id": id_to_text(a.id), "message_id": a.message_id, "tracked": false}),
+        ),
+        Err(e) => store_failed(e),
+    }
+}
+
+pub async fn set_regarding(app: &App, user: &User, id: &str, req: Request<Incoming>) -> Resp {
+    let mut a = match visible(app, user, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    // `null` clears the regarding record.
+    let body: Option<Regarding> = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(r) = &body {
+        if let Err(resp) = validate_regarding(r) {
+            return resp;
+        }
+    }
+    a.regarding = body;
+    match app.store.update_activity(a.clone()).await {
+        Ok(()) => json_response(StatusCode::OK, &activities::to_json(&a, false)),
+        Err(crate::store::StoreError::Conflict(_)) => activity_not_found(id),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// Checks both Auto Capture switches and returns the mailbox to use.
+async fn capture_ready(app: &App, user: &User) -> Result<MailboxConfig, Resp> {
+    if !app.settings().auto_capture {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "auto_capture_disabled",
+            "Auto Capture is switched off for this organization by an administrator".into(),
+        ));
+    }
+    match app.store.user_settings(user.id).await {
+        Ok(UserSettings {
+            auto_capture: false,
+        }) => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "auto_capture_disabled",
+                "you switched Auto Capture off in your settings (PUT /api/v1/me/settings)".into(),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(store_failed(e)),
+    }
+    match app.store.mailbox(user.id).await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(mailbox_not_connected()),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+pub async fn capture_list(app: &App, user: &User, q: &Query) -> Resp {
+    let Some(contact) = q.get("contact").and_then(|c| normalize_address(c)) else {
+        return bad(
+            "invalid_contact",
+            "contact must be the email address to list emails with",
+        );
+    };
+    let max_days = app.config.capture_days;
+    let max_limit = app.config.capture_limit;
+    let days = match q.get("days").map(|d| d.parse::<u32>()) {
+        None => max_days,
+        Some(Ok(d)) if (1..=max_days).contains(&d) => d,
+        Some(_) => return bad("invalid_days", format!("days must be 1-{max_days}")),
+    };
+    let limit = match q.get("limit").map(|d| d.parse::<usize>()) {
+        None => max_limit,
+        Some(Ok(n)) if (1..=max_limit).contains(&n) => n,
+        Some(_) => return bad("invalid_limit", format!("limit must be 1-{max_limit}")),
+    };
+    let cfg = match capture_ready(app, user).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let since = now_ms().saturating_sub(u64::from(days) * DAY_MS);
+    // Read-only store lookup: which Message-IDs are already tracked.
+    let keep = |ids: Vec<String>| async move {
+        let tracked = app
+            .store
+            .tracked_message_ids(ids.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "store failed during Auto Capture");
+                MailboxError {
+                    code: "store_unavailable",
+                    message: "the store is unavailable; try again".into(),
+                }
+            })?;
+        Ok(tracked
+            .into_iter()
+            .zip(&ids)
+            .map(|(t, id)| !t || id.is_empty())
+            .collect())
+    };
+    match mailbox::list_with(&cfg, &app.imap_roots, &contact, since, limit, keep).await {
+        Ok(found) => {
+            let items: Vec<Value> = found
+                .iter()
+                .map(|c| {
+                    let mut v = json!(c);
+                    v["date"] = json!(crate::ids::rfc3339(c.at_ms));
+                    v["direction"] = json!(match &c.from {
+                        Some(f) if f.address == user.email => "outgoing",
+                        _ => "incoming",
+                    });
+                    v
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"contact": contact, "days": days, "limit": limit, "emails": items}),
+            )
+        }
+        // Includes the store failing during the listing (503 `store_unavailable`).
+        Err(e) => mailbox_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureTrack {
+    folder: String,
+    uid: u32,
+    #[serde(default)]
+    regarding: Option<Regarding>,
+}
+
+pub async fn capture_track(app: &App, user: &User, req: Request<Incoming>) -> Resp {
+    let b: CaptureTrack = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.folder.is_empty() || b.folder.len() > 512 || b.folder.chars().any(char::is_control) {
+        return bad("invalid_folder", "folder must be a mailbox folder name");
+    }
+    let cfg = match capture_ready(app, user).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match mailbox::fetch(&cfg, &app.imap_roots, &b.folder, b.uid).await {
+        Ok(raw) => track_raw(app, user, raw, b.regarding, "capture").await,
+        Err(e) => mailbox_failed(e),
+    }
+}

@@ -1,0 +1,260 @@
+//! Followed emails: follow one (`POST /api/v1/emails`, through `follow`), list them, one email's
+//! engagement, and totals (`GET /api/v1/stats`). A user sees their own emails;
+//! another user's email answers 404 (its existence is not revealed).
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::request::{page_limit, read_json, Query};
+use super::response::{bad, error, follow_failed, json_response, store_failed, Resp};
+use crate::follow::{self, Deliver, FollowInput};
+use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
+use crate::model::{Role, User};
+use crate::reports;
+use crate::state::App;
+
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowRequest {
+    mime: String,
+    #[serde(default)]
+    deliver: Option<String>,
+    /// A template or campaign name (1–100 characters, no control characters):
+    /// `GET /api/v1/stats` groups totals by it.
+    #[serde(default)]
+    template: Option<String>,
+}
+
+/// `POST /api/v1/emails`: checks the request's own fields, then the
+/// follow use case does the rest.
+pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
+    let body: FollowRequest = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(t) = &body.template {
+        let n = t.chars().count();
+        if n == 0 || n > 100 || t.chars().any(char::is_control) {
+            return bad(
+                "invalid_template",
+                "template must be 1 to 100 characters without control characters",
+            );
+        }
+    }
+    let deliver = match body.deliver.as_deref() {
+        None => Deliver::Return,
+        Some(name) => match Deliver::from_name(name) {
+            Some(d) => d,
+            None => {
+                return bad(
+                    "invalid_deliver",
+                    format!("deliver must be \"return\" or \"smtp\", not {name:?}"),
+                )
+            }
+        },
+    };
+    let input = FollowInput::Message {
+        mime_base64: body.mime,
+        deliver,
+        template: body.template,
+    };
+    let followed = match follow::follow(app, user, input).await {
+        Ok(f) => f,
+        Err(e) => return follow_failed(e),
+    };
+    let out: Vec<Value> = followed
+        .recipients
+        .into_iter()
+        .map(|o| {
+            let r = o.recipient;
+            let mut item = json!({
+                "address": r.address,
+                "field": r.field,
+                "followed": r.followed,
+            });
+            if let Some(reason) = &r.reason {
+                item["reason"] = json!(reason);
+            }
+            if let Some(copy) = &o.copy {
+                item["mime"] = json!(STANDARD.encode(copy));
+            }
+            if let Some(d) = &r.delivery {
+                item["delivery"] = json!({"status": d.status, "detail": d.detail});
+            }
+            item
+        })
+        .collect();
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": id_to_text(followed.id), "recipients": out}),
+    )
+}
+
+/// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`
+/// everyone's (`None`, admins only: 403 otherwise).
+fn owner_scope(user: &User, q: &Query) -> Result<Option<u64>, Resp> {
+    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    if all && user.role != Role::Admin {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "all=true needs an admin token".into(),
+        ));
+    }
+    Ok((!all).then_some(user.id))
+}
+
+pub async fn list(app: &App, user: &User, q: &Query) -> Resp {
+    let limit = match page_limit(q) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let before = match q.get("before") {
+        None => None,
+        Some(c) => match c
+            .split_once('-')
+            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
+        {
+            Some(b) => Some(b),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_cursor",
+                    "before must be a cursor returned as \"next\" by a previous page".into(),
+                )
+            }
+        },
+    };
+    let owner = match owner_scope(user, q) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match app.store.list_emails(owner, before, limit).await {
+        Ok(list) => {
+            let next = (list.len() == limit)
+                .then(|| {
+                    list.last()
+                        .map(|e| format!("{}-{}", e.created_ms, id_to_text(e.id)))
+                })
+                .flatten();
+            let emails: Vec<Value> = list.iter().map(reports::summary).collect();
+            json_response(StatusCode::OK, &json!({"emails": emails, "next": next}))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+/// Most emails one stats request reads (newest first); beyond it the answer
+/// says `"truncated": true` and how far back it counted.
+const STATS_MAX_EMAILS: usize = 5000;
+
+/// Totals over the caller's emails (or, for an admin with `all=true`,
+/// everyone's) created in the last `days` days (1–3650, default 30), overall
+/// and per template.
+pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
+    let days = match q.get("days").map(|d| d.parse::<u64>()) {
+        None => 30,
+        Some(Ok(d)) if (1..=3650).contains(&d) => d,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_days",
+                "days must be a number from 1 to 3650".into(),
+            )
+        }
+    };
+    let owner = match owner_scope(user, q) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let all = owner.is_none();
+    let since = now_ms().saturating_sub(days * DAY_MS);
+    let h = &app.config.heuristics;
+    let mut total = reports::Totals::default();
+    let mut by_template: HashMap<Option<String>, reports::Totals> = HashMap::new();
+    let mut before = None;
+    let mut oldest = None;
+    let mut truncated = false;
+    'pages: loop {
+        let page = match app.store.list_emails(owner, before, 500).await {
+            Ok(p) => p,
+            Err(e) => return store_failed(e),
+        };
+        for rec in &page {
+            if rec.created_ms < since {
+                break 'pages;
+            }
+            if total.emails as usize >= STATS_MAX_EMAILS {
+                truncated = true;
+                break 'pages;
+            }
+            let events = match app.store.events_for(rec.id).await {
+                Ok(e) => e,
+                Err(e) => return store_failed(e),
+            };
+            let one = reports::Totals::of_email(rec, &events, h);
+            total.add(&one);
+            by_template
+                .entry(rec.template.clone())
+                .or_default()
+                .add(&one);
+            oldest = Some(rec.created_ms);
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => before = Some((last.created_ms, last.id)),
+            _ => break,
+        }
+    }
+    let mut templates: Vec<(Option<String>, reports::Totals)> = by_template.into_iter().collect();
+    templates.sort_by(|a, b| b.1.emails.cmp(&a.1.emails).then_with(|| a.0.cmp(&b.0)));
+    let mut out = total.json();
+    out["days"] = json!(days);
+    out["since"] = json!(rfc3339(since));
+    out["scope"] = json!(if all { "all" } else { "mine" });
+    out["truncated"] = json!(truncated);
+    out["oldest_counted"] = json!(oldest.map(rfc3339));
+    out["templates"] = Value::Array(
+        templates
+            .into_iter()
+            .map(|(name, t)| {
+                let mut v = t.json();
+                v["template"] = json!(name);
+                v
+            })
+            .collect(),
+    );
+    json_response(StatusCode::OK, &out)
+}
+
+pub async fn get(app: &App, user: &User, id: &str) -> Resp {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no email with id {id:?}"),
+        )
+    };
+    let Some(id) = id_from_text(id) else {
+        return not_found();
+    };
+    let rec = match app.store.get_email(id).await {
+        Ok(Some(r)) if r.owner == user.id || user.role == Role::Admin => r,
+        Ok(_) => return not_found(),
+        Err(e) => return store_failed(e),
+    };
+    match app.store.events_for(id).await {
+        Ok(events) => json_response(
+            StatusCode::OK,
+            &reports::engagement(&rec, &events, &app.config.heuristics),
+        ),
+        Err(e) => store_failed(e),
+    }
+}
