@@ -115,6 +115,9 @@ pub fn follow_failed(e: FollowError) -> Resp {
                 ErrorKind::NoRecipients => (StatusCode::BAD_REQUEST, "no_recipients"),
                 ErrorKind::NoSender => (StatusCode::BAD_REQUEST, "no_sender"),
                 ErrorKind::TooManyLinks => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_links"),
+                ErrorKind::TooManyRecipients => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_recipients")
+                }
             };
             (status, code, e.message)
         }
