@@ -427,12 +427,10 @@ async fn follow_compose(
         .chain(&draft.bcc)
         .filter_map(|a| normalize_address(a))
         .collect();
-    let opted_out = app
-        .store
-        .contacts(&addresses)
-        .await?
-        .iter()
-        .any(|c| c.as_ref().is_some_and(|c| c.follow_email == FollowEmail::DoNotAllow));
+    let opted_out = app.store.contacts(&addresses).await?.iter().any(|c| {
+        c.as_ref()
+            .is_some_and(|c| c.follow_email == FollowEmail::DoNotAllow)
+    });
     if opted_out {
         return Ok(Followed {
             id: 0,

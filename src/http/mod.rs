@@ -107,7 +107,10 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         // On its own listener when `metrics_listen` is set (see `server`);
         // else here, for admin tokens only.
         ("metrics", None) if app.config.metrics_listen.is_none() => {
-            match authenticate(app, &req).await.and_then(|u| require_admin(&u)) {
+            match authenticate(app, &req)
+                .await
+                .and_then(|u| require_admin(&u))
+            {
                 Ok(()) => metrics_response(app),
                 Err(r) => r,
             }

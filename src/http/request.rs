@@ -80,7 +80,11 @@ pub async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp>
     let body = req.into_body();
     // The whole body within `body_read_timeout`: a client trickling bytes
     // cannot hold the request (and its memory) open for longer.
-    match tokio::time::timeout(app.config.body_read_timeout, collect(body, limit, DRAIN_MAX)).await
+    match tokio::time::timeout(
+        app.config.body_read_timeout,
+        collect(body, limit, DRAIN_MAX),
+    )
+    .await
     {
         Ok(Ok((buf, seen))) if seen <= limit => Ok(Bytes::from(buf)),
         Ok(Ok(_)) => Err(too_large()),

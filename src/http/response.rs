@@ -39,7 +39,11 @@ pub fn error(status: StatusCode, code: &str, message: String) -> Resp {
 /// 405 with the `Allow` header naming the methods `allow` lists (e.g.
 /// `"GET, PUT"`).
 pub fn method_not_allowed(allow: &'static str, message: String) -> Resp {
-    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message);
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
     r.headers_mut()
         .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
     r

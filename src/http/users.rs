@@ -226,11 +226,7 @@ pub async fn update(app: &App, admin: &User, id: &str, req: Request<Incoming>) -
         admin,
         "user.update",
         Some(&after.email),
-        format!(
-            "role={} disabled={}",
-            role_name(after.role),
-            after.disabled
-        ),
+        format!("role={} disabled={}", role_name(after.role), after.disabled),
     )
     .await;
     json_response(StatusCode::OK, &user_json(&after))
