@@ -6,13 +6,15 @@
 //! `admin` principal (id 0). With Entra configured, a bearer that looks like a
 //! JWT is checked as an Entra access token instead (see `entra`).
 
+use std::time::Instant;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::digest;
 
 use crate::ids::random_bytes;
 use crate::model::{Role, User};
-use crate::state::App;
+use crate::state::{App, AUTH_CACHE_TTL};
 
 #[derive(Debug)]
 pub enum AuthError {
@@ -20,6 +22,8 @@ pub enum AuthError {
     Missing,
     /// A token that matches no user.
     Invalid,
+    /// The token's user is disabled (`PATCH /api/v1/users/{id}`).
+    Disabled,
     /// The store failed while looking the token up.
     Store(String),
     /// An Entra access token that was refused; the message says why.
@@ -47,6 +51,7 @@ pub fn bootstrap_admin() -> User {
         email: "admin".into(),
         role: Role::Admin,
         created_ms: 0,
+        disabled: false,
     }
 }
 
@@ -80,16 +85,31 @@ pub async fn authenticate(app: &App, authorization: Option<&str>) -> Result<User
             return Ok(bootstrap_admin());
         }
     }
-    if let Some(u) = app.auth_cache.get(&hash) {
-        return Ok(u.clone());
+    if let Some(entry) = app.auth_cache.get(&hash) {
+        let (u, read) = entry.value();
+        if read.elapsed() < AUTH_CACHE_TTL {
+            return enabled(u.clone());
+        }
     }
     match app.store.user_by_token_hash(hash).await {
         Ok(Some(u)) => {
-            app.auth_cache.insert(hash, u.clone());
-            Ok(u)
+            app.auth_cache.insert(hash, (u.clone(), Instant::now()));
+            enabled(u)
         }
-        Ok(None) => Err(AuthError::Invalid),
+        Ok(None) => {
+            app.auth_cache.remove(&hash);
+            Err(AuthError::Invalid)
+        }
         Err(e) => Err(AuthError::Store(e.to_string())),
+    }
+}
+
+/// The user, unless their account is disabled.
+fn enabled(u: User) -> Result<User, AuthError> {
+    if u.disabled {
+        Err(AuthError::Disabled)
+    } else {
+        Ok(u)
     }
 }
 
@@ -101,7 +121,7 @@ async fn entra_user(
 ) -> Result<User, AuthError> {
     let id = entra.validate(token).await.map_err(AuthError::Rejected)?;
     match app.store.user_by_external(id.key()).await {
-        Ok(Some(u)) => return Ok(u),
+        Ok(Some(u)) => return enabled(u),
         Ok(None) => {}
         Err(e) => return Err(AuthError::Store(e.to_string())),
     }
@@ -117,7 +137,7 @@ async fn entra_user(
                 .await
                 .map_err(|e| AuthError::Store(e.to_string()))?;
             tracing::info!(user = u.id, "linked an Entra identity to a user");
-            Ok(u)
+            enabled(u)
         }
         Ok(None) => Err(AuthError::NotProvisioned(name)),
         Err(e) => Err(AuthError::Store(e.to_string())),

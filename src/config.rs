@@ -170,6 +170,19 @@ pub struct Opts {
     /// [default: https://login.microsoftonline.com/{the one tenant} or …/common].
     #[arg(long, env = "MAILBEACON_ENTRA_AUTHORITY", global = true)]
     pub entra_authority: Option<String>,
+    /// Serve `/metrics` on this address only (unset: on the public listener, for admin tokens).
+    #[arg(long, env = "MAILBEACON_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<String>,
+    /// Seconds a client may take to send a whole request body [default: 30].
+    #[arg(long, env = "MAILBEACON_BODY_READ_TIMEOUT_SECS", global = true)]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Most connections served at once; more wait to be accepted [default: 1024].
+    #[arg(long, env = "MAILBEACON_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Bytes of large request bodies (64 KiB and more) handled at once, across
+    /// requests; beyond it 503 `busy` [default: 2 × max_body_bytes].
+    #[arg(long, env = "MAILBEACON_BODY_BUDGET_BYTES", global = true)]
+    pub body_budget_bytes: Option<usize>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -201,6 +214,10 @@ struct FileOpts {
     imap_ca_file: Option<PathBuf>,
     entra_client_id: Option<String>,
     entra_authority: Option<String>,
+    metrics_listen: Option<String>,
+    body_read_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    body_budget_bytes: Option<usize>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -309,6 +326,15 @@ pub struct Config {
     /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
     /// read and checked), on top of the webpki roots. Empty when not set.
     pub imap_ca: Vec<CertificateDer<'static>>,
+    /// Where `/metrics` is served alone; `None`: on the public listener, to
+    /// admin tokens only.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The whole request body must arrive within this (else 408).
+    pub body_read_timeout: Duration,
+    /// Most connections served at once (more wait in the listen backlog).
+    pub max_connections: usize,
+    /// Bytes of large bodies handled at once across requests (else 503 `busy`).
+    pub body_budget_bytes: usize,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -676,6 +702,41 @@ impl Config {
             }),
             None => Vec::new(),
         };
+        let metrics_listen = match opts.metrics_listen.clone().or(file.metrics_listen) {
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problems.push(format!(
+                        "metrics_listen: {a:?} is not an address such as 127.0.0.1:9090"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let body_read_timeout_secs = opts
+            .body_read_timeout_secs
+            .or(file.body_read_timeout_secs)
+            .unwrap_or(30);
+        if body_read_timeout_secs == 0 {
+            problems.push("body_read_timeout_secs must be at least 1".into());
+        }
+        let max_connections = opts
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(1024);
+        if max_connections == 0 {
+            problems.push("max_connections must be at least 1".into());
+        }
+        let body_budget_bytes = opts
+            .body_budget_bytes
+            .or(file.body_budget_bytes)
+            .unwrap_or(max_body_bytes.saturating_mul(2));
+        if body_budget_bytes < max_body_bytes {
+            problems.push(format!(
+                "body_budget_bytes: {body_budget_bytes} must be at least max_body_bytes ({max_body_bytes})"
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -704,6 +765,10 @@ impl Config {
             capture_limit,
             entra,
             imap_ca,
+            metrics_listen,
+            body_read_timeout: Duration::from_secs(body_read_timeout_secs),
+            max_connections,
+            body_budget_bytes,
         })
     }
 }

@@ -104,11 +104,17 @@ async fn run(
         signing,
         settings,
     ));
-    let background = [
+    let mut background = vec![
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
         tokio::spawn(settings_refresher(app.clone(), settings)),
     ];
+    if let Some(addr) = app.config.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?;
+        background.push(tokio::spawn(server::serve_metrics(l, app.clone())));
+    }
     server::run(listener, app.clone(), tls, shutdown).await;
     for task in background {
         task.abort();
@@ -134,6 +140,7 @@ async fn bootstrap_admin(config: &Config, store: &Store) -> Result<(), String> {
         email: "admin".into(),
         role: Role::Admin,
         created_ms: now_ms(),
+        disabled: false,
     };
     store
         .create_user(admin, auth::hash_token(&token))

@@ -8,7 +8,13 @@
 //!
 //! Limits: request headers must arrive within `header_read_timeout`; a keep-alive
 //! connection with no new request for `idle_timeout` is closed; bodies are limited
-//! by the API handlers.
+//! by the API handlers (size, `body_read_timeout`, the shared byte budget). At
+//! most `max_connections` connections are served at once: past it the loop
+//! stops accepting until one ends, so further clients wait in the kernel's
+//! listen backlog (and are refused by the kernel once it is full) instead of
+//! costing memory here.
+//!
+//! [`serve_metrics`] serves `/metrics` alone on `metrics_listen`.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -23,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::state::App;
 use crate::tls::Tls;
@@ -43,12 +49,25 @@ pub async fn run(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let slots = Arc::new(Semaphore::new(app.config.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                // Never closed: `slots` lives as long as this loop.
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone()));
+                    let (app, tls, stop, done) = (app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        connection(stream, peer, app, tls, stop, done).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // E.g. too many open files: log, breathe, keep serving.
@@ -172,5 +191,32 @@ async fn drive<F, E>(
                 }
             }
         }
+    }
+}
+
+/// Serves `GET /metrics` (and nothing else) on `listener` until the task is
+/// dropped: the operator's own address, kept off the public listener.
+pub async fn serve_metrics(listener: TcpListener, app: Arc<App>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(crate::http::metrics_only(&app, &req)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 
@@ -21,20 +21,28 @@ use crate::recorder::Recorder;
 use crate::store::Store;
 use crate::token::KeyRing;
 
+/// How long a token's user is trusted from memory before it is read again.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
+
 pub struct App {
     pub config: Config,
     pub store: Store,
     pub recorder: Recorder,
     pub mailer: Option<Mailer>,
-    /// Bearer-token hash -> user, filled on first use (users are never changed or
-    /// deleted in place, so entries cannot go stale).
-    pub auth_cache: DashMap<[u8; 32], User>,
+    /// Bearer-token hash -> user and when it was read from the store. An entry
+    /// older than [`AUTH_CACHE_TTL`] is read again (another process sharing the
+    /// store may have disabled the user or replaced the token); changes made
+    /// here evict the user's entries at once ([`App::forget_user`]).
+    pub auth_cache: DashMap<[u8; 32], (User, Instant)>,
     /// Entra access-token checks (with their cached JWKS), when configured.
     pub entra: Option<crate::addin::entra::Validator>,
     /// Auto Capture: the roots IMAP TLS trusts (webpki plus `imap_ca_file`).
     pub imap_roots: Arc<rustls::RootCertStore>,
     /// Where application events go (webhooks, live streams); see `realtime`.
     pub realtime: crate::realtime::Emitter,
+    /// The byte budget of large request bodies handled at once, in KiB permits
+    /// (`body_budget_bytes`; see `http::budget`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -56,6 +64,9 @@ impl App {
             .clone()
             .map(crate::addin::entra::Validator::new);
         let imap_roots = crate::addin::mailbox::trust_roots(&config.imap_ca);
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            (config.body_budget_bytes / 1024).max(1),
+        ));
         App {
             config,
             store,
@@ -65,11 +76,17 @@ impl App {
             entra,
             imap_roots,
             realtime: crate::realtime::Emitter::default(),
+            body_budget,
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),
             settings: RwLock::new(settings),
         }
+    }
+
+    /// Drops every cached token of user `id` (after a change to the account).
+    pub fn forget_user(&self, id: u64) {
+        self.auth_cache.retain(|_, (u, _)| u.id != id);
     }
 
     pub fn keys(&self) -> Arc<KeyRing> {

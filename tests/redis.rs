@@ -357,7 +357,8 @@ fn two_processes(env_key: &str, env_val: &str) {
     assert_eq!(raw("GET", &on_b[0], &[("User-Agent", BROWSER_UA)]).0, 200);
     assert_eq!(engagement(&a, &tok, &id)["totals"]["opens"], 8);
     // Metrics count the requests each process answered.
-    let (_, _, m) = raw("GET", &b.url("/metrics"), &[]);
+    let admin = format!("Bearer {ADMIN}");
+    let (_, _, m) = raw("GET", &b.url("/metrics"), &[("Authorization", &admin)]);
     let m = String::from_utf8(m).expect("metrics text");
     assert!(
         m.contains("mailbeacon_requests_total{route=\"pixel\",status=\"200\"} 5"),

@@ -93,6 +93,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         email: "ann@sales.test".into(),
         role: Role::User,
         created_ms: 1,
+        disabled: false,
     };
     store.create_user(u.clone(), [1; 32]).await.unwrap();
     let dup = User { id: 8, ..u.clone() };
@@ -106,6 +107,31 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     );
     assert_eq!(store.user_by_token_hash([2; 32]).await.unwrap(), None);
     assert_eq!(store.user_count().await.unwrap(), 1);
+    // Accounts: by id, listed, updated in place, tokens replaced.
+    assert_eq!(store.user(7).await.unwrap(), Some(u.clone()));
+    assert_eq!(store.user(9).await.unwrap(), None);
+    assert_eq!(store.list_users().await.unwrap(), vec![u.clone()]);
+    let off = User {
+        disabled: true,
+        ..u.clone()
+    };
+    assert!(store.update_user(off.clone()).await.unwrap());
+    assert!(!store
+        .update_user(User {
+            id: 9,
+            ..off.clone()
+        })
+        .await
+        .unwrap());
+    assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(off));
+    store.add_token(7, [3; 32]).await.unwrap();
+    assert!(store.replace_tokens(7, [4; 32]).await.unwrap());
+    assert!(!store.replace_tokens(9, [5; 32]).await.unwrap());
+    assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), None);
+    assert_eq!(store.user_by_token_hash([3; 32]).await.unwrap(), None);
+    assert!(store.user_by_token_hash([4; 32]).await.unwrap().is_some());
+    assert!(store.update_user(u.clone()).await.unwrap());
+    store.add_token(7, [1; 32]).await.unwrap();
 
     // Emails: put, get, list newest first with a cursor.
     for i in 1..=5u64 {

@@ -149,6 +149,15 @@
     });
   }
 
+  /* A short informational bar on the item (best effort: not every host shows it). */
+  function notify(item, text) {
+    try {
+      item.notificationMessages.replaceAsync("mailbeaconFollow", {
+        type: "informationalMessage", message: text, icon: "Icon.16x16", persistent: false,
+      });
+    } catch (e) { /* no notification support */ }
+  }
+
   function onMessageSendHandler(event) {
     var item = Office.context.mailbox.item;
     followFlag(item).then(function (flag) {
@@ -168,6 +177,13 @@
             html: v[0], to: addresses(v[1]), cc: addresses(v[2]), bcc: addresses(v[3]), subject: v[4] || "",
           });
         }).then(function (res) {
+          if (res.status === 200 && res.body && res.body.followed === false) {
+            /* A recipient asked not to be followed: the email leaves untracked. */
+            notify(item, res.body.reason === "contact_opted_out"
+              ? "Not followed: a recipient asked not to be tracked, so this email is sent untracked."
+              : "Not followed: this email is sent untracked.");
+            return null;
+          }
           if (res.status !== 201) throw refused(res, how);
           return asyncCall(function (cb) {
             item.body.setAsync(res.body.html, { coercionType: Office.CoercionType.Html }, cb);

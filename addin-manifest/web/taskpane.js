@@ -398,7 +398,7 @@
 
   function followText() {
     $("follow-state").textContent = $("follow").checked
-      ? "This email will be followed when you send it."
+      ? "This email will be followed when you send it (unless a recipient asked not to be tracked: then it is sent untracked)."
       : "This email will not be followed.";
   }
 

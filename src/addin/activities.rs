@@ -109,9 +109,15 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, String> {
         });
     let in_reply_to = ids_of(msg.in_reply_to());
     let references = ids_of(msg.references());
+    // The nearest MAX_PARENTS, de-duplicated with a set: a References field
+    // of 150,000 ids costs one pass, and the caller's look-ups stay few.
     let mut parents: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for p in in_reply_to.iter().chain(references.iter().rev()) {
-        if *p != message_id && !parents.contains(p) {
+        if parents.len() == MAX_PARENTS {
+            break;
+        }
+        if *p != message_id && seen.insert(p.as_str()) {
             parents.push(p.clone());
         }
     }
@@ -161,6 +167,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, String> {
     })
 }
 
+/// Most thread parents kept (In-Reply-To, then the nearest References).
+pub const MAX_PARENTS: usize = 100;
+
 /// "outgoing" if and only if the user is the sender.
 pub fn direction(p: &Parsed, user_email: &str) -> &'static str {
     match &p.personal.from {
@@ -172,8 +181,9 @@ pub fn direction(p: &Parsed, user_email: &str) -> &'static str {
 /// Every address the message was exchanged with, except the user's own.
 pub fn counterparts(p: &ActivityPersonal, user_email: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for a in p.from.iter().chain(&p.to).chain(&p.cc) {
-        if a.address != user_email && !out.contains(&a.address) {
+        if a.address != user_email && seen.insert(a.address.as_str()) {
             out.push(a.address.clone());
         }
     }

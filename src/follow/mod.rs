@@ -106,6 +106,9 @@ pub struct Followed {
     pub html: Option<String>,
     /// How many links are tracked.
     pub links: usize,
+    /// Compose only: why the draft was not followed (its HTML comes back
+    /// untouched and nothing is stored), e.g. `"contact_opted_out"`.
+    pub not_followed: Option<&'static str>,
 }
 
 pub struct RecipientOutcome {
@@ -226,11 +229,15 @@ async fn follow_message(
         .from()
         .map(|f| f.normalized.clone())
         .unwrap_or_default();
-    if user.role != Role::Admin && from != user.email {
-        return Err(FollowError::SenderNotAllowed {
-            allowed: user.email.clone(),
-            from,
-        });
+    // Every From mailbox (several fields, several mailboxes in one) and the
+    // Sender must be the user's own address; admins may send as anyone.
+    if user.role != Role::Admin {
+        if let Some(other) = draft.senders().iter().find(|s| **s != user.email) {
+            return Err(FollowError::SenderNotAllowed {
+                allowed: user.email.clone(),
+                from: other.clone(),
+            });
+        }
     }
     // Copies of a message without Message-ID or Date get them here (the relay
     // takes them as submitted mail and would pass them on without).
@@ -319,6 +326,7 @@ async fn follow_message(
         recipients,
         html: None,
         links: job.draft.links().len(),
+        not_followed: None,
     })
 }
 
@@ -385,8 +393,9 @@ fn render_all(job: &Job) -> Result<Vec<Vec<u8>>, usize> {
 
 /// Follow from compose: Outlook sends one copy to everyone, so this is
 /// message-level tracking: one pixel and one set of links for the whole
-/// message, reported under the single recipient "recipient unknown". Contact
-/// preferences do not apply (no copy is addressed to anyone in particular).
+/// message, reported under the single recipient "recipient unknown". If any
+/// recipient's contact preference is "do not allow", nothing is followed and
+/// the draft's HTML comes back as it was (`Followed::not_followed`).
 async fn follow_compose(
     app: &App,
     user: &User,
@@ -408,6 +417,28 @@ async fn follow_compose(
     }
     if !user.email.contains('@') {
         return Err(FollowError::NoSenderAddress);
+    }
+    // Outlook's one copy goes to everyone, so one opted-out recipient means
+    // the message is not followed at all: the HTML comes back untracked.
+    let addresses: Vec<String> = draft
+        .to
+        .iter()
+        .chain(&draft.cc)
+        .chain(&draft.bcc)
+        .filter_map(|a| normalize_address(a))
+        .collect();
+    let opted_out = app.store.contacts(&addresses).await?.iter().any(|c| {
+        c.as_ref()
+            .is_some_and(|c| c.follow_email == FollowEmail::DoNotAllow)
+    });
+    if opted_out {
+        return Ok(Followed {
+            id: 0,
+            recipients: Vec::new(),
+            html: Some(draft.html),
+            links: 0,
+            not_followed: Some("contact_opted_out"),
+        });
     }
     let subject: String = draft
         .subject
@@ -469,5 +500,6 @@ async fn follow_compose(
             .collect(),
         html: Some(html),
         links: record.links.len(),
+        not_followed: None,
     })
 }

@@ -28,7 +28,9 @@ struct ComposeFollow {
 
 /// Follow from compose: Outlook sends one copy to everyone, so this is
 /// message-level tracking (see `follow`): the draft's HTML comes back with one
-/// pixel and one set of links for the whole message.
+/// pixel and one set of links for the whole message. With any opted-out
+/// recipient: `200 {"followed": false, "reason": "contact_opted_out"}` and
+/// the HTML untouched.
 pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     let body: ComposeFollow = match read_json(app, req).await {
         Ok(b) => b,
@@ -45,9 +47,24 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         Ok(f) => f,
         Err(e) => return follow_failed(e),
     };
+    if let Some(reason) = followed.not_followed {
+        return json_response(
+            StatusCode::OK,
+            &json!({
+                "followed": false,
+                "reason": reason,
+                "email_id": null,
+                "html": followed.html,
+                "tracking": "none",
+                "links": 0,
+                "note": "A recipient asked not to be followed, so this message is sent untracked.",
+            }),
+        );
+    }
     json_response(
         StatusCode::CREATED,
         &json!({
+            "followed": true,
             "email_id": id_to_text(followed.id),
             "html": followed.html,
             "tracking": "message",

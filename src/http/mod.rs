@@ -24,6 +24,7 @@
 pub mod activities;
 pub mod audit;
 pub mod beacon;
+pub mod budget;
 pub mod compose;
 pub mod emails;
 pub mod mailbox;
@@ -46,7 +47,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-pub use response::{error, json_response, Resp};
+pub use response::{error, json_response, method_not_allowed, Resp};
 
 use crate::auth::{self, AuthError};
 use crate::metrics;
@@ -87,6 +88,11 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         ("c", Some(rest)) => beacon::click(app, &req, rest, peer.ip()).await,
         // 200 while serving; "degraded" while events are spooled locally because
         // the store (Redis) cannot take them.
+        ("healthz" | "metrics", None)
+            if req.method() != Method::GET && req.method() != Method::HEAD =>
+        {
+            method_not_allowed("GET, HEAD", format!("{} is not allowed here", req.method()))
+        }
         ("healthz", None) => {
             let status = if app.store.degraded() {
                 "degraded"
@@ -98,7 +104,17 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
                 &json!({"status": status, "store": app.store.kind(), "spool_events": app.store.spool_events()}),
             )
         }
-        ("metrics", None) => metrics_response(app),
+        // On its own listener when `metrics_listen` is set (see `server`);
+        // else here, for admin tokens only.
+        ("metrics", None) if app.config.metrics_listen.is_none() => {
+            match authenticate(app, &req)
+                .await
+                .and_then(|u| require_admin(&u))
+            {
+                Ok(()) => metrics_response(app),
+                Err(r) => r,
+            }
+        }
         ("addin", Some("config.json")) => {
             let entra = app.config.entra.as_ref().and_then(|e| e.pane.as_ref());
             pane::config(req.method(), entra)
@@ -130,6 +146,11 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         Ok(u) => u,
         Err(r) => return r,
     };
+    // Held until the answer is built: large bodies share one byte budget.
+    let _budget = match budget::reserve(app, &req) {
+        Ok(permit) => permit,
+        Err(r) => return r,
+    };
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let query: Query = request::parse_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();
@@ -139,6 +160,18 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::POST, ["users"]) => match require_admin(user) {
             Err(r) => r,
             Ok(()) => users::create(app, user, req).await,
+        },
+        (&Method::GET, ["users"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => users::list(app, &query).await,
+        },
+        (&Method::PATCH, ["users", id]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => users::update(app, user, id, req).await,
+        },
+        (&Method::POST, ["users", id, "token"]) => match require_admin(user) {
+            Err(r) => r,
+            Ok(()) => users::new_token(app, user, id).await,
         },
         (&Method::GET, ["settings"]) => match require_admin(user) {
             Err(r) => r,
@@ -159,11 +192,15 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
             Err(r) => r,
             Ok(()) => privacy::import(app, user, req).await,
         },
-        (_, ["contacts", address]) => match require_admin(user) {
-            Err(r) => r,
-            Ok(()) => privacy::contact(app, user, &method, address, req).await,
-        },
-        (_, ["subjects", address]) => match require_admin(user) {
+        (&Method::GET | &Method::PUT | &Method::DELETE, ["contacts", address])
+            if *address != "import" =>
+        {
+            match require_admin(user) {
+                Err(r) => r,
+                Ok(()) => privacy::contact(app, user, &method, address, req).await,
+            }
+        }
+        (&Method::GET | &Method::DELETE, ["subjects", address]) => match require_admin(user) {
             Err(r) => r,
             Ok(()) => privacy::subject(app, user, &method, address).await,
         },
@@ -188,24 +225,8 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["mailbox"]) => mailbox::get(app, user).await,
         (&Method::PUT, ["mailbox"]) => mailbox::put(app, user, req).await,
         (&Method::DELETE, ["mailbox"]) => mailbox::delete(app, user).await,
-        (
-            _,
-            ["users"]
-            | ["emails"]
-            | ["emails", _]
-            | ["settings"]
-            | ["audit"]
-            | ["activities"]
-            | ["activities", _]
-            | ["activities", _, "regarding"]
-            | ["compose", "follow"]
-            | ["me", "settings"]
-            | ["mailbox"]
-            | ["capture"]
-            | ["capture", "track"],
-        ) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        (_, segs) if allowed_methods(segs).is_some() => method_not_allowed(
+            allowed_methods(segs).unwrap_or(""),
             format!("{method} is not allowed on /api/v1/{rest}"),
         ),
         _ => error(
@@ -216,9 +237,36 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
     }
 }
 
+/// The methods each API path answers (its `Allow` header), `None` for a path
+/// that is not an endpoint. Every path of the `match` in [`api`] is here.
+pub fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["users"] => "GET, POST",
+        ["users", _] => "PATCH",
+        ["users", _, "token"] => "POST",
+        ["settings"] => "GET, PUT",
+        ["emails"] => "GET, POST",
+        ["emails", _] => "GET",
+        ["stats"] => "GET",
+        ["contacts", "import"] => "POST",
+        ["contacts", _] => "GET, PUT, DELETE",
+        ["subjects", _] => "GET, DELETE",
+        ["audit"] => "GET",
+        ["activities"] => "GET, POST",
+        ["activities", _] => "GET, DELETE",
+        ["activities", _, "regarding"] => "PUT",
+        ["capture"] => "GET",
+        ["capture", "track"] => "POST",
+        ["compose", "follow"] => "POST",
+        ["me", "settings"] => "GET, PUT",
+        ["mailbox"] => "GET, PUT, DELETE",
+        _ => return None,
+    })
+}
+
 /// The caller, from `Authorization: Bearer <token>`; else the 401 (or 503) to
 /// answer.
-async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<User, Resp> {
+pub(crate) async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<User, Resp> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -228,6 +276,7 @@ async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<User, Resp> 
         Ok(u) => Ok(u),
         Err(AuthError::Missing) => Err(unauthorized("missing Authorization: Bearer token".into())),
         Err(AuthError::Invalid) => Err(unauthorized("invalid bearer token".into())),
+        Err(AuthError::Disabled) => Err(unauthorized("this account is disabled".into())),
         Err(AuthError::Store(e)) => Err(store_failed(StoreError::Backend(e))),
         Err(AuthError::Rejected(why)) => Err(unauthorized(why)),
         // Its own code, so the pane can tell the user whom to ask.
@@ -249,6 +298,15 @@ fn require_admin(user: &User) -> Result<(), Resp> {
             "forbidden",
             "this endpoint needs an admin token".into(),
         ))
+    }
+}
+
+/// The metrics listener's one route: `GET`/`HEAD /metrics`.
+pub fn metrics_only<B>(app: &App, req: &Request<B>) -> Resp {
+    match (req.uri().path(), req.method()) {
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics_response(app),
+        ("/metrics", m) => method_not_allowed("GET, HEAD", format!("{m} is not allowed here")),
+        _ => not_found(),
     }
 }
 

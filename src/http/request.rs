@@ -77,7 +77,32 @@ pub async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp>
     if declared.is_some_and(|n| n > (limit + DRAIN_MAX) as u64) {
         return Err(too_large());
     }
-    let mut body = req.into_body();
+    let body = req.into_body();
+    // The whole body within `body_read_timeout`: a client trickling bytes
+    // cannot hold the request (and its memory) open for longer.
+    match tokio::time::timeout(
+        app.config.body_read_timeout,
+        collect(body, limit, DRAIN_MAX),
+    )
+    .await
+    {
+        Ok(Ok((buf, seen))) if seen <= limit => Ok(Bytes::from(buf)),
+        Ok(Ok(_)) => Err(too_large()),
+        Ok(Err(r)) => Err(r),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                app.config.body_read_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Reads frames: keeps up to `limit` bytes, counts (and drops) up to `drain`
+/// more. Returns the kept bytes and how many were seen.
+async fn collect(mut body: Incoming, limit: usize, drain: usize) -> Result<(Vec<u8>, usize), Resp> {
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -92,15 +117,12 @@ pub async fn read_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Resp>
             seen += data.len();
             if seen <= limit {
                 buf.extend_from_slice(&data);
-            } else if seen > limit + DRAIN_MAX {
+            } else if seen > limit + drain {
                 break;
             }
         }
     }
-    if seen > limit {
-        return Err(too_large());
-    }
-    Ok(Bytes::from(buf))
+    Ok((buf, seen))
 }
 
 /// Reads a JSON body into `T` (400 `invalid_json` if it does not fit).

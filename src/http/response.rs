@@ -36,6 +36,19 @@ pub fn error(status: StatusCode, code: &str, message: String) -> Resp {
     )
 }
 
+/// 405 with the `Allow` header naming the methods `allow` lists (e.g.
+/// `"GET, PUT"`).
+pub fn method_not_allowed(allow: &'static str, message: String) -> Resp {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    r.headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// A 400 with `code`.
 pub fn bad(code: &str, message: impl Into<String>) -> Resp {
     error(StatusCode::BAD_REQUEST, code, message.into())
@@ -106,6 +119,9 @@ pub fn follow_failed(e: FollowError) -> Resp {
                 ErrorKind::NoRecipients => (StatusCode::BAD_REQUEST, "no_recipients"),
                 ErrorKind::NoSender => (StatusCode::BAD_REQUEST, "no_sender"),
                 ErrorKind::TooManyLinks => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_links"),
+                ErrorKind::TooManyRecipients => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_recipients")
+                }
             };
             (status, code, e.message)
         }

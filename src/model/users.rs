@@ -10,6 +10,10 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub created_ms: u64,
+    /// A disabled user's tokens answer 401 (`PATCH /api/v1/users/{id}`).
+    /// Absent in records written before accounts could be disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

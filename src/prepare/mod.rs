@@ -60,7 +60,16 @@ pub enum ErrorKind {
     NoSender,
     /// More trackable links than [`Limits::max_links`].
     TooManyLinks,
+    /// More To, Cc and Bcc addresses (counted before anything else is done
+    /// with them) than [`MAX_ADDRESSES`], or more From and Sender mailboxes
+    /// than [`MAX_SENDERS`].
+    TooManyRecipients,
 }
+
+/// Most To, Cc and Bcc addresses (before de-duplication) a message may list.
+pub const MAX_ADDRESSES: usize = 1000;
+/// Most From and Sender mailboxes a message may list.
+pub const MAX_SENDERS: usize = 100;
 
 /// Why a message could not be prepared.
 #[derive(Debug, Clone)]
@@ -173,6 +182,8 @@ pub struct Draft {
     subject: Option<String>,
     message_id: Option<String>,
     recipients: Vec<Recipient>,
+    /// Every From and Sender mailbox, normalized, in header order.
+    senders: Vec<String>,
     links: Vec<String>,
     untouched: Vec<Untouched>,
     has_html: bool,
@@ -215,6 +226,35 @@ impl Draft {
             ));
         };
 
+        // Count first, before any per-address work (a header of 100,000
+        // addresses must not cost more than reading it).
+        let count = |names: &[HeaderName<'_>]| -> usize {
+            top.headers
+                .iter()
+                .filter(|h| names.contains(&h.name))
+                .filter_map(|h| h.value.as_address())
+                .map(|a| a.iter().count())
+                .sum()
+        };
+        let listed = count(&[HeaderName::To, HeaderName::Cc, HeaderName::Bcc]);
+        if listed > MAX_ADDRESSES {
+            return Err(PrepareError::new(
+                ErrorKind::TooManyRecipients,
+                format!("The message lists {listed} recipient addresses; at most {MAX_ADDRESSES} can be followed in one email."),
+            ));
+        }
+        let listed = count(&[HeaderName::From, HeaderName::Sender]);
+        if listed > MAX_SENDERS {
+            return Err(PrepareError::new(
+                ErrorKind::TooManyRecipients,
+                format!("The message lists {listed} From and Sender mailboxes; at most {MAX_SENDERS} are accepted."),
+            ));
+        }
+        let senders: Vec<String> = mailboxes(top, &HeaderName::From, Field::To)
+            .into_iter()
+            .chain(mailboxes(top, &HeaderName::Sender, Field::To))
+            .map(|r| r.normalized)
+            .collect();
         let from = mailboxes(top, &HeaderName::From, Field::To)
             .into_iter()
             .next();
@@ -225,13 +265,14 @@ impl Draft {
             ));
         }
         let mut recipients: Vec<Recipient> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (name, field) in [
             (HeaderName::To, Field::To),
             (HeaderName::Cc, Field::Cc),
             (HeaderName::Bcc, Field::Bcc),
         ] {
             for r in mailboxes(top, &name, field) {
-                if !recipients.iter().any(|x| x.normalized == r.normalized) {
+                if seen.insert(r.normalized.clone()) {
                     recipients.push(r);
                 }
             }
@@ -396,6 +437,7 @@ impl Draft {
             subject,
             message_id,
             recipients,
+            senders,
             links: sink.links,
             untouched: sink.untouched,
             has_html,
@@ -438,6 +480,12 @@ impl Draft {
     /// The From mailbox (its `field` is [`Field::To`] and means nothing).
     pub fn from(&self) -> Option<&Recipient> {
         self.from.as_ref()
+    }
+
+    /// Every From mailbox (of every From field) and the Sender, normalized:
+    /// the addresses a message claims to come from.
+    pub fn senders(&self) -> &[String] {
+        &self.senders
     }
 
     /// The decoded Subject.

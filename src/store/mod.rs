@@ -205,6 +205,51 @@ impl Store {
         }))
     }
 
+    /// The user with this id, if there is one.
+    pub async fn user(&self, id: u64) -> Result<Option<User>> {
+        let k = self.sealer();
+        let user = on_backend!(self, |s| s.user(id), |r| r.user(id).await)?;
+        Ok(user.map(|u| User {
+            email: k.open_lossy(&u.email),
+            ..u
+        }))
+    }
+
+    /// Every user, in no particular order (accounts are few; the API pages them).
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let k = self.sealer();
+        let users = on_backend!(self, |s| s.list_users(), |r| r.list_users().await)?;
+        Ok(users
+            .into_iter()
+            .map(|u| User {
+                email: k.open_lossy(&u.email),
+                ..u
+            })
+            .collect())
+    }
+
+    /// Replaces an existing user's record (role, disabled; the email and id
+    /// stay as they are). Returns false if there is no such user.
+    pub async fn update_user(&self, user: User) -> Result<bool> {
+        let k = self.sealer();
+        let sealed = User {
+            email: k.seal(&user.email),
+            ..user
+        };
+        on_backend!(self, |s| s.update_user(&sealed), |r| r
+            .update_user(&sealed)
+            .await)
+    }
+
+    /// Makes `token_hash` the user's only bearer token: every other token of
+    /// theirs stops working, in the same write. Returns false if there is no
+    /// such user.
+    pub async fn replace_tokens(&self, user: u64, token_hash: [u8; 32]) -> Result<bool> {
+        on_backend!(self, |s| s.replace_tokens(user, &token_hash), |r| r
+            .replace_tokens(user, &token_hash)
+            .await)
+    }
+
     pub async fn user_count(&self) -> Result<u64> {
         on_backend!(self, |s| s.user_count(), |r| r.user_count().await)
     }

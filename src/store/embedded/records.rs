@@ -57,6 +57,62 @@ impl Embedded {
         })
     }
 
+    pub fn user(&self, id: u64) -> Result<Option<User>> {
+        let tx = self.db().begin_read()?;
+        let users = tx.open_table(USERS)?;
+        let user = users.get(id)?;
+        Ok(match user {
+            Some(g) => Some(serde_json::from_slice(g.value())?),
+            None => None,
+        })
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>> {
+        let tx = self.db().begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(USERS)?.iter()? {
+            let (_, json) = row?;
+            out.push(serde_json::from_slice(json.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn update_user(&self, user: &User) -> Result<bool> {
+        let tx = self.db().begin_write()?;
+        {
+            let mut users = tx.open_table(USERS)?;
+            if users.get(user.id)?.is_none() {
+                return Ok(false);
+            }
+            users.insert(user.id, serde_json::to_vec(user)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn replace_tokens(&self, user: u64, token_hash: &[u8; 32]) -> Result<bool> {
+        let tx = self.db().begin_write()?;
+        {
+            if tx.open_table(USERS)?.get(user)?.is_none() {
+                return Ok(false);
+            }
+            let mut tokens = tx.open_table(TOKENS)?;
+            let mut old: Vec<Vec<u8>> = Vec::new();
+            for row in tokens.iter()? {
+                let (h, id) = row?;
+                if id.value() == user {
+                    old.push(h.value().to_vec());
+                }
+            }
+            for h in &old {
+                tokens.remove(h.as_slice())?;
+            }
+            tokens.insert(token_hash.as_slice(), user)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     pub fn user_count(&self) -> Result<u64> {
         Ok(self.db().begin_read()?.open_table(USERS)?.len()?)
     }

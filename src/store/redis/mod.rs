@@ -113,6 +113,23 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
 return 1";
 
+/// Replaces the user's record if it exists. KEYS: users; ARGV: id, JSON.
+const UPDATE_USER: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1";
+
+/// Makes one token hash the user's only one. KEYS: users, tokens; ARGV: id,
+/// new token hash.
+const REPLACE_TOKENS: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if all[i + 1] == ARGV[1] then redis.call('HDEL', KEYS[2], all[i]) end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+return 1";
+
 impl Redis {
     /// Connects, prepares the shard logs and starts the deriver and the spool
     /// replayer. `data_dir` holds the spool.
@@ -218,6 +235,47 @@ impl Redis {
             Some(j) => Some(serde_json::from_slice(&j)?),
             None => None,
         })
+    }
+
+    pub async fn user(&self, id: u64) -> Result<Option<User>> {
+        let json: Option<Vec<u8>> = self.c().hget(keys::USERS, id_to_text(id)).await?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_slice(&j)?),
+            None => None,
+        })
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let users: HashMap<String, Vec<u8>> = self.c().hgetall(keys::USERS).await?;
+        users
+            .values()
+            .map(|j| Ok(serde_json::from_slice(j)?))
+            .collect()
+    }
+
+    pub async fn update_user(&self, user: &User) -> Result<bool> {
+        let done: i64 = ::redis::cmd("EVAL")
+            .arg(UPDATE_USER)
+            .arg(1)
+            .arg(keys::USERS)
+            .arg(id_to_text(user.id))
+            .arg(serde_json::to_vec(user)?)
+            .query_async(&mut self.c())
+            .await?;
+        Ok(done == 1)
+    }
+
+    pub async fn replace_tokens(&self, user: u64, token_hash: &[u8; 32]) -> Result<bool> {
+        let done: i64 = ::redis::cmd("EVAL")
+            .arg(REPLACE_TOKENS)
+            .arg(2)
+            .arg(keys::USERS)
+            .arg(keys::TOKENS)
+            .arg(id_to_text(user))
+            .arg(hex(token_hash))
+            .query_async(&mut self.c())
+            .await?;
+        Ok(done == 1)
     }
 
     pub async fn user_count(&self) -> Result<u64> {
