@@ -170,6 +170,18 @@ pub struct Opts {
     /// [default: https://login.microsoftonline.com/{the one tenant} or …/common].
     #[arg(long, env = "MAILBEACON_ENTRA_AUTHORITY", global = true)]
     pub entra_authority: Option<String>,
+    /// Outbox: copies sent at once by each process [default: 4].
+    #[arg(long, env = "MAILBEACON_OUTBOX_CONCURRENCY", global = true)]
+    pub outbox_concurrency: Option<usize>,
+    /// Outbox: the first retry after a temporary SMTP failure comes within this many seconds, later ones wait longer [default: 60].
+    #[arg(long, env = "MAILBEACON_OUTBOX_RETRY_SECS", global = true)]
+    pub outbox_retry_secs: Option<u64>,
+    /// Outbox: a copy still refused temporarily this many seconds after it was due is failed [default: 259200 = 3 days].
+    #[arg(long, env = "MAILBEACON_OUTBOX_GIVE_UP_SECS", global = true)]
+    pub outbox_give_up_secs: Option<u64>,
+    /// Outbox: seconds after which a copy whose process died is sent again by another [default: 60].
+    #[arg(long, env = "MAILBEACON_OUTBOX_LEASE_SECS", global = true)]
+    pub outbox_lease_secs: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -201,6 +213,10 @@ struct FileOpts {
     imap_ca_file: Option<PathBuf>,
     entra_client_id: Option<String>,
     entra_authority: Option<String>,
+    outbox_concurrency: Option<usize>,
+    outbox_retry_secs: Option<u64>,
+    outbox_give_up_secs: Option<u64>,
+    outbox_lease_secs: Option<u64>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -309,6 +325,21 @@ pub struct Config {
     /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
     /// read and checked), on top of the webpki roots. Empty when not set.
     pub imap_ca: Vec<CertificateDer<'static>>,
+    /// The outbox (see `outbox`): copies in flight per process, retry backoff
+    /// after temporary failures, and the lease that hands a dead process's
+    /// copy to another.
+    pub outbox: OutboxConfig,
+}
+
+/// The outbox's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxConfig {
+    pub concurrency: usize,
+    /// The first retry comes within this (later ones wait longer).
+    pub retry_first: Duration,
+    /// Counted from when a copy was due: no retry after this.
+    pub give_up_after: Duration,
+    pub lease: Duration,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -676,9 +707,43 @@ impl Config {
             }),
             None => Vec::new(),
         };
+        let outbox_concurrency = opts
+            .outbox_concurrency
+            .or(file.outbox_concurrency)
+            .unwrap_or(4);
+        if !(1..=64).contains(&outbox_concurrency) {
+            problems.push("outbox_concurrency must be from 1 to 64".into());
+        }
+        let outbox_retry = opts
+            .outbox_retry_secs
+            .or(file.outbox_retry_secs)
+            .unwrap_or(60);
+        if !(1..=3600).contains(&outbox_retry) {
+            problems.push("outbox_retry_secs must be from 1 to 3600".into());
+        }
+        let outbox_give_up = opts
+            .outbox_give_up_secs
+            .or(file.outbox_give_up_secs)
+            .unwrap_or(3 * 86_400);
+        if outbox_give_up == 0 || outbox_give_up > 30 * 86_400 {
+            problems.push("outbox_give_up_secs must be from 1 to 2592000 (30 days)".into());
+        }
+        let outbox_lease = opts
+            .outbox_lease_secs
+            .or(file.outbox_lease_secs)
+            .unwrap_or(60);
+        if !(3..=3600).contains(&outbox_lease) {
+            problems.push("outbox_lease_secs must be from 3 to 3600".into());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
+        let outbox = OutboxConfig {
+            concurrency: outbox_concurrency,
+            retry_first: Duration::from_secs(outbox_retry),
+            give_up_after: Duration::from_secs(outbox_give_up),
+            lease: Duration::from_secs(outbox_lease),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -704,6 +769,7 @@ impl Config {
             capture_limit,
             entra,
             imap_ca,
+            outbox,
         })
     }
 }

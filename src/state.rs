@@ -35,6 +35,13 @@ pub struct App {
     pub imap_roots: Arc<rustls::RootCertStore>,
     /// Where application events go (webhooks, live streams); see `realtime`.
     pub realtime: crate::realtime::Emitter,
+    /// The outbox's queue of copies to send (see `outbox`), and the timers
+    /// queue (reminders): enqueue through these so this process's worker wakes.
+    pub outbox: crate::jobs::Jobs,
+    pub timers: crate::jobs::Jobs,
+    /// Where time-dependent logic (schedules, reminders, retries) reads "now";
+    /// a test may swap in a `jobs::ManualClock` before serving.
+    pub clock: Arc<dyn crate::jobs::Clock>,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -56,6 +63,8 @@ impl App {
             .clone()
             .map(crate::addin::entra::Validator::new);
         let imap_roots = crate::addin::mailbox::trust_roots(&config.imap_ca);
+        let outbox = crate::jobs::Jobs::new(store.clone(), "outbox");
+        let timers = crate::jobs::Jobs::new(store.clone(), "timers");
         App {
             config,
             store,
@@ -65,6 +74,9 @@ impl App {
             entra,
             imap_roots,
             realtime: crate::realtime::Emitter::default(),
+            outbox,
+            timers,
+            clock: Arc::new(crate::jobs::SystemClock),
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),

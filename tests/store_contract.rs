@@ -66,6 +66,8 @@ fn email(id: u64, owner: u64, created_ms: u64, expires_ms: u64) -> EmailRecord {
         links: vec!["https://a.example/".into()],
         lookups: Vec::new(),
         template: None,
+        send_at_ms: None,
+        reminder: None,
     }
 }
 
