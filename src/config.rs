@@ -183,6 +183,18 @@ pub struct Opts {
     /// requests; beyond it 503 `busy` [default: 2 × max_body_bytes].
     #[arg(long, env = "MAILBEACON_BODY_BUDGET_BYTES", global = true)]
     pub body_budget_bytes: Option<usize>,
+    /// Outbox: copies sent at once by each process [default: 4].
+    #[arg(long, env = "MAILBEACON_OUTBOX_CONCURRENCY", global = true)]
+    pub outbox_concurrency: Option<usize>,
+    /// Outbox: the first retry after a temporary SMTP failure comes within this many seconds, later ones wait longer [default: 60].
+    #[arg(long, env = "MAILBEACON_OUTBOX_RETRY_SECS", global = true)]
+    pub outbox_retry_secs: Option<u64>,
+    /// Outbox: a copy still refused temporarily this many seconds after it was due is failed [default: 259200 = 3 days].
+    #[arg(long, env = "MAILBEACON_OUTBOX_GIVE_UP_SECS", global = true)]
+    pub outbox_give_up_secs: Option<u64>,
+    /// Outbox: seconds after which a copy whose process died is sent again by another [default: 60].
+    #[arg(long, env = "MAILBEACON_OUTBOX_LEASE_SECS", global = true)]
+    pub outbox_lease_secs: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -218,6 +230,10 @@ struct FileOpts {
     body_read_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     body_budget_bytes: Option<usize>,
+    outbox_concurrency: Option<usize>,
+    outbox_retry_secs: Option<u64>,
+    outbox_give_up_secs: Option<u64>,
+    outbox_lease_secs: Option<u64>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -335,6 +351,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Bytes of large bodies handled at once across requests (else 503 `busy`).
     pub body_budget_bytes: usize,
+    /// The outbox (see `outbox`): copies in flight per process, retry backoff
+    /// after temporary failures, and the lease that hands a dead process's
+    /// copy to another.
+    pub outbox: OutboxConfig,
+}
+
+/// The outbox's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxConfig {
+    pub concurrency: usize,
+    /// The first retry comes within this (later ones wait longer).
+    pub retry_first: Duration,
+    /// Counted from when a copy was due: no retry after this.
+    pub give_up_after: Duration,
+    pub lease: Duration,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -737,9 +768,43 @@ impl Config {
                 "body_budget_bytes: {body_budget_bytes} must be at least max_body_bytes ({max_body_bytes})"
             ));
         }
+        let outbox_concurrency = opts
+            .outbox_concurrency
+            .or(file.outbox_concurrency)
+            .unwrap_or(4);
+        if !(1..=64).contains(&outbox_concurrency) {
+            problems.push("outbox_concurrency must be from 1 to 64".into());
+        }
+        let outbox_retry = opts
+            .outbox_retry_secs
+            .or(file.outbox_retry_secs)
+            .unwrap_or(60);
+        if !(1..=3600).contains(&outbox_retry) {
+            problems.push("outbox_retry_secs must be from 1 to 3600".into());
+        }
+        let outbox_give_up = opts
+            .outbox_give_up_secs
+            .or(file.outbox_give_up_secs)
+            .unwrap_or(3 * 86_400);
+        if outbox_give_up == 0 || outbox_give_up > 30 * 86_400 {
+            problems.push("outbox_give_up_secs must be from 1 to 2592000 (30 days)".into());
+        }
+        let outbox_lease = opts
+            .outbox_lease_secs
+            .or(file.outbox_lease_secs)
+            .unwrap_or(60);
+        if !(3..=3600).contains(&outbox_lease) {
+            problems.push("outbox_lease_secs must be from 3 to 3600".into());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
+        let outbox = OutboxConfig {
+            concurrency: outbox_concurrency,
+            retry_first: Duration::from_secs(outbox_retry),
+            give_up_after: Duration::from_secs(outbox_give_up),
+            lease: Duration::from_secs(outbox_lease),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -769,6 +834,7 @@ impl Config {
             body_read_timeout: Duration::from_secs(body_read_timeout_secs),
             max_connections,
             body_budget_bytes,
+            outbox,
         })
     }
 }

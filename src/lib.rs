@@ -14,10 +14,13 @@
 //! - `auth`: bearer tokens.
 //! - `state`: what handlers share (config, store, recorder, key ring, settings).
 //! - `follow`: the follow use case (both follow endpoints): checks, contact
-//!   preferences, the record stored first, then the copies returned or sent
-//!   (`follow::send`); `follow::render`: a parsed email → record +
-//!   per-recipient copies with tokens (pure).
-//! - `deliver`: SMTP delivery of copies (lettre).
+//!   preferences, the record stored first, then the copies returned or handed
+//!   to the outbox; `follow::render`: a parsed email → record + per-recipient
+//!   copies with tokens (pure).
+//! - `outbox`: SMTP copies sent by a durable queue after the request (retries,
+//!   send later, cancel; rendered at send time with `follow::render`), and
+//!   `outbox::reminder` (reminder timers).
+//! - `deliver`: SMTP delivery of copies (lettre), CRLF line ends.
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
 //! - `insights` (pure): engagement score, best time to send, action cards.
 //! - `subjects`: data-subject export and erase.
@@ -59,6 +62,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod outbound;
+pub mod outbox;
 pub mod prepare;
 pub mod realtime;
 pub mod recorder;

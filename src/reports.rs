@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::classify::{classify_all, Heuristics, Machine};
 use crate::ids::{id_to_text, rfc3339};
-use crate::model::{EmailRecord, Event, EventKind};
+use crate::model::{Delivery, EmailRecord, Event, EventKind, Reminder};
 
 /// How many of the most recent events the timeline shows.
 const TIMELINE_MAX: usize = 500;
@@ -35,6 +35,22 @@ fn opt_time(t: Option<u64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// How many replies recipient `i` of `rec` sent. The hook for the reply
+/// watcher, which is not built yet: none are recorded, so 0.
+pub fn replies(_rec: &EmailRecord, _i: usize) -> u64 {
+    0
+}
+
+/// A recipient's delivery: `{"state", "detail", "at"}`.
+pub fn delivery_json(d: &Delivery) -> Value {
+    json!({"state": d.state, "detail": d.detail, "at": rfc3339(d.at_ms)})
+}
+
+/// A reminder: `{"when", "at", "state"}`.
+pub fn reminder_json(r: &Reminder) -> Value {
+    json!({"when": r.when, "at": rfc3339(r.at_ms), "state": r.state})
+}
+
 /// The summary line of an email for listings (no events).
 pub fn summary(rec: &EmailRecord) -> Value {
     json!({
@@ -48,6 +64,9 @@ pub fn summary(rec: &EmailRecord) -> Value {
         "template": rec.template,
         "recipients": rec.recipients.len(),
         "links": rec.links.len(),
+        "state": rec.state(),
+        "send_at": opt_time(rec.send_at_ms),
+        "reminder": rec.reminder.as_ref().map(reminder_json),
     })
 }
 
@@ -93,16 +112,20 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
         .recipients
         .iter()
         .zip(&per)
-        .map(|(r, t)| {
+        .enumerate()
+        .map(|(i, (r, t))| {
+            let replies = replies(rec, i);
+            // The recipient acted on the message but no open was recorded:
+            // their client blocked the pixel.
+            let inferred =
+                u64::from((t.clicks > 0 || replies > 0) && t.opens == 0 && t.machine_opens == 0);
             json!({
                 "address": r.address,
                 "name": r.name,
                 "field": r.field,
                 "followed": r.followed,
                 "reason": r.reason,
-                "delivery": r.delivery.as_ref().map(|d| json!({
-                    "status": d.status, "detail": d.detail, "at": rfc3339(d.at_ms)
-                })),
+                "delivery": r.delivery.as_ref().map(delivery_json),
                 "opens": t.opens,
                 "clicks": t.clicks,
                 "machine_opens": t.machine_opens,
@@ -111,6 +134,9 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
                 "last_open_at": opt_time(t.last_open),
                 "first_click_at": opt_time(t.first_click),
                 "last_click_at": opt_time(t.last_click),
+                "replies": replies,
+                "first_reply_at": Value::Null,
+                "inferred_opens": inferred,
                 "links": t.links.iter().map(|(i, (h, m))| json!({
                     "index": i, "url": link_url(*i), "clicks": h, "machine_clicks": m
                 })).collect::<Vec<_>>(),

@@ -3,8 +3,9 @@
 //! `MAILBEACON_REDIS_URL` / `MAILBEACON_REDIS_CLUSTER` is set, with the key ring
 //! shared there), creates the first admin on an empty deployment, builds the
 //! `App`, starts the background tasks (retention sweeper; key-ring and TLS
-//! certificate reloader; settings refresher), serves until the shutdown future
-//! completes, then drains the recorder and closes the store.
+//! certificate reloader; settings refresher; the outbox and reminder workers),
+//! serves until the shutdown future completes, lets the workers finish the
+//! copies in hand, then drains the recorder and closes the store.
 //!
 //! `serve` stops on SIGINT or SIGTERM; `serve_until` and `serve_on` take their own
 //! shutdown future (and `serve_on` an already bound listener), so a test can run
@@ -115,7 +116,20 @@ async fn run(
             .map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?;
         background.push(tokio::spawn(server::serve_metrics(l, app.clone())));
     }
+    // The outbox and reminder workers: told to stop after the server stops,
+    // they finish the copies in hand (SMTP commands time out after 30 s).
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let workers = crate::outbox::start(app.clone(), workers_stop);
     server::run(listener, app.clone(), tls, shutdown).await;
+    let _ = stop_workers.send(true);
+    for w in workers {
+        if tokio::time::timeout(Duration::from_secs(45), w)
+            .await
+            .is_err()
+        {
+            tracing::warn!("an outbox worker did not finish in time; its copies are sent again after their lease");
+        }
+    }
     for task in background {
         task.abort();
     }

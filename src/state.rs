@@ -43,6 +43,13 @@ pub struct App {
     /// The byte budget of large request bodies handled at once, in KiB permits
     /// (`body_budget_bytes`; see `http::budget`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The outbox's queue of copies to send (see `outbox`), and the timers
+    /// queue (reminders): enqueue through these so this process's worker wakes.
+    pub outbox: crate::jobs::Jobs,
+    pub timers: crate::jobs::Jobs,
+    /// Where time-dependent logic (schedules, reminders, retries) reads "now";
+    /// a test may swap in a `jobs::ManualClock` before serving.
+    pub clock: Arc<dyn crate::jobs::Clock>,
     keys: RwLock<Arc<KeyRing>>,
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
@@ -67,6 +74,8 @@ impl App {
         let body_budget = Arc::new(tokio::sync::Semaphore::new(
             (config.body_budget_bytes / 1024).max(1),
         ));
+        let outbox = crate::jobs::Jobs::new(store.clone(), "outbox");
+        let timers = crate::jobs::Jobs::new(store.clone(), "timers");
         App {
             config,
             store,
@@ -77,6 +86,9 @@ impl App {
             imap_roots,
             realtime: crate::realtime::Emitter::default(),
             body_budget,
+            outbox,
+            timers,
+            clock: Arc::new(crate::jobs::SystemClock),
             keys: RwLock::new(Arc::new(keys)),
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),

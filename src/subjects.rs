@@ -73,7 +73,7 @@ pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Valu
                 "followed": r.followed,
                 "reason": r.reason,
                 "delivery": r.delivery.as_ref().map(|d| json!({
-                    "status": d.status, "detail": d.detail, "at": rfc3339(d.at_ms)
+                    "state": d.state, "detail": d.detail, "at": rfc3339(d.at_ms)
                 })),
                 "events": evs,
             }));

@@ -641,18 +641,32 @@ fn smtp_delivery_sends_one_copy_per_recipient() {
         Some(json!({"mime": STANDARD.encode(&raw_mail), "deliver": "smtp"})),
     );
     assert_eq!(st, 201, "{v}");
+    // The outbox sends after answering: every copy starts queued.
+    for r in v["recipients"].as_array().unwrap() {
+        assert!(
+            r.get("mime").is_none(),
+            "smtp delivery does not return copies"
+        );
+        assert_eq!(r["delivery"]["state"], "queued", "{v}");
+    }
+    let id = v["id"].as_str().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    let v = loop {
+        let rep = engagement(&s, &tok, &id);
+        if rep["state"] == "sent" {
+            break rep;
+        }
+        assert!(t0.elapsed().as_secs() < 30, "not all sent: {rep}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let statuses: Vec<(String, String)> = v["recipients"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            assert!(
-                r.get("mime").is_none(),
-                "smtp delivery does not return copies"
-            );
             (
                 r["address"].as_str().unwrap().into(),
-                r["delivery"]["status"].as_str().unwrap().into(),
+                r["delivery"]["state"].as_str().unwrap().into(),
             )
         })
         .collect();
@@ -698,9 +712,9 @@ fn smtp_delivery_sends_one_copy_per_recipient() {
     }
     assert_eq!(pixels.len(), 3, "each delivered copy carries its own pixel");
     // Delivery results are kept in the report.
-    let rep = engagement(&s, &tok, v["id"].as_str().unwrap());
+    let rep = engagement(&s, &tok, &id);
     assert_eq!(
-        recipient(&rep, "reject-me@client.test")["delivery"]["status"],
+        recipient(&rep, "reject-me@client.test")["delivery"]["state"],
         "failed"
     );
 }
@@ -728,6 +742,11 @@ fn a_click_right_after_delivery_counts_as_machine_activity() {
     );
     assert_eq!(st, 201, "{v}");
     // The copy as delivered, clicked at once: a security gateway's scan.
+    let t0 = std::time::Instant::now();
+    while sink.received().is_empty() {
+        assert!(t0.elapsed().as_secs() < 30, "not delivered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (_, _, data) = sink.received().pop().expect("delivered");
     let msg = mail_parser::MessageParser::default()
         .parse(&data)

@@ -275,6 +275,8 @@ async fn redis_expires_an_email_with_its_events() {
         links: vec![],
         lookups: vec![],
         template: None,
+        send_at_ms: None,
+        reminder: None,
     };
     store.put_email(rec).await.expect("put");
     let ev = Event {

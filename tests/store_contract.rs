@@ -66,6 +66,8 @@ fn email(id: u64, owner: u64, created_ms: u64, expires_ms: u64) -> EmailRecord {
         links: vec!["https://a.example/".into()],
         lookups: Vec::new(),
         template: None,
+        send_at_ms: None,
+        reminder: None,
     }
 }
 
@@ -361,6 +363,44 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
             .unwrap(),
         [102]
     );
+
+    // update_email: concurrent changes of one record all land (compare-and-set),
+    // sealed like put_email, and a missing email is None.
+    let now = mailbeacon::ids::now_ms();
+    let mut rec = email(900, 7, now, now + 3_600_000);
+    rec.recipients = (0..8)
+        .map(|i| RecipientRecord {
+            address: format!("r{i}@client.test"),
+            ..rec.recipients[0].clone()
+        })
+        .collect();
+    store.put_email(rec).await.unwrap();
+    let updates = (0..8).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .update_email(900, |r| {
+                    r.recipients[i].delivery = Some(mailbeacon::model::Delivery::new(
+                        "sent",
+                        Some(format!("250 ok {i}")),
+                        1,
+                    ));
+                    true
+                })
+                .await
+                .unwrap()
+        }
+    });
+    futures_util::future::join_all(updates).await;
+    let got = store.get_email(900).await.unwrap().unwrap();
+    for (i, r) in got.recipients.iter().enumerate() {
+        let d = r.delivery.as_ref().expect("every update kept");
+        assert_eq!(
+            (d.state.as_str(), d.detail.clone()),
+            ("sent", Some(format!("250 ok {i}")))
+        );
+    }
+    assert!(store.update_email(901, |_| true).await.unwrap().is_none());
 
     // The key ring, where the store keeps it: compare-and-set.
     let ring = keyring::new_json().unwrap();

@@ -328,9 +328,34 @@
       $("engagement-note").textContent = messageLevel
         ? "Followed from Outlook: one copy went to everyone, so activity is counted for the message as a whole (recipient unknown)."
         : "Each recipient received their own copy.";
+      var after = afterSend(rep);
+      $("engagement-schedule").textContent = after;
+      show("engagement-schedule", after !== "");
       drawChart(rep.timeline || []);
       show("engagement", true);
     });
+  }
+
+  /* "Scheduled for 09:00" and "Reminder: no reply by Friday", when the email has them. */
+  function afterSend(rep) {
+    var parts = [];
+    var at = rep.send_at ? new Date(rep.send_at) : null;
+    if (rep.state === "scheduled" && at && !isNaN(at)) {
+      var today = at.toDateString() === new Date().toDateString();
+      var time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      parts.push("Scheduled for " + (today ? time : at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }) + " " + time));
+    }
+    var rem = rep.reminder;
+    var by = rem ? new Date(rem.at) : null;
+    if (rem && rem.state !== "cancelled" && by && !isNaN(by)) {
+      var what = { no_reply: "no reply", not_opened: "not opened", always: "follow up" }[rem.when] || rem.when;
+      var day = by.toLocaleDateString([], { weekday: "long" });
+      var text = "Reminder: " + what + (rem.when === "always" ? " on " : " by ") + day;
+      if (rem.state === "due") text += " (due)";
+      if (rem.state === "skipped") text += " (not needed)";
+      parts.push(text);
+    }
+    return parts.join(" · ");
   }
 
   /* A small bar chart of the timeline: up to 12 buckets, opens and clicks side by side. */

@@ -6,16 +6,17 @@
 //! configured when asked for, the message (parsed off the runtime), the
 //! recipient cap, that the caller may send as the message's sender; then it adds
 //! a missing Message-ID and Date, applies the contacts' "Follow email"
-//! preferences, **stores the record before any copy exists**, and renders the
-//! copies: `Deliver::Return` all of them within [`MAX_RETURN_BYTES`] (checked
-//! before storing), `Deliver::Smtp` one at a time as `send` delivers them.
+//! preferences, **stores the record before any copy exists**, then:
+//! `Deliver::Return` renders every copy within [`MAX_RETURN_BYTES`] (checked
+//! before storing); `Deliver::Smtp` hands the copies to the `outbox` (each
+//! recipient `queued`, or `scheduled` until `send_at`), which renders and sends
+//! each after the request is answered. A reminder is armed for either.
 //! Failures are a [`FollowError`]; `http` turns each into its JSON error.
 //!
 //! `render` is the pure part: the record and each recipient's copy with its own
-//! tokens. `send` is the delivery step, kept apart from the checks above.
+//! tokens (also used by the outbox at send time).
 
 pub mod render;
-mod send;
 
 use std::sync::Arc;
 
@@ -25,9 +26,9 @@ use base64::Engine as _;
 pub use render::{encoded_links, prepare, record, render_copy, Plan};
 
 use crate::address::normalize_address;
-use crate::deliver::Mailer;
 use crate::ids::{id_to_text, now_ms, random_id, rfc5322};
-use crate::model::{Delivery, FollowEmail, OrgSettings, RecipientRecord, Role, User};
+use crate::model::{Delivery, FollowEmail, OrgSettings, RecipientRecord, Reminder, Role, User};
+use crate::outbox;
 use crate::prepare::{Draft, ErrorKind, HtmlBody, Limits, PrepareError};
 use crate::state::App;
 use crate::store::StoreError;
@@ -80,6 +81,11 @@ pub enum FollowInput {
         deliver: Deliver,
         /// A template or campaign name, already checked by the caller.
         template: Option<String>,
+        /// `Deliver::Smtp` only: send the copies then (ms), not now. Checked
+        /// by the caller (see `outbox::future_time`).
+        send_at_ms: Option<u64>,
+        /// A reminder (state `pending`), checked by the caller.
+        reminder: Option<Reminder>,
     },
     /// An Outlook draft: Outlook sends one copy to everyone.
     Compose(ComposeDraft),
@@ -109,6 +115,16 @@ pub struct Followed {
     /// Compose only: why the draft was not followed (its HTML comes back
     /// untouched and nothing is stored), e.g. `"contact_opted_out"`.
     pub not_followed: Option<&'static str>,
+    /// A whole message: the email's state, send time and reminder.
+    pub schedule: Option<Schedule>,
+}
+
+/// The after-the-send part of a followed message, as first stored.
+pub struct Schedule {
+    /// See `outbox::email_state`.
+    pub state: &'static str,
+    pub send_at_ms: Option<u64>,
+    pub reminder: Option<Reminder>,
 }
 
 pub struct RecipientOutcome {
@@ -168,7 +184,15 @@ pub async fn follow(app: &App, user: &User, input: FollowInput) -> Result<Follow
             mime_base64,
             deliver,
             template,
-        } => follow_message(app, user, &settings, &mime_base64, deliver, template).await,
+            send_at_ms,
+            reminder,
+        } => {
+            let later = Later {
+                send_at_ms,
+                reminder,
+            };
+            follow_message(app, user, &settings, &mime_base64, deliver, template, later).await
+        }
         FollowInput::Compose(draft) => follow_compose(app, user, &settings, draft).await,
     }
 }
@@ -188,10 +212,10 @@ impl Job {
     }
 }
 
-/// `Deliver`, with the relay once it is known to be configured.
-enum Via<'a> {
-    Return,
-    Smtp(&'a Mailer),
+/// What happens after the follow: a send time and a reminder.
+struct Later {
+    send_at_ms: Option<u64>,
+    reminder: Option<Reminder>,
 }
 
 async fn follow_message(
@@ -201,11 +225,11 @@ async fn follow_message(
     mime_base64: &str,
     deliver: Deliver,
     template: Option<String>,
+    later: Later,
 ) -> Result<Followed, FollowError> {
-    let via = match deliver {
-        Deliver::Return => Via::Return,
-        Deliver::Smtp => Via::Smtp(app.mailer.as_ref().ok_or(FollowError::SmtpNotConfigured)?),
-    };
+    if deliver == Deliver::Smtp && app.mailer.is_none() {
+        return Err(FollowError::SmtpNotConfigured);
+    }
     let cleaned: Vec<u8> = mime_base64
         .bytes()
         .filter(|b| !b.is_ascii_whitespace())
@@ -215,11 +239,14 @@ async fn follow_message(
         _ => return Err(FollowError::InvalidMime),
     };
     let prefix = format!("{}/c/", app.config.public_url);
-    let parsed =
-        tokio::task::spawn_blocking(move || Draft::parse(&raw, &prefix, &Limits::default())).await;
-    let mut draft = match parsed {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(FollowError::Unpreparable(e)),
+    let parsed = tokio::task::spawn_blocking(move || {
+        let draft = Draft::parse(&raw, &prefix, &Limits::default());
+        (draft, raw)
+    })
+    .await;
+    let (mut draft, raw) = match parsed {
+        Ok((Ok(d), raw)) => (d, raw),
+        Ok((Err(e), _)) => return Err(FollowError::Unpreparable(e)),
         Err(_) => return Err(malformed("the message could not be parsed")),
     };
     if draft.recipients().len() > MAX_RECIPIENTS {
@@ -241,14 +268,13 @@ async fn follow_message(
     }
     // Copies of a message without Message-ID or Date get them here (the relay
     // takes them as submitted mail and would pass them on without).
-    draft.add_missing_headers(
-        &format!(
-            "{}.mailbeacon@{}",
-            id_to_text(random_id()),
-            id_domain(&from)
-        ),
-        &rfc5322(now_ms()),
+    let added_id = format!(
+        "{}.mailbeacon@{}",
+        id_to_text(random_id()),
+        id_domain(&from)
     );
+    let added_date = rfc5322(now_ms());
+    draft.add_missing_headers(&added_id, &added_date);
     let not_followed = contact_preferences(app, &draft).await?;
     let created_ms = now_ms();
     let plan = Plan {
@@ -262,6 +288,8 @@ async fn follow_message(
         not_followed,
     };
     let mut record = record(&draft, &plan);
+    record.send_at_ms = later.send_at_ms;
+    record.reminder = later.reminder;
     let links = encoded_links(&draft);
     let job = Arc::new(Job {
         draft,
@@ -272,7 +300,7 @@ async fn follow_message(
     // "return": every copy is rendered first (off the runtime), within
     // MAX_RETURN_BYTES, so an oversized request stores nothing.
     let mut copies = Vec::new();
-    if let Via::Return = via {
+    if deliver == Deliver::Return {
         let job = job.clone();
         copies = match tokio::task::spawn_blocking(move || render_all(&job)).await {
             Ok(Ok(copies)) => copies,
@@ -285,48 +313,59 @@ async fn follow_message(
             Err(_) => return Err(malformed("the message could not be prepared")),
         };
     }
+    let now = app.clock.now_ms();
+    if deliver == Deliver::Smtp {
+        let state = if later.send_at_ms.is_some() {
+            "scheduled"
+        } else {
+            "queued"
+        };
+        for r in &mut record.recipients {
+            r.delivery = Some(Delivery::new(state, None, now));
+        }
+    }
     // The record is durable before any copy leaves: every token handed out
     // belongs to a stored email.
     app.store.put_email(record.clone()).await?;
     let id = record.id;
-    let recipients = match via {
-        Via::Return => record
-            .recipients
-            .into_iter()
-            .zip(copies)
-            .map(|(mut r, copy)| {
-                r.delivery = Some(Delivery {
-                    status: "returned".into(),
-                    detail: None,
-                    at_ms: now_ms(),
-                });
-                RecipientOutcome {
-                    recipient: r,
-                    copy: Some(copy),
-                }
-            })
-            .collect(),
-        Via::Smtp(mailer) => {
-            send::send_each(mailer, &job, &mut record).await;
-            if let Err(e) = app.store.put_email(record.clone()).await {
-                tracing::error!(error = %e, "could not store delivery results");
-            }
-            record
-                .recipients
-                .into_iter()
-                .map(|r| RecipientOutcome {
-                    recipient: r,
-                    copy: None,
-                })
-                .collect()
+    if deliver == Deliver::Smtp {
+        let source = outbox::Source {
+            public_url: job.plan.public_url.clone(),
+            message_id: added_id,
+            date: added_date,
+            opted_out: job.plan.not_followed.iter().map(Option::is_some).collect(),
+        };
+        let due = record.send_at_ms.unwrap_or(now);
+        outbox::enqueue_copies(app, &record, &source, &raw, due).await?;
+    }
+    if let Some(rem) = &record.reminder {
+        if let Err(e) = outbox::reminder::arm(app, id, rem.at_ms).await {
+            tracing::error!(?e, "could not arm a reminder");
         }
+    }
+    let schedule = Schedule {
+        state: record.state(),
+        send_at_ms: record.send_at_ms,
+        reminder: record.reminder.clone(),
     };
+    let recipients = record
+        .recipients
+        .into_iter()
+        .zip(copies.into_iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(mut r, copy)| {
+            if copy.is_some() {
+                r.delivery = Some(Delivery::new("returned", None, now));
+            }
+            RecipientOutcome { recipient: r, copy }
+        })
+        .collect();
     Ok(Followed {
         id,
         recipients,
         html: None,
         links: job.draft.links().len(),
         not_followed: None,
+        schedule: Some(schedule),
     })
 }
 
@@ -438,6 +477,7 @@ async fn follow_compose(
             html: Some(draft.html),
             links: 0,
             not_followed: Some("contact_opted_out"),
+            schedule: None,
         });
     }
     let subject: String = draft
@@ -501,5 +541,6 @@ async fn follow_compose(
         html: Some(html),
         links: record.links.len(),
         not_followed: None,
+        schedule: None,
     })
 }

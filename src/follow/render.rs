@@ -150,6 +150,8 @@ pub fn message_level_record(
         links: links.to_vec(),
         lookups: Vec::new(),
         template: plan.template.clone(),
+        send_at_ms: None,
+        reminder: None,
     }
 }
 
@@ -198,5 +200,7 @@ pub fn record(draft: &Draft, plan: &Plan) -> EmailRecord {
         links: draft.links().to_vec(),
         lookups: Vec::new(),
         template: plan.template.clone(),
+        send_at_ms: None,
+        reminder: None,
     }
 }

@@ -16,6 +16,7 @@ use super::response::{bad, error, follow_failed, json_response, store_failed, Re
 use crate::follow::{self, Deliver, FollowInput};
 use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
 use crate::model::{Role, User};
+use crate::outbox;
 use crate::reports;
 use crate::state::App;
 
@@ -31,6 +32,11 @@ struct FollowRequest {
     /// `GET /api/v1/stats` groups totals by it.
     #[serde(default)]
     template: Option<String>,
+    /// With `deliver: "smtp"`: send the copies then (RFC 3339).
+    #[serde(default)]
+    send_at: Option<String>,
+    #[serde(default)]
+    reminder: Option<outbox::reminder::ReminderInput>,
 }
 
 /// `POST /api/v1/emails`: checks the request's own fields, then the
@@ -61,10 +67,30 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             }
         },
     };
+    let now = app.clock.now_ms();
+    let send_at_ms = match &body.send_at {
+        None => None,
+        Some(_) if deliver != Deliver::Smtp => {
+            return bad(
+                "invalid_send_at",
+                "send_at needs \"deliver\": \"smtp\" (returned copies are sent by the caller)",
+            )
+        }
+        Some(t) => match outbox::future_time(t, now) {
+            Ok(at) => Some(at),
+            Err(m) => return bad("invalid_send_at", format!("send_at: {m}")),
+        },
+    };
+    let reminder = match body.reminder.as_ref().map(|r| r.check(now)).transpose() {
+        Ok(r) => r,
+        Err(m) => return bad("invalid_reminder", m),
+    };
     let input = FollowInput::Message {
         mime_base64: body.mime,
         deliver,
         template: body.template,
+        send_at_ms,
+        reminder,
     };
     let followed = match follow::follow(app, user, input).await {
         Ok(f) => f,
@@ -87,15 +113,18 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
                 item["mime"] = json!(STANDARD.encode(copy));
             }
             if let Some(d) = &r.delivery {
-                item["delivery"] = json!({"status": d.status, "detail": d.detail});
+                item["delivery"] = reports::delivery_json(d);
             }
             item
         })
         .collect();
-    json_response(
-        StatusCode::CREATED,
-        &json!({"id": id_to_text(followed.id), "recipients": out}),
-    )
+    let mut answer = json!({"id": id_to_text(followed.id), "recipients": out});
+    if let Some(s) = followed.schedule {
+        answer["state"] = json!(s.state);
+        answer["send_at"] = json!(s.send_at_ms.map(rfc3339));
+        answer["reminder"] = json!(s.reminder.as_ref().map(reports::reminder_json));
+    }
+    json_response(StatusCode::CREATED, &answer)
 }
 
 /// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`

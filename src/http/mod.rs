@@ -8,7 +8,8 @@
 //! Every request is counted in `metrics` (a few atomic adds).
 //!
 //! Below the router, one file per resource: `beacon` (pixel, click), `users`,
-//! `emails` (follow, list, engagement, stats), `settings`, `privacy` (contacts,
+//! `emails` (follow, list, engagement, stats), `outbox` (an email's schedule
+//! and reminder), `settings`, `privacy` (contacts,
 //! data subjects, audit log), `activities` (tracked emails, Auto Capture),
 //! `compose` (follow from compose), `mailbox` (the user's mailbox and own
 //! settings), `pane` (the task pane's files). Handler files use only the helpers
@@ -28,6 +29,7 @@ pub mod budget;
 pub mod compose;
 pub mod emails;
 pub mod mailbox;
+pub mod outbox;
 pub mod pane;
 pub mod privacy;
 pub mod request;
@@ -186,6 +188,19 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["emails"]) => emails::list(app, user, &query).await,
         (&Method::GET, ["emails", id]) => emails::get(app, user, id).await,
         (&Method::GET, ["stats"]) => emails::stats(app, user, &query).await,
+        // After the send: schedule and reminder of one email.
+        (&Method::PUT, ["emails", id, "schedule"]) => {
+            outbox::put_schedule(app, user, id, req).await
+        }
+        (&Method::DELETE, ["emails", id, "schedule"]) => {
+            outbox::delete_schedule(app, user, id).await
+        }
+        (&Method::PUT, ["emails", id, "reminder"]) => {
+            outbox::put_reminder(app, user, id, req).await
+        }
+        (&Method::DELETE, ["emails", id, "reminder"]) => {
+            outbox::delete_reminder(app, user, id).await
+        }
         // Privacy (admins): contacts, data subjects, the audit log. Contacts and
         // subjects answer a wrong method themselves, after the admin check.
         (&Method::POST, ["contacts", "import"]) => match require_admin(user) {
@@ -247,6 +262,7 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
         ["settings"] => "GET, PUT",
         ["emails"] => "GET, POST",
         ["emails", _] => "GET",
+        ["emails", _, "schedule" | "reminder"] => "PUT, DELETE",
         ["stats"] => "GET",
         ["contacts", "import"] => "POST",
         ["contacts", _] => "GET, PUT, DELETE",

@@ -230,6 +230,8 @@ pub(crate) mod testing {
             links: vec!["https://example.com/pricing".into()],
             lookups: vec![],
             template: None,
+            send_at_ms: None,
+            reminder: None,
         }
     }
 

@@ -27,6 +27,55 @@ pub struct EmailRecord {
     /// (optional; totals are grouped by it). Sealed like the subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// `deliver: "smtp"` with `send_at`: when the copies are due (ms). The
+    /// outbox's jobs carry the same time; this is what reports show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at_ms: Option<u64>,
+    /// The sender's reminder, if one is set (see `outbox::reminder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<Reminder>,
+}
+
+impl EmailRecord {
+    /// The email's state for reports: `returned` (not sent by us), `scheduled`
+    /// (waiting for `send_at`), `queued`, `sending` (some copies still to go),
+    /// `cancelled` (every copy), `sent` (every copy final, at least one sent), or
+    /// `failed` (none sent).
+    pub fn state(&self) -> &'static str {
+        let rec = self;
+        if rec.deliver != "smtp" {
+            return "returned";
+        }
+        let states: Vec<&str> = rec
+            .recipients
+            .iter()
+            .filter_map(|r| r.delivery.as_ref().map(|d| d.state.as_str()))
+            .collect();
+        let any = |s: &str| states.contains(&s);
+        if any("scheduled") {
+            "scheduled"
+        } else if states.iter().all(|s| *s == "queued") && !states.is_empty() {
+            "queued"
+        } else if any("queued") || any("sending") {
+            "sending"
+        } else if states.iter().all(|s| *s == "cancelled") {
+            "cancelled"
+        } else if any("sent") {
+            "sent"
+        } else {
+            "failed"
+        }
+    }
+}
+
+/// "Remind me at `at_ms` if …": checked once over all recipients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Reminder {
+    /// "no_reply", "not_opened" or "always".
+    pub when: String,
+    pub at_ms: u64,
+    /// "pending", then "due" or "skipped"; "cancelled" once deleted.
+    pub state: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -48,10 +97,33 @@ pub struct RecipientRecord {
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Delivery {
-    /// "returned", "sent" or "failed".
-    pub status: String,
+    /// "returned" (deliver "return"), or for the outbox "queued", "scheduled",
+    /// "sending", "sent", "failed", "bounced" or "cancelled". Records written
+    /// before the outbox name it `status` (then only "sent" or "failed").
+    #[serde(alias = "status")]
+    pub state: String,
+    /// The SMTP reply of a failure (sealed: it may quote the address).
     pub detail: Option<String>,
+    /// When the state was reached.
     pub at_ms: u64,
+}
+
+impl Delivery {
+    pub fn new(state: &str, detail: Option<String>, at_ms: u64) -> Delivery {
+        Delivery {
+            state: state.into(),
+            detail,
+            at_ms,
+        }
+    }
+
+    /// No further change is coming from the outbox.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "sent" | "failed" | "bounced" | "cancelled" | "returned"
+        )
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,5 +20,5 @@ pub use addin::{
     Regarding, UserSettings,
 };
 pub use contacts::{AuditEntry, Contact, FollowEmail};
-pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord};
+pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder};
 pub use users::{OrgSettings, Role, User};

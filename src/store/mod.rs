@@ -269,6 +269,38 @@ impl Store {
         Ok(rec.map(|r| open_email(&k, r)))
     }
 
+    /// Changes one stored email atomically: `f` gets the current record and
+    /// returns whether it changed it; the change is written only if nobody
+    /// wrote the record meanwhile (compare-and-set on the stored bytes), else
+    /// `f` runs again on the newer record. For fields no index covers
+    /// (deliveries, schedule, reminder): `f` must not change the id, owner,
+    /// times or addresses. Returns the record as it now is (`None`: no such
+    /// email). Several processes may update one email at once.
+    pub async fn update_email<F>(&self, id: u64, mut f: F) -> Result<Option<EmailRecord>>
+    where
+        F: FnMut(&mut EmailRecord) -> bool,
+    {
+        for _ in 0..64 {
+            let k = self.sealer();
+            let raw = on_backend!(self, |s| s.get_email_raw(id), |r| r.get_email_raw(id).await)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut rec = open_email(&k, serde_json::from_slice(&raw)?);
+            if !f(&mut rec) {
+                return Ok(Some(rec));
+            }
+            let sealed = seal_email(&k, rec.clone());
+            let swapped = on_backend!(self, |s| s.replace_email_if(&raw, &sealed), |r| r
+                .replace_email_if(&raw, &sealed)
+                .await)?;
+            if swapped {
+                return Ok(Some(rec));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "email {id}: too many concurrent updates"
+        )))
+    }
+
     /// Newest first. `owner: None` lists every user's emails. `before` is the
     /// (created_ms, id) of the last email of a previous page (exclusive).
     pub async fn list_emails(

@@ -141,6 +141,10 @@ try {
     const link = f.body.html.match(/https?:\/\/[^"]+\/c\/[^"]+/)[0];
     assert.equal((await fetch(pixel, { headers: { "User-Agent": BROWSER_UA } })).status, 200);
     assert.equal((await fetch(link, { headers: { "User-Agent": BROWSER_UA }, redirect: "manual" })).status, 302);
+    const rem = await api("PUT", "/emails/" + f.body.email_id + "/reminder", {
+      when: "no_reply", at: new Date(Date.now() + 3 * 86400000).toISOString(),
+    });
+    assert.equal(rem.status, 200, JSON.stringify(rem.body));
     const sent = `From: Alice <${USER}>\r\nTo: bob@client.test\r\nSubject: Proposal\r\nMessage-ID: <pane-sent-1@example.test>\r\n` +
       `MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n${f.body.html}\r\n`;
     await page.evaluate((c) => window.__mbStub.changeItem(c), {
@@ -158,6 +162,7 @@ try {
     assert.equal(row[1], "1");
     assert.equal(row[2], "1");
     assert.match(await page.textContent("#engagement-note"), /message as a whole/);
+    assert.match(await page.textContent("#engagement-schedule"), /^Reminder: no reply by \w+day$/);
     assert.equal(await page.locator("#chart rect").count(), 2);
     await shot(page, "read-engagement");
   });

@@ -391,6 +391,12 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        SmtpSink::start_mode("accept")
+    }
+
+    /// A sink in one of `smtp_sink.py`'s modes: "accept", "tempfail-once",
+    /// "refuse", "slow:SECONDS".
+    pub fn start_mode(mode: &str) -> SmtpSink {
         let port = free_port();
         let dir = TempDir::new("smtp");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
@@ -398,6 +404,7 @@ impl SmtpSink {
             .arg(&script)
             .arg(port.to_string())
             .arg(dir.path())
+            .arg(mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -416,6 +423,18 @@ impl SmtpSink {
 
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Refusals so far: (SMTP code, recipient).
+    pub fn refused(&self) -> Vec<(u16, String)> {
+        std::fs::read_to_string(self.dir.path().join("refused.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (c, a) = l.split_once(' ')?;
+                Some((c.parse().ok()?, a.to_string()))
+            })
+            .collect()
     }
 
     /// Messages received so far: (mail_from, rcpt_tos, raw bytes).

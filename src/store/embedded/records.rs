@@ -237,6 +237,31 @@ impl Embedded {
         Ok(n)
     }
 
+    /// The stored bytes of an email record (for `replace_email_if`).
+    pub fn get_email_raw(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(EMAILS)?;
+        let got = t.get(id)?;
+        Ok(got.map(|g| g.value().to_vec()))
+    }
+
+    /// Replaces the record if and only if its stored bytes are still
+    /// `expected` (one write transaction). Indexes are left as they are: the
+    /// caller changes no indexed field.
+    pub fn replace_email_if(&self, expected: &[u8], rec: &EmailRecord) -> Result<bool> {
+        let tx = self.db().begin_write()?;
+        let swapped = {
+            let mut emails = tx.open_table(EMAILS)?;
+            let same = emails.get(rec.id)?.is_some_and(|g| g.value() == expected);
+            if same {
+                emails.insert(rec.id, serde_json::to_vec(rec)?.as_slice())?;
+            }
+            same
+        };
+        tx.commit()?;
+        Ok(swapped)
+    }
+
     pub fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(EMAILS)?;

@@ -477,6 +477,31 @@ impl Redis {
         Ok(())
     }
 
+    /// The stored bytes of an email record (for `replace_email_if`).
+    pub async fn get_email_raw(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.c().get(keys::email(id)).await?)
+    }
+
+    /// Replaces the record if and only if its stored bytes are still
+    /// `expected`, keeping its TTL (one script on the record's own key).
+    /// Indexes are left as they are: the caller changes no indexed field.
+    pub async fn replace_email_if(&self, expected: &[u8], rec: &EmailRecord) -> Result<bool> {
+        const CAS: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1
+end
+return 0";
+        let done: i64 = ::redis::cmd("EVAL")
+            .arg(CAS)
+            .arg(1)
+            .arg(keys::email(rec.id))
+            .arg(expected)
+            .arg(serde_json::to_vec(rec)?)
+            .query_async(&mut self.c())
+            .await?;
+        Ok(done == 1)
+    }
+
     pub async fn get_email(&self, id: u64) -> Result<Option<EmailRecord>> {
         let json: Option<Vec<u8>> = self.c().get(keys::email(id)).await?;
         Ok(match json {

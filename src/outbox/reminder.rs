@@ -1,0 +1,248 @@
+//! Reminders: "remind me at `at` if nobody replied / nobody opened / anyway".
+//!
+//! A reminder is stored on the email (`EmailRecord::reminder`, state
+//! `pending`) and armed as one job on the `timers` queue (id `rem:<email id>`,
+//! due at `at`, durable like every queued job, so it fires within the worker's
+//! poll after `at`, also across restarts). When it runs ([`run`]) the condition
+//! is checked over all recipients:
+//!
+//! - `no_reply`: no recipient replied. Replies are not recorded yet (the reply
+//!   watcher comes later; `reports::replies` is its hook), so this is true.
+//! - `not_opened`: no recipient opened, by human activity as reports count it
+//!   (`classify`); a human click counts as an open (its images were blocked).
+//! - `always`.
+//!
+//! The reminder becomes `due` (and raises `reminder.due`, id
+//! `rem_<email>_<at ms>`, through `realtime`) or `skipped`. `PUT` moves it
+//! (back to `pending`), `DELETE` makes it `cancelled`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map};
+
+use crate::classify::classify_all;
+use crate::ids::{id_from_text, id_to_text};
+use crate::jobs::Outcome;
+use crate::model::{EmailRecord, Event, EventKind, Reminder};
+use crate::realtime::{AppEvent, EventType};
+use crate::state::App;
+use crate::store::queue::{Cancelled, Leased, NewJob, Rescheduled};
+use crate::store::StoreError;
+
+pub const WHEN: [&str; 3] = ["no_reply", "not_opened", "always"];
+
+/// A reminder as the API takes it: `{"when", "at": RFC 3339}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderInput {
+    pub when: String,
+    pub at: String,
+}
+
+impl ReminderInput {
+    /// The reminder (`pending`), checked against `now_ms`; else why not.
+    pub fn check(&self, now_ms: u64) -> Result<Reminder, String> {
+        if !WHEN.contains(&self.when.as_str()) {
+            return Err(format!(
+                "reminder.when must be \"no_reply\", \"not_opened\" or \"always\", not {:?}",
+                self.when
+            ));
+        }
+        let at_ms =
+            super::future_time(&self.at, now_ms).map_err(|m| format!("reminder.at: {m}"))?;
+        Ok(Reminder {
+            when: self.when.clone(),
+            at_ms,
+            state: "pending".into(),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TimerJob {
+    email: String,
+}
+
+fn timer_id(email: u64) -> String {
+    format!("rem:{}", id_to_text(email))
+}
+
+/// Why a reminder change was refused.
+#[derive(Debug)]
+pub enum ReminderError {
+    /// The reminder is being checked right now.
+    Running,
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReminderError {
+    fn from(e: StoreError) -> Self {
+        ReminderError::Store(e)
+    }
+}
+
+/// Arms the timer of a reminder just stored on `email` (new, or moved).
+pub async fn arm(app: &App, email: u64, at_ms: u64) -> Result<(), ReminderError> {
+    let now = app.clock.now_ms();
+    let id = timer_id(email);
+    match app
+        .store
+        .reschedule(app.timers.queue(), &id, at_ms, now)
+        .await?
+    {
+        Rescheduled::Done => app.timers.notify(),
+        Rescheduled::Leased => return Err(ReminderError::Running),
+        Rescheduled::Missing => {
+            let job = NewJob::json(
+                id,
+                at_ms,
+                &TimerJob {
+                    email: id_to_text(email),
+                },
+            )?;
+            app.timers.enqueue(vec![job]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /api/v1/emails/{id}/reminder`: sets (or moves) the reminder.
+pub async fn set(
+    app: &App,
+    email: u64,
+    when: &str,
+    at_ms: u64,
+) -> Result<Option<EmailRecord>, ReminderError> {
+    let reminder = Reminder {
+        when: when.to_owned(),
+        at_ms,
+        state: "pending".into(),
+    };
+    let rec = app
+        .store
+        .update_email(email, |r| {
+            r.reminder = Some(reminder.clone());
+            true
+        })
+        .await?;
+    if rec.is_some() {
+        arm(app, email, at_ms).await?;
+    }
+    Ok(rec)
+}
+
+/// `DELETE /api/v1/emails/{id}/reminder`: a pending reminder becomes
+/// `cancelled` (one that already fired keeps its outcome).
+pub async fn cancel(app: &App, email: u64) -> Result<Option<EmailRecord>, ReminderError> {
+    let now = app.clock.now_ms();
+    match app
+        .store
+        .cancel(app.timers.queue(), &timer_id(email), now)
+        .await?
+    {
+        Cancelled::Leased => return Err(ReminderError::Running),
+        Cancelled::Removed | Cancelled::Missing => {}
+    }
+    Ok(app
+        .store
+        .update_email(email, |r| match &mut r.reminder {
+            Some(rem) if rem.state == "pending" => {
+                rem.state = "cancelled".into();
+                true
+            }
+            _ => false,
+        })
+        .await?)
+}
+
+/// True if any recipient opened `rec`, by human activity (a human click
+/// counts: the recipient saw the message with images blocked).
+pub fn opened_by_anyone(
+    rec: &EmailRecord,
+    events: &[Event],
+    h: &crate::config::Heuristics,
+) -> bool {
+    let classes = classify_all(events, &h.for_delivery(&rec.deliver));
+    events
+        .iter()
+        .zip(&classes)
+        .any(|(e, c)| c.is_none() && matches!(e.kind, EventKind::Open | EventKind::Click))
+}
+
+/// Runs one reminder's timer.
+pub async fn run(app: &App, job: Leased) -> Outcome {
+    let now = app.clock.now_ms();
+    let Some(email) = job
+        .json::<TimerJob>()
+        .ok()
+        .and_then(|t| id_from_text(&t.email))
+    else {
+        return Outcome::Fail;
+    };
+    let rec = match app.store.get_email(email).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Outcome::Done,
+        Err(e) => {
+            tracing::warn!(error = %e, "reminder: reading the email failed; retrying");
+            return Outcome::RetryAt(now + 5_000);
+        }
+    };
+    let Some(rem) = rec.reminder.clone().filter(|r| r.state == "pending") else {
+        return Outcome::Done;
+    };
+    if rem.at_ms > now {
+        return Outcome::RetryAt(rem.at_ms);
+    }
+    let due = match rem.when.as_str() {
+        "no_reply" => (0..rec.recipients.len()).all(|i| crate::reports::replies(&rec, i) == 0),
+        "not_opened" => match app.store.events_for(email).await {
+            Ok(events) => !opened_by_anyone(&rec, &events, &app.config.heuristics),
+            Err(e) => {
+                tracing::warn!(error = %e, "reminder: reading events failed; retrying");
+                return Outcome::RetryAt(now + 5_000);
+            }
+        },
+        _ => true,
+    };
+    // The event first, then the outcome: a crash between the two raises the
+    // event again (same id: subscribers drop the repeat), never loses it.
+    if due {
+        let mut extra = Map::new();
+        extra.insert("when".into(), json!(rem.when));
+        if let Some(s) = &rec.subject {
+            extra.insert("subject".into(), json!(s));
+        }
+        app.realtime.emit(vec![AppEvent {
+            id: format!("rem_{}_{}", id_to_text(email), rem.at_ms),
+            kind: EventType::ReminderDue,
+            at_ms: now,
+            owner: rec.owner,
+            email_id: email,
+            recipient: None,
+            machine: false,
+            first: false,
+            extra,
+        }]);
+        tracing::info!(email = %id_to_text(email), when = %rem.when, "reminder due");
+    }
+    let state = if due { "due" } else { "skipped" };
+    let updated = app
+        .store
+        .update_email(email, |r| match &mut r.reminder {
+            Some(x) if x.state == "pending" && x.at_ms == rem.at_ms => {
+                x.state = state.into();
+                true
+            }
+            _ => false,
+        })
+        .await;
+    match updated {
+        Ok(Some(r)) if r.reminder.as_ref().is_some_and(|x| x.state == state) => {}
+        // Moved or cancelled meanwhile: its own timer decides.
+        Ok(_) => return Outcome::Done,
+        Err(e) => {
+            tracing::warn!(error = %e, "reminder: recording the outcome failed; retrying");
+            return Outcome::RetryAt(now + 5_000);
+        }
+    }
+    Outcome::Done
+}
