@@ -318,6 +318,9 @@ pub struct Config {
     /// Which addresses outbound connections made for users may reach (public
     /// ones, plus `--outbound-allow`); see `outbound`.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// How often live event streams send a heartbeat comment
+    /// (`MAILBEACON_SSE_HEARTBEAT_MS`, default 15 s; tests shorten it).
+    pub sse_heartbeat: Duration,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -725,6 +728,13 @@ impl Config {
             entra,
             imap_ca,
             outbound,
+            sse_heartbeat: Duration::from_millis(
+                std::env::var("MAILBEACON_SSE_HEARTBEAT_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&ms: &u64| ms > 0)
+                    .unwrap_or(15_000),
+            ),
         })
     }
 }

@@ -86,7 +86,9 @@ async fn run(
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
     };
-    let (recorder, recorder_task) = Recorder::start(store.clone());
+    let realtime = crate::realtime::start(store.clone(), &config, config.sse_heartbeat);
+    let (recorder, recorder_task) =
+        Recorder::start_with(store.clone(), Some(realtime.hits.clone()));
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(config.listen),
         store = store.kind(),
@@ -96,19 +98,20 @@ async fn run(
         tls = tls.is_some(),
         "mailbeacon is serving"
     );
-    let app = Arc::new(App::new(
-        config,
-        store.clone(),
-        recorder,
-        mailer,
-        signing,
-        settings,
-    ));
+    let mut app = App::new(config, store.clone(), recorder, mailer, signing, settings);
+    app.realtime = realtime.emitter.clone();
+    let app = Arc::new(app);
     let background = [
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
         tokio::spawn(settings_refresher(app.clone(), settings)),
     ];
+    // Live streams end as shutdown begins, so connections can drain.
+    let stop_realtime = realtime.stop_signal();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_realtime.send(true);
+    };
     server::run(listener, app.clone(), tls, shutdown).await;
     for task in background {
         task.abort();
@@ -117,6 +120,7 @@ async fn run(
     // The recorder ends once every handle is gone; every answered event is
     // already committed, so waiting is only for a batch in flight.
     let _ = tokio::time::timeout(Duration::from_secs(5), recorder_task).await;
+    realtime.finish().await;
     store.close().await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

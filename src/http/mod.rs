@@ -26,6 +26,7 @@ pub mod audit;
 pub mod beacon;
 pub mod compose;
 pub mod emails;
+pub mod events;
 pub mod mailbox;
 pub mod pane;
 pub mod privacy;
@@ -33,6 +34,7 @@ pub mod request;
 pub mod response;
 pub mod settings;
 pub mod users;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,7 +48,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-pub use response::{error, json_response, Resp};
+pub use response::{error, json_response, Body, Resp};
 
 use crate::auth::{self, AuthError};
 use crate::metrics;
@@ -61,10 +63,16 @@ pub async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let route = metrics::route_of(req.uri().path());
-    let resp = dispatch(&app, peer, req).await;
+    // The live event stream is the one streaming answer; every other handler's
+    // `Resp` is boxed here.
+    let resp = if matches!(req.uri().path(), "/api/v1/events" | "/api/v1/events/") {
+        events_stream(&app, req).await
+    } else {
+        response::boxed(dispatch(&app, peer, req).await)
+    };
     metrics::METRICS.request(route, resp.status().as_u16(), started.elapsed());
     Ok(resp)
 }
@@ -188,6 +196,14 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["mailbox"]) => mailbox::get(app, user).await,
         (&Method::PUT, ["mailbox"]) => mailbox::put(app, user, req).await,
         (&Method::DELETE, ["mailbox"]) => mailbox::delete(app, user).await,
+        // Webhooks (real time; the live stream is `/api/v1/events`, above).
+        (&Method::POST, ["webhooks"]) => webhooks::create(app, user, req).await,
+        (&Method::GET, ["webhooks"]) => webhooks::list(app, user).await,
+        (&Method::DELETE, ["webhooks", id]) => webhooks::delete(app, user, id).await,
+        (&Method::GET, ["webhooks", id, "deliveries"]) => webhooks::deliveries(app, user, id).await,
+        (&Method::POST, ["webhooks", id, "deliveries", delivery, "retry"]) => {
+            webhooks::retry(app, user, id, delivery).await
+        }
         (
             _,
             ["users"]
@@ -202,7 +218,11 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
             | ["me", "settings"]
             | ["mailbox"]
             | ["capture"]
-            | ["capture", "track"],
+            | ["capture", "track"]
+            | ["webhooks"]
+            | ["webhooks", _]
+            | ["webhooks", _, "deliveries"]
+            | ["webhooks", _, "deliveries", _, "retry"],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -214,6 +234,16 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
             format!("no such endpoint: /api/v1/{rest}"),
         ),
     }
+}
+
+/// `/api/v1/events`: authenticated like every API call, then streamed.
+async fn events_stream(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let user = match authenticate(app, &req).await {
+        Ok(u) => u,
+        Err(r) => return response::boxed(r),
+    };
+    let query: Query = request::parse_query(req.uri().query().unwrap_or(""));
+    events::stream(app, &user, req, &query).await
 }
 
 /// The caller, from `Authorization: Bearer <token>`; else the 401 (or 503) to

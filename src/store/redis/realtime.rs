@@ -79,11 +79,8 @@ impl Redis {
 
     pub(crate) async fn webhooks(&self) -> Result<Vec<(Vec<u8>, Health)>> {
         let mut c = self.c();
-        let (hooks, failing, disabled): (
-            HashMap<String, Vec<u8>>,
-            HashMap<String, u64>,
-            HashMap<String, u64>,
-        ) = ::redis::pipe()
+        type Times = HashMap<String, u64>;
+        let (hooks, failing, disabled): (HashMap<String, Vec<u8>>, Times, Times) = ::redis::pipe()
             .hgetall(HOOKS)
             .hgetall(FAILING)
             .hgetall(DISABLED)
