@@ -6,7 +6,7 @@
 //! | `mb:{wh}:failing`, `mb:{wh}:disabled` | hash | webhook id → since / when (ms) |
 //! | `mb:{wh}:log:<id>` | list | sealed attempts, newest first, trimmed to `ATTEMPTS_KEPT` |
 //! | `mb:{e:<id>}:first` | hash | `<recipient>:<kind>` → 1, expiring with the email |
-//! | `mb:{rt}:feed` | stream | one entry per derived batch (field `b`, sealed), `MAXLEN ~` and `MINID ~` trimmed |
+//! | `mb:{rt}:feed` | stream | one entry per derived batch (field `b`, sealed), `MAXLEN ~` and `MINID ~` trimmed; expires a window after the last append |
 //!
 //! Webhook keys share the tag `{wh}` so logging an attempt and updating the
 //! health is one script; first marks are one pipeline per email (its tag).
@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use ::redis::Value;
 
-use super::super::realtime::{FeedPos, FirstMark, Health, ATTEMPTS_KEPT, FEED_MAX_ENTRIES};
+use super::super::realtime::{
+    FeedPos, FirstMark, Health, ATTEMPTS_KEPT, FEED_MAX_ENTRIES, FEED_WINDOW_MS,
+};
 use super::super::{Result, StoreError};
 use super::events::parse_entries;
 use super::Redis;
@@ -200,6 +202,12 @@ impl Redis {
             .arg("MINID")
             .arg("~")
             .arg(cutoff_ms)
+            .ignore()
+            // Interaction data: the stream itself goes once nothing was
+            // appended for a window.
+            .cmd("PEXPIRE")
+            .arg(FEED)
+            .arg(FEED_WINDOW_MS)
             .ignore()
             .query_async(&mut c)
             .await?;
