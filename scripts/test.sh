@@ -38,6 +38,12 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages aiosmtpd
 fi
 python3 -c 'import aiosmtpd' || { echo "aiosmtpd could not be installed" >&2; exit 1; }
+# standardwebhooks: the independent verifier of every webhook delivery (tests/realtime.rs).
+if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
+  python3 -m pip install -q standardwebhooks 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages standardwebhooks
+fi
+python3 -c 'import standardwebhooks' || { echo "standardwebhooks could not be installed" >&2; exit 1; }
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   python3 -m pip install -q openapi-spec-validator 2>/dev/null \
     || python3 -m pip install -q --break-system-packages openapi-spec-validator

@@ -195,6 +195,11 @@ pub struct Opts {
     /// Outbox: seconds after which a copy whose process died is sent again by another [default: 60].
     #[arg(long, env = "MAILBEACON_OUTBOX_LEASE_SECS", global = true)]
     pub outbox_lease_secs: Option<u64>,
+    /// Outbound connections made for users (IMAP mailboxes, webhooks) may reach
+    /// these networks too, comma-separated CIDRs (e.g. 10.0.0.0/8, fd00::/8)
+    /// [default: public addresses only].
+    #[arg(long, env = "MAILBEACON_OUTBOUND_ALLOW", global = true)]
+    pub outbound_allow: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -234,6 +239,7 @@ struct FileOpts {
     outbox_retry_secs: Option<u64>,
     outbox_give_up_secs: Option<u64>,
     outbox_lease_secs: Option<u64>,
+    outbound_allow: Option<String>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -355,6 +361,12 @@ pub struct Config {
     /// after temporary failures, and the lease that hands a dead process's
     /// copy to another.
     pub outbox: OutboxConfig,
+    /// Which addresses outbound connections made for users may reach (public
+    /// ones, plus `--outbound-allow`); see `outbound`.
+    pub outbound: crate::outbound::OutboundPolicy,
+    /// How often live event streams send a heartbeat comment
+    /// (`MAILBEACON_SSE_HEARTBEAT_MS`, default 15 s; tests shorten it).
+    pub sse_heartbeat: Duration,
 }
 
 /// The outbox's settings.
@@ -796,6 +808,17 @@ impl Config {
         if !(3..=3600).contains(&outbox_lease) {
             problems.push("outbox_lease_secs must be from 3 to 3600".into());
         }
+        let outbound = crate::outbound::OutboundPolicy::parse(
+            &opts
+                .outbound_allow
+                .clone()
+                .or(file.outbound_allow)
+                .unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| {
+            problems.push(format!("outbound_allow: {e}"));
+            crate::outbound::OutboundPolicy::default()
+        });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -835,6 +858,14 @@ impl Config {
             max_connections,
             body_budget_bytes,
             outbox,
+            outbound,
+            sse_heartbeat: Duration::from_millis(
+                std::env::var("MAILBEACON_SSE_HEARTBEAT_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&ms: &u64| ms > 0)
+                    .unwrap_or(15_000),
+            ),
         })
     }
 }

@@ -7,6 +7,11 @@
 //! with load and the cost per event falls. A handler answers its HTTP request only
 //! after its event's batch is committed: an answered hit is a stored hit.
 //!
+//! After a batch is committed, and only then, a copy of its events goes to the
+//! optional notification sink (real time derives webhook and stream events from
+//! it) with `try_send`: a full sink drops the *notification* (counted in
+//! `RecorderStats::notify_dropped`, logged), never the hit, and never waits.
+//!
 //! Shutdown: when every `Recorder` handle is dropped the task drains the queue,
 //! commits the last batch and ends; `Recorder::closed` waits for that.
 
@@ -32,6 +37,8 @@ pub struct RecorderStats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
     pub failures: AtomicU64,
+    /// Committed events whose notification was dropped (the sink was full).
+    pub notify_dropped: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -43,9 +50,17 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the batching task on the current runtime.
     pub fn start(store: Store) -> (Recorder, JoinHandle<()>) {
+        Recorder::start_with(store, None)
+    }
+
+    /// Like `start`, handing a copy of every committed batch to `notify`.
+    pub fn start_with(
+        store: Store,
+        notify: Option<mpsc::Sender<Vec<Event>>>,
+    ) -> (Recorder, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(RecorderStats::default());
-        let handle = tokio::spawn(run(store, rx, stats.clone()));
+        let handle = tokio::spawn(run(store, rx, stats.clone(), notify));
         (Recorder { tx, stats }, handle)
     }
 
@@ -59,12 +74,18 @@ impl Recorder {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<RecorderStats>) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    stats: Arc<RecorderStats>,
+    notify: Option<mpsc::Sender<Vec<Event>>>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) = jobs.drain(..).unzip();
         let n = events.len() as u64;
         crate::metrics::METRICS.batch_sizes.observe(n);
+        let copy = notify.as_ref().map(|_| events.clone());
         let ok = match store.commit_events(events).await {
             Ok(()) => true,
             Err(e) => {
@@ -79,6 +100,15 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<RecorderStats
         }
         for ack in acks {
             let _ = ack.send(ok);
+        }
+        if let (true, Some(sink), Some(copy)) = (ok, &notify, copy) {
+            if sink.try_send(copy).is_err() {
+                stats.notify_dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(
+                    events = n,
+                    "real-time notifications dropped (hits are stored)"
+                );
+            }
         }
     }
 }

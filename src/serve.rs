@@ -87,7 +87,9 @@ async fn run(
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
     };
-    let (recorder, recorder_task) = Recorder::start(store.clone());
+    let realtime = crate::realtime::start(store.clone(), &config, config.sse_heartbeat);
+    let (recorder, recorder_task) =
+        Recorder::start_with(store.clone(), Some(realtime.hits.clone()));
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(config.listen),
         store = store.kind(),
@@ -97,14 +99,9 @@ async fn run(
         tls = tls.is_some(),
         "mailbeacon is serving"
     );
-    let app = Arc::new(App::new(
-        config,
-        store.clone(),
-        recorder,
-        mailer,
-        signing,
-        settings,
-    ));
+    let mut app = App::new(config, store.clone(), recorder, mailer, signing, settings);
+    app.realtime = realtime.emitter.clone();
+    let app = Arc::new(app);
     let mut background = vec![
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
@@ -120,6 +117,12 @@ async fn run(
     // they finish the copies in hand (SMTP commands time out after 30 s).
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
     let workers = crate::outbox::start(app.clone(), workers_stop);
+    // Live streams end as shutdown begins, so connections can drain.
+    let stop_realtime = realtime.stop_signal();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_realtime.send(true);
+    };
     server::run(listener, app.clone(), tls, shutdown).await;
     let _ = stop_workers.send(true);
     for w in workers {
@@ -137,6 +140,7 @@ async fn run(
     // The recorder ends once every handle is gone; every answered event is
     // already committed, so waiting is only for a batch in flight.
     let _ = tokio::time::timeout(Duration::from_secs(5), recorder_task).await;
+    realtime.finish().await;
     store.close().await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

@@ -28,6 +28,7 @@ pub mod beacon;
 pub mod budget;
 pub mod compose;
 pub mod emails;
+pub mod events;
 pub mod mailbox;
 pub mod outbox;
 pub mod pane;
@@ -36,6 +37,7 @@ pub mod request;
 pub mod response;
 pub mod settings;
 pub mod users;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,7 +51,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-pub use response::{error, json_response, method_not_allowed, Resp};
+pub use response::{error, json_response, method_not_allowed, Body, Resp};
 
 use crate::auth::{self, AuthError};
 use crate::metrics;
@@ -64,10 +66,16 @@ pub async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let route = metrics::route_of(req.uri().path());
-    let resp = dispatch(&app, peer, req).await;
+    // The live event stream is the one streaming answer; every other handler's
+    // `Resp` is boxed here.
+    let resp = if matches!(req.uri().path(), "/api/v1/events" | "/api/v1/events/") {
+        events_stream(&app, req).await
+    } else {
+        response::boxed(dispatch(&app, peer, req).await)
+    };
     metrics::METRICS.request(route, resp.status().as_u16(), started.elapsed());
     Ok(resp)
 }
@@ -240,6 +248,14 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["mailbox"]) => mailbox::get(app, user).await,
         (&Method::PUT, ["mailbox"]) => mailbox::put(app, user, req).await,
         (&Method::DELETE, ["mailbox"]) => mailbox::delete(app, user).await,
+        // Webhooks (real time; the live stream is `/api/v1/events`, above).
+        (&Method::POST, ["webhooks"]) => webhooks::create(app, user, req).await,
+        (&Method::GET, ["webhooks"]) => webhooks::list(app, user).await,
+        (&Method::DELETE, ["webhooks", id]) => webhooks::delete(app, user, id).await,
+        (&Method::GET, ["webhooks", id, "deliveries"]) => webhooks::deliveries(app, user, id).await,
+        (&Method::POST, ["webhooks", id, "deliveries", delivery, "retry"]) => {
+            webhooks::retry(app, user, id, delivery).await
+        }
         (_, segs) if allowed_methods(segs).is_some() => method_not_allowed(
             allowed_methods(segs).unwrap_or(""),
             format!("{method} is not allowed on /api/v1/{rest}"),
@@ -276,8 +292,22 @@ pub fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
         ["compose", "follow"] => "POST",
         ["me", "settings"] => "GET, PUT",
         ["mailbox"] => "GET, PUT, DELETE",
+        ["webhooks"] => "GET, POST",
+        ["webhooks", _] => "DELETE",
+        ["webhooks", _, "deliveries"] => "GET",
+        ["webhooks", _, "deliveries", _, "retry"] => "POST",
         _ => return None,
     })
+}
+
+/// `/api/v1/events`: authenticated like every API call, then streamed.
+async fn events_stream(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let user = match authenticate(app, &req).await {
+        Ok(u) => u,
+        Err(r) => return response::boxed(r),
+    };
+    let query: Query = request::parse_query(req.uri().query().unwrap_or(""));
+    events::stream(app, &user, req, &query).await
 }
 
 /// The caller, from `Authorization: Bearer <token>`; else the 401 (or 503) to

@@ -16,6 +16,16 @@ use crate::store::StoreError;
 
 pub type Resp = Response<Full<Bytes>>;
 
+/// The body the router answers with: every handler's `Resp` is boxed into it at
+/// one place (`http::handle`); only the live event stream builds one itself.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// `r` with its body boxed.
+pub fn boxed(r: Resp) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    r.map(|b| b.boxed_unsync())
+}
+
 pub fn json_response(status: StatusCode, value: &Value) -> Resp {
     // Serializing a serde_json::Value cannot fail (its keys are strings).
     let body = serde_json::to_vec(value).unwrap_or_default();

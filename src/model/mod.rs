@@ -14,6 +14,7 @@ mod addin;
 mod contacts;
 mod emails;
 mod users;
+mod webhooks;
 
 pub use addin::{
     Activity, ActivityPersonal, AttachmentInfo, MailboxConfig, MailboxSecret, Participant,
@@ -22,3 +23,4 @@ pub use addin::{
 pub use contacts::{AuditEntry, Contact, FollowEmail};
 pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder};
 pub use users::{OrgSettings, Role, User};
+pub use webhooks::{Attempt, Webhook};

@@ -10,9 +10,25 @@
 //! (the retained feed, webhook deliveries, server-sent event streams) lives
 //! behind it.
 
-use serde_json::{json, Map, Value};
+pub mod derive;
+pub mod feed;
+pub mod webhooks;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
 use crate::ids::{id_to_text, rfc3339};
+use crate::jobs::{Jobs, SystemClock, WorkerOptions};
+use crate::model::Event;
+use crate::store::Store;
+use feed::Hub;
+use webhooks::Subscriptions;
 
 /// The kinds of application event (the `type` field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,17 +116,237 @@ impl AppEvent {
 /// The handle producers emit through (`App::realtime`). Cloning is cheap.
 ///
 /// It never blocks and never fails the caller: a notification that cannot be
-/// passed on is logged, and whatever the event describes is already stored by
-/// its producer.
+/// passed on (the channel to the publisher is full) is counted and logged, and
+/// whatever the event describes is already stored by its producer.
+///
+/// `emit` gives each event its feed id (`evt_<ms>-<seq>-<index>`, ordered);
+/// an id set by the producer is replaced. `Emitter::default()` (what `App::new`
+/// starts with) only logs; `start` makes a live one.
 #[derive(Clone, Default)]
-pub struct Emitter {}
+pub struct Emitter {
+    live: Option<Arc<Live>>,
+}
+
+struct Live {
+    tx: mpsc::Sender<Vec<AppEvent>>,
+    hub: Hub,
+    subs: Arc<Subscriptions>,
+    jobs: Jobs,
+    stop: watch::Receiver<bool>,
+    heartbeat: Duration,
+}
+
+/// Notifications dropped because the publisher's channel was full.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 impl Emitter {
     /// Hands events to the real-time machinery (the retained feed, webhook
     /// deliveries, live streams).
     pub fn emit(&self, events: Vec<AppEvent>) {
-        for e in &events {
-            tracing::debug!(id = %e.id, kind = e.kind.as_str(), "application event");
+        let Some(live) = &self.live else {
+            for e in &events {
+                tracing::debug!(id = %e.id, kind = e.kind.as_str(), "application event");
+            }
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        let n = events.len() as u64;
+        if live.tx.try_send(events).is_err() {
+            DROPPED.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(events = n, "real-time channel full: notifications dropped");
+        }
+    }
+
+    /// This process's live events, when real time runs.
+    pub fn hub(&self) -> Option<&Hub> {
+        self.live.as_ref().map(|l| &l.hub)
+    }
+
+    /// Tells the publisher and workers that the webhook list changed here.
+    pub fn webhooks_changed(&self) {
+        if let Some(l) = &self.live {
+            l.subs.invalidate();
+        }
+    }
+
+    /// The webhook delivery queue (for a manual retry).
+    pub fn webhook_jobs(&self) -> Option<&Jobs> {
+        self.live.as_ref().map(|l| &l.jobs)
+    }
+
+    /// Completes when the server is shutting down (streams end then).
+    pub async fn stopping(&self) {
+        match &self.live {
+            Some(l) => {
+                let mut stop = l.stop.clone();
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// How often streams send a heartbeat comment.
+    pub fn heartbeat(&self) -> Duration {
+        self.live
+            .as_ref()
+            .map_or(DEFAULT_HEARTBEAT, |l| l.heartbeat)
+    }
+}
+
+/// The default heartbeat of a stream.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Committed hit batches waiting for derivation before new ones are dropped.
+const HIT_BATCHES: usize = 1024;
+/// Emitted batches waiting before new ones are dropped.
+const EMIT_BATCHES: usize = 1024;
+
+/// Real time, running: the emitter for `App`, the sink the recorder hands
+/// committed batches to, and what `stop` ends.
+pub struct Realtime {
+    pub emitter: Emitter,
+    pub hits: HitSink,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    publisher: JoinHandle<()>,
+}
+
+/// Where the recorder hands committed batches (`Recorder::start_with`).
+pub type HitSink = mpsc::Sender<Vec<Event>>;
+
+/// Starts the publisher (derivation, feed, fan-out), the feed's tail and the
+/// webhook worker.
+pub fn start(store: Store, config: &Config, heartbeat: Duration) -> Realtime {
+    let (tx, app_rx) = mpsc::channel(EMIT_BATCHES);
+    let (hits, hits_rx) = mpsc::channel(HIT_BATCHES);
+    let (stop, stop_rx) = watch::channel(false);
+    let hub = Hub::default();
+    let subs = Arc::new(Subscriptions::default());
+    let jobs = Jobs::new(store.clone(), webhooks::QUEUE);
+    let deriver = derive::Deriver::new(store.clone(), config.heuristics);
+    let publisher = tokio::spawn(publish_loop(
+        store.clone(),
+        deriver,
+        hits_rx,
+        app_rx,
+        hub.clone(),
+        subs.clone(),
+        jobs.clone(),
+    ));
+    let deliverer = Arc::new(webhooks::Deliverer::new(
+        store.clone(),
+        config.outbound.clone(),
+        subs.clone(),
+    ));
+    let mut worker_stop = stop_rx.clone();
+    let worker = tokio::spawn(crate::jobs::run_worker(
+        jobs.clone(),
+        move |job| {
+            let d = deliverer.clone();
+            async move { d.run(job).await }
+        },
+        WorkerOptions {
+            concurrency: 32,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+            clock: Arc::new(SystemClock),
+        },
+        async move {
+            let _ = worker_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let tail = tokio::spawn(feed::tail(store, hub.clone(), stop_rx.clone()));
+    Realtime {
+        emitter: Emitter {
+            live: Some(Arc::new(Live {
+                tx,
+                hub,
+                subs,
+                jobs,
+                stop: stop_rx,
+                heartbeat,
+            })),
+        },
+        hits,
+        stop,
+        tasks: vec![worker, tail],
+        publisher,
+    }
+}
+
+impl Realtime {
+    /// Tells streams, the tail and the webhook worker to finish (at the start
+    /// of shutdown).
+    pub fn stop_signal(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// After the recorder and `App` are gone: lets the publisher finish what
+    /// was handed to it and the worker the deliveries in hand (bounded waits).
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        drop(self.emitter);
+        drop(self.hits);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher).await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(12), t).await;
+        }
+    }
+}
+
+/// Turns what arrives (committed hits, emitted events) into published events:
+/// one feed entry per round, then the delivery jobs.
+async fn publish_loop(
+    store: Store,
+    deriver: derive::Deriver,
+    mut hits: mpsc::Receiver<Vec<Event>>,
+    mut app: mpsc::Receiver<Vec<AppEvent>>,
+    hub: Hub,
+    subs: Arc<Subscriptions>,
+    jobs: Jobs,
+) {
+    let (mut hits_open, mut app_open) = (true, true);
+    while hits_open || app_open {
+        let mut events = tokio::select! {
+            h = hits.recv(), if hits_open => match h {
+                Some(h) => deriver.derive(h).await,
+                None => { hits_open = false; continue; }
+            },
+            a = app.recv(), if app_open => match a {
+                Some(a) => a,
+                None => { app_open = false; continue; }
+            },
+        };
+        // Whatever else is waiting joins this entry.
+        while let Ok(a) = app.try_recv() {
+            events.extend(a);
+        }
+        while events.len() < 4096 {
+            match hits.try_recv() {
+                Ok(h) => events.extend(deriver.derive(h).await),
+                Err(_) => break,
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let n = events.len();
+        let published = match feed::publish(&store, events).await {
+            Ok(p) => p,
+            Err(e) => {
+                DROPPED.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, events = n, "cannot append to the feed: notifications dropped");
+                continue;
+            }
+        };
+        hub.wake();
+        let hooks = subs.get(&store).await;
+        let due = webhooks::fan_out(&hooks, &published, crate::ids::now_ms());
+        if !due.is_empty() {
+            if let Err(e) = jobs.enqueue(due).await {
+                tracing::error!(error = %e, "cannot queue webhook deliveries");
+            }
         }
     }
 }

@@ -93,6 +93,7 @@ macro_rules! on_backend {
 // After the macro, which it uses.
 pub mod addin;
 pub mod queue;
+pub mod realtime;
 
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {

@@ -351,6 +351,12 @@ pub(super) fn indexer(
                     let mut tx = read(&db).begin_write()?;
                     tx.set_durability(Durability::None);
                     let max = apply(&tx, &batch)?;
+                    // The applied mark goes with the events: a durable commit
+                    // made by anything else (the job queues, real time) makes
+                    // this transaction durable too, and replay must then start
+                    // after these events, or it would apply them twice.
+                    tx.open_table(META)?
+                        .insert(APPLIED_SEQ, applied.max(max).to_be_bytes().as_slice())?;
                     tx.commit()?;
                     Ok(max)
                 })();

@@ -48,6 +48,7 @@ use super::{Result, StoreError, StoreStats};
 mod addin;
 mod events;
 mod queue;
+mod realtime;
 mod records;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -130,7 +130,7 @@ pub async fn create_group(c: &mut Conn, shard: usize) -> Result<()> {
     Ok(())
 }
 
-type Entry = (String, Vec<u8>);
+pub(super) type Entry = (String, Vec<u8>);
 
 impl Redis {
     pub async fn commit_events(self: &Arc<Self>, mut events: Vec<Event>) -> Result<()> {
@@ -514,7 +514,7 @@ pub async fn replay_loop(me: Arc<Redis>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Parses `[[id, [field, value, …]], …]` into (id, value of field `b`).
-fn parse_entries(v: &Value) -> Vec<Entry> {
+pub(super) fn parse_entries(v: &Value) -> Vec<Entry> {
     let Value::Array(items) = v else {
         return Vec::new();
     };

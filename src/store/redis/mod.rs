@@ -23,6 +23,7 @@ pub mod conn;
 mod events;
 pub mod keys;
 mod queue;
+mod realtime;
 mod spool;
 
 use std::collections::HashMap;
