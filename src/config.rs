@@ -170,6 +170,11 @@ pub struct Opts {
     /// [default: https://login.microsoftonline.com/{the one tenant} or …/common].
     #[arg(long, env = "MAILBEACON_ENTRA_AUTHORITY", global = true)]
     pub entra_authority: Option<String>,
+    /// Outbound connections made for users (IMAP mailboxes, webhooks) may reach
+    /// these networks too, comma-separated CIDRs (e.g. 10.0.0.0/8, fd00::/8)
+    /// [default: public addresses only].
+    #[arg(long, env = "MAILBEACON_OUTBOUND_ALLOW", global = true)]
+    pub outbound_allow: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -201,6 +206,7 @@ struct FileOpts {
     imap_ca_file: Option<PathBuf>,
     entra_client_id: Option<String>,
     entra_authority: Option<String>,
+    outbound_allow: Option<String>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -309,6 +315,9 @@ pub struct Config {
     /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
     /// read and checked), on top of the webpki roots. Empty when not set.
     pub imap_ca: Vec<CertificateDer<'static>>,
+    /// Which addresses outbound connections made for users may reach (public
+    /// ones, plus `--outbound-allow`); see `outbound`.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -676,6 +685,17 @@ impl Config {
             }),
             None => Vec::new(),
         };
+        let outbound = crate::outbound::OutboundPolicy::parse(
+            &opts
+                .outbound_allow
+                .clone()
+                .or(file.outbound_allow)
+                .unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| {
+            problems.push(format!("outbound_allow: {e}"));
+            crate::outbound::OutboundPolicy::default()
+        });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -704,6 +724,7 @@ impl Config {
             capture_limit,
             entra,
             imap_ca,
+            outbound,
         })
     }
 }
@@ -763,6 +784,28 @@ mod tests {
         };
         let problems = Config::resolve(&opts).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn outbound_allow_list() {
+        assert!(Config::resolve(&Opts::default())
+            .unwrap()
+            .outbound
+            .allow
+            .is_empty());
+        let c = Config::resolve(&Opts {
+            outbound_allow: Some("127.0.0.0/8, fd00::/8".into()),
+            ..Opts::default()
+        })
+        .unwrap();
+        assert!(c.outbound.permits("127.0.0.1".parse().unwrap()));
+        assert!(!c.outbound.permits("10.0.0.1".parse().unwrap()));
+        let problems = Config::resolve(&Opts {
+            outbound_allow: Some("127.0.0.0/8, nope".into()),
+            ..Opts::default()
+        })
+        .unwrap_err();
+        assert!(problems[0].contains("outbound_allow"), "{problems:?}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn secure(imap: &Dovecot) -> &Secure {
 /// A server that trusts the test's private CA.
 fn server_with_ca(imap: &Dovecot) -> Server {
     let ca = secure(imap).ca.to_str().expect("a UTF-8 path").to_string();
-    Server::start_env(&[("MAILBEACON_IMAP_CA_FILE", &ca)])
+    Server::start_env(&[("MAILBEACON_IMAP_CA_FILE", &ca), support::LOCAL_OUTBOUND])
 }
 
 fn subjects(v: &Value) -> Vec<String> {
@@ -152,7 +152,7 @@ fn tls_without_the_private_ca_is_refused_with_a_certificate_error() {
     let imap = Dovecot::start_secure();
     let x = secure(&imap);
     // Only the public roots: the test CA is unknown.
-    let plain = Server::start();
+    let plain = Server::start_local_outbound();
     let bob = plain.user(USER);
     for (tls, port) in [("tls", x.tls_port), ("starttls", imap.port)] {
         let (st, v) = put_mailbox(&plain, &bob, password(&imap, tls, port));

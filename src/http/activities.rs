@@ -276,6 +276,15 @@ pub async fn set_regarding(app: &App, user: &User, id: &str, req: Request<Incomi
     }
 }
 
+/// Where the user's mailbox may be reached (the outbound policy) and what its
+/// TLS trusts.
+fn reach(app: &App) -> mailbox::Reach<'_> {
+    mailbox::Reach {
+        policy: &app.config.outbound,
+        roots: &app.imap_roots,
+    }
+}
+
 /// Checks both Auto Capture switches and returns the mailbox to use.
 async fn capture_ready(app: &App, user: &User) -> Result<MailboxConfig, Resp> {
     if !app.settings().auto_capture {
@@ -348,7 +357,7 @@ pub async fn capture_list(app: &App, user: &User, q: &Query) -> Resp {
             .map(|(t, id)| !t || id.is_empty())
             .collect())
     };
-    match mailbox::list_with(&cfg, &app.imap_roots, &contact, since, limit, keep).await {
+    match mailbox::list_with(&cfg, &reach(app), &contact, since, limit, keep).await {
         Ok(found) => {
             let items: Vec<Value> = found
                 .iter()
@@ -393,7 +402,15 @@ pub async fn capture_track(app: &App, user: &User, req: Request<Incoming>) -> Re
         Ok(c) => c,
         Err(r) => return r,
     };
-    match mailbox::fetch(&cfg, &app.imap_roots, &b.folder, b.uid).await {
+    match mailbox::fetch(
+        &cfg,
+        &reach(app),
+        &b.folder,
+        b.uid,
+        app.config.max_body_bytes,
+    )
+    .await
+    {
         Ok(raw) => track_raw(app, user, raw, b.regarding, "capture").await,
         Err(e) => mailbox_failed(e),
     }
