@@ -39,9 +39,12 @@ struct SealedActivity {
     personal: ActivityPersonal,
 }
 
-/// The keyed hash that stands for a Message-ID at rest.
-fn msgid_hash(k: &Sealer, message_id: &str) -> String {
-    k.lookup_hex(&format!("message-id:{message_id}"))
+/// The keyed hash that stands for a Message-ID at rest, **per owner**: the
+/// deduplication and the Message-ID lookups are scoped to one user, so one
+/// user's tracking never blocks (nor reveals) a colleague's tracking of the
+/// same message; each gets their own activity.
+fn msgid_hash(k: &Sealer, owner: u64, message_id: &str) -> String {
+    k.lookup_hex(&format!("message-id:{owner:016x}:{message_id}"))
 }
 
 /// The keyed hash under which activities mentioning `address` are indexed
@@ -68,8 +71,8 @@ fn seal_activity(k: &Sealer, a: Activity) -> Result<Activity> {
         personal: a.personal.clone(),
     };
     Ok(Activity {
-        message_id: msgid_hash(k, &a.message_id),
-        conversation: msgid_hash(k, &a.conversation),
+        message_id: msgid_hash(k, a.owner, &a.message_id),
+        conversation: msgid_hash(k, a.owner, &a.conversation),
         personal: ActivityPersonal::default(),
         sealed: Some(k.seal(&serde_json::to_string(&inner)?)),
         lookups,
@@ -126,8 +129,9 @@ fn open_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
 }
 
 impl Store {
-    /// Stores `a` unless an activity with its Message-ID exists (checked and
-    /// written atomically), in which case that one is returned.
+    /// Stores `a` unless its owner already has an activity with its
+    /// Message-ID (checked and written atomically), in which case that one is
+    /// returned.
     pub async fn insert_activity(&self, a: Activity) -> Result<Inserted> {
         let k = self.sealer();
         let sealed = seal_activity(&k, a)?;
@@ -154,19 +158,31 @@ impl Store {
         Ok(a.map(|a| open_activity(&k, a)))
     }
 
-    pub async fn activity_by_message_id(&self, message_id: String) -> Result<Option<Activity>> {
+    /// `owner`'s activity for `message_id` (another user's is never found).
+    pub async fn activity_by_message_id(
+        &self,
+        owner: u64,
+        message_id: String,
+    ) -> Result<Option<Activity>> {
         let k = self.sealer();
-        let h = msgid_hash(&k, &message_id);
+        let h = msgid_hash(&k, owner, &message_id);
         let a = on_backend!(self, |s| s.activity_by_message_id(&h), |r| r
             .activity_by_message_id(&h)
             .await)?;
         Ok(a.map(|a| open_activity(&k, a)))
     }
 
-    /// Which of `message_ids` are tracked (by anyone in the deployment).
-    pub async fn tracked_message_ids(&self, message_ids: Vec<String>) -> Result<Vec<bool>> {
+    /// Which of `message_ids` `owner` tracks.
+    pub async fn tracked_message_ids(
+        &self,
+        owner: u64,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<bool>> {
         let k = self.sealer();
-        let hashes: Vec<String> = message_ids.iter().map(|m| msgid_hash(&k, m)).collect();
+        let hashes: Vec<String> = message_ids
+            .iter()
+            .map(|m| msgid_hash(&k, owner, m))
+            .collect();
         on_backend!(self, |s| s.tracked_message_ids(&hashes), |r| r
             .tracked_message_ids(&hashes)
             .await)
