@@ -235,6 +235,23 @@ fn a_reply_links_only_the_callers_own_parent() {
     assert_eq!(st, 201, "{r}");
     assert_eq!(r["reply_to"], a["id"], "{r}");
     assert_eq!(r["regarding"]["id"], "OPP-SECRET");
+    // The regarding record is sealed at rest: not in any data file's bytes.
+    let mut stack = vec![s.data_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("data dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                assert!(
+                    !bytes.windows(10).any(|w| w == b"OPP-SECRET"),
+                    "{} holds the regarding record in clear",
+                    p.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //! Message-ID and its conversation id are sealed together into `sealed` before a
 //! backend sees the activity; the backend keeps only keyed hashes of the two ids
 //! (for deduplication and lookups) and of the participants' addresses (in
-//! `lookups`, for data-subject requests). A mailbox's user name and credential
-//! are sealed field by field.
+//! `lookups`, for data-subject requests); the `regarding` record is sealed
+//! with them. A mailbox's host, user name and credential are sealed field by
+//! field.
 //!
 //! Activities are interaction data: each one carries `expires_ms` (from the
 //! organization's `retention_days`) and the sweep removes it. Settings,
@@ -20,7 +21,9 @@ use super::{Backend, Result, Store};
 use crate::model::User;
 use crate::seal::Sealer;
 
-use crate::model::{Activity, ActivityPersonal, MailboxConfig, MailboxSecret, UserSettings};
+use crate::model::{
+    Activity, ActivityPersonal, MailboxConfig, MailboxSecret, Regarding, UserSettings,
+};
 
 /// What `insert_activity` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,9 @@ struct SealedActivity {
     message_id: String,
     conversation: String,
     personal: ActivityPersonal,
+    /// The CRM record (it names a customer, a deal): sealed too.
+    #[serde(default)]
+    regarding: Option<Regarding>,
 }
 
 /// The keyed hash that stands for a Message-ID at rest, **per owner**: the
@@ -69,8 +75,10 @@ fn seal_activity(k: &Sealer, a: Activity) -> Result<Activity> {
         message_id: a.message_id.clone(),
         conversation: a.conversation.clone(),
         personal: a.personal.clone(),
+        regarding: a.regarding.clone(),
     };
     Ok(Activity {
+        regarding: None,
         message_id: msgid_hash(k, a.owner, &a.message_id),
         conversation: msgid_hash(k, a.owner, &a.conversation),
         personal: ActivityPersonal::default(),
@@ -91,6 +99,8 @@ fn open_activity(k: &Sealer, a: Activity) -> Activity {
             message_id: i.message_id,
             conversation: i.conversation,
             personal: i.personal,
+            // Records sealed before `regarding` was kept them in clear.
+            regarding: i.regarding.or(a.regarding),
             sealed: None,
             lookups: Vec::new(),
             ..a
@@ -108,6 +118,7 @@ fn open_activity(k: &Sealer, a: Activity) -> Activity {
 
 fn seal_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
     MailboxConfig {
+        host: k.seal(&m.host),
         username: k.seal(&m.username),
         secret: match m.secret {
             MailboxSecret::Password(p) => MailboxSecret::Password(k.seal(&p)),
@@ -119,6 +130,8 @@ fn seal_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
 
 fn open_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
     MailboxConfig {
+        // A host stored before hosts were sealed is a plain name.
+        host: k.open(&m.host).unwrap_or(m.host.clone()),
         username: k.open_lossy(&m.username),
         secret: match m.secret {
             MailboxSecret::Password(p) => MailboxSecret::Password(k.open_lossy(&p)),
