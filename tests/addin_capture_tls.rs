@@ -123,7 +123,8 @@ fn implicit_tls_and_starttls_with_the_private_ca() {
     // The server's own words ("Plaintext authentication disallowed") are
     // never passed on: the message is fixed text.
     assert!(
-        !v.to_string().contains("Plaintext authentication disallowed"),
+        !v.to_string()
+            .contains("Plaintext authentication disallowed"),
         "{v}"
     );
     assert!(
