@@ -113,7 +113,33 @@ fn enabled(u: User) -> Result<User, AuthError> {
     }
 }
 
-/// The user an Entra access token belongs to (see `entra`).
+/// The store key that marks `user` as linked to some Entra identity.
+fn entra_linked_key(user: u64) -> String {
+    format!("entra-linked:{user:016x}")
+}
+
+/// Links the Entra identity `tid`+`oid` to `user` (for an admin provisioning
+/// a user by object id, and for a first sign-in).
+pub async fn link_entra(app: &App, tid: &str, oid: &str, user: u64) -> Result<(), AuthError> {
+    let id = crate::addin::entra::Identity {
+        tid: tid.to_string(),
+        oid: oid.to_string(),
+        username: None,
+    };
+    for key in [id.key(), entra_linked_key(user)] {
+        app.store
+            .link_external(key, user)
+            .await
+            .map_err(|e| AuthError::Store(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The user an Entra access token belongs to (see `entra`): by `tid`+`oid`
+/// only. An identity not linked yet is linked on first sign-in when the
+/// tenant's sign-in name (`preferred_username`/`upn`, never `email`) matches a
+/// user that has no Entra link yet; the tenant is one of the required
+/// `entra_tenants` (checked by the validator). Anything else is refused.
 async fn entra_user(
     app: &App,
     entra: &crate::addin::entra::Validator,
@@ -127,15 +153,25 @@ async fn entra_user(
     }
     let Some(name) = id.username.clone() else {
         return Err(AuthError::Rejected(
-            "the token names no user (preferred_username)".into(),
+            "the token names no user (preferred_username); ask an administrator to link \
+             your Microsoft account"
+                .into(),
         ));
     };
     match app.store.user_by_email(name.clone()).await {
         Ok(Some(u)) => {
-            app.store
-                .link_external(id.key(), u.id)
-                .await
-                .map_err(|e| AuthError::Store(e.to_string()))?;
+            // An account already linked to another Entra identity is not
+            // taken over by a second one claiming the same name.
+            match app.store.user_by_external(entra_linked_key(u.id)).await {
+                Ok(Some(_)) => {
+                    return Err(AuthError::Rejected(
+                        "this mailbeacon account is linked to another Microsoft account".into(),
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(AuthError::Store(e.to_string())),
+            }
+            link_entra(app, &id.tid, &id.oid, u.id).await?;
             tracing::info!(user = u.id, "linked an Entra identity to a user");
             enabled(u)
         }

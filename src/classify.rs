@@ -66,11 +66,53 @@ const SCANNER_MARKERS: &[&str] = &[
     "symantec",
     "trendmicro",
     "forcepoint",
-    "bot",
     "crawler",
     "spider",
     "bingpreview",
 ];
+
+/// Self-declared bots, as whole words of the user agent (split on anything
+/// not a letter or digit): matching the substring "bot" would also match phone
+/// models such as "Cubot".
+const BOT_WORDS: &[&str] = &[
+    "bot",
+    "bots",
+    "robot",
+    "googlebot",
+    "bingbot",
+    "yandexbot",
+    "duckduckbot",
+    "applebot",
+    "slackbot",
+    "twitterbot",
+    "linkedinbot",
+    "discordbot",
+    "telegrambot",
+    "facebot",
+    "petalbot",
+    "ahrefsbot",
+    "semrushbot",
+    "mj12bot",
+    "dotbot",
+    "amazonbot",
+    "gptbot",
+    "claudebot",
+    "bytespider",
+];
+
+/// Returns true if and only if `lower` (a lowercased user agent) declares a
+/// bot: one of `BOT_WORDS` as a word, or a word ending in "bot" next to the
+/// crawler convention of a `+http` contact URL.
+fn declares_bot(lower: &str) -> bool {
+    let mut words = lower.split(|c: char| !c.is_ascii_alphanumeric());
+    if words.any(|w| BOT_WORDS.contains(&w)) {
+        return true;
+    }
+    lower.contains("+http")
+        && lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w.len() > 3 && w.ends_with("bot"))
+}
 
 /// Distinct links of one copy clicked within this window are a scanner's.
 const BURST_MS: u64 = 2_000;
@@ -91,7 +133,7 @@ pub fn classify(e: &Event, h: &Heuristics) -> Option<Machine> {
     if lower.contains("googleimageproxy") || lower.contains("yahoomailproxy") {
         return None;
     }
-    if SCANNER_MARKERS.iter().any(|m| lower.contains(m)) {
+    if SCANNER_MARKERS.iter().any(|m| lower.contains(m)) || declares_bot(&lower) {
         return Some(Machine::Scanner);
     }
     if e.kind == EventKind::Click && e.since_prepared_s < h.too_fast_s {
@@ -154,6 +196,25 @@ mod tests {
     }
 
     const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+    #[test]
+    fn bots_are_words_not_substrings() {
+        let cubot = "Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36";
+        assert_eq!(classify(&ev(EventKind::Open, cubot, 0, None, 99)), None);
+        for ua in [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "Mozilla/5.0 (compatible; ExampleCrawlBot/1.0; +https://example.test/bot)",
+            "some-bot/1.0",
+        ] {
+            assert_eq!(
+                classify(&ev(EventKind::Open, ua, 0, None, 99)),
+                Some(Machine::Scanner),
+                "{ua}"
+            );
+        }
+    }
 
     #[test]
     fn a_listed_network_is_machine_whatever_the_user_agent() {

@@ -152,7 +152,7 @@ pub struct Opts {
     /// Entra sign-in: accepted audience(s), comma-separated (the add-in's client id / App ID URI).
     #[arg(long, env = "MAILBEACON_ENTRA_AUDIENCE", global = true)]
     pub entra_audience: Option<String>,
-    /// Entra sign-in: accepted tenant ids, comma-separated [default: any tenant].
+    /// Entra sign-in: accepted tenant ids, comma-separated (required with entra_jwks).
     #[arg(long, env = "MAILBEACON_ENTRA_TENANTS", global = true)]
     pub entra_tenants: Option<String>,
     /// Entra sign-in: scope the token must carry in `scp` [default: access_as_user].
@@ -413,7 +413,7 @@ pub struct EntraConfig {
     /// An https:// URL or a file path.
     pub jwks: String,
     pub audiences: Vec<String>,
-    /// Empty: any tenant.
+    /// The accepted tenants (never empty: required when Entra is on).
     pub tenants: Vec<String>,
     pub scope: String,
     /// What the task pane needs to sign in with MSAL; `None` when no client id
@@ -702,6 +702,14 @@ impl Config {
                     problems.push("entra_jwks: fetch keys over https://, not http://".into());
                 }
                 let tenants = list(opts.entra_tenants.clone().or(file.entra_tenants));
+                // Tokens of any tenant would let a stranger's directory vouch
+                // for an address here ("nOAuth"): the tenants must be named.
+                if tenants.is_empty() {
+                    problems.push(
+                        "entra_tenants must list the accepted tenant ids when entra_jwks is set"
+                            .into(),
+                    );
+                }
                 let scope = opts
                     .entra_scope
                     .clone()
@@ -928,6 +936,28 @@ mod tests {
     }
 
     #[test]
+    fn outbound_allow_list() {
+        assert!(Config::resolve(&Opts::default())
+            .unwrap()
+            .outbound
+            .allow
+            .is_empty());
+        let c = Config::resolve(&Opts {
+            outbound_allow: Some("127.0.0.0/8, fd00::/8".into()),
+            ..Opts::default()
+        })
+        .unwrap();
+        assert!(c.outbound.permits("127.0.0.1".parse().unwrap()));
+        assert!(!c.outbound.permits("10.0.0.1".parse().unwrap()));
+        let problems = Config::resolve(&Opts {
+            outbound_allow: Some("127.0.0.0/8, nope".into()),
+            ..Opts::default()
+        })
+        .unwrap_err();
+        assert!(problems[0].contains("outbound_allow"), "{problems:?}");
+    }
+
+    #[test]
     fn machine_network_lists() {
         let list = machine_networks(
             "# security gateways\n\n203.0.113.0/24 mimecast eu  # comment\n2001:db8::/32\n198.51.100.7\n",
@@ -976,8 +1006,18 @@ mod tests {
             entra_jwks: Some("/tmp/jwks.json".into()),
             entra_audience: Some("6A1B0C9E-0000-4000-8000-000000000001".into()),
             entra_client_id: Some("6A1B0C9E-0000-4000-8000-000000000001".into()),
+            entra_tenants: Some(
+                "11111111-2222-3333-4444-555555555555, 22222222-2222-3333-4444-555555555555".into(),
+            ),
             ..Opts::default()
         };
+        // Entra without a tenant list is refused (any tenant could sign in).
+        let open = Opts {
+            entra_tenants: None,
+            ..base.clone()
+        };
+        let p = Config::resolve(&open).unwrap_err();
+        assert!(p[0].contains("entra_tenants"), "{p:?}");
         let c = Config::resolve(&base).expect("valid");
         let pane = c.entra.and_then(|e| e.pane).expect("pane settings");
         assert_eq!(pane.client_id, "6a1b0c9e-0000-4000-8000-000000000001");

@@ -189,6 +189,72 @@ fn track_status_dedup_reply_regarding_untrack() {
 }
 
 #[test]
+fn a_reply_links_only_the_callers_own_parent() {
+    let s = Server::start();
+    let ann = s.user("ann@sales.test");
+    let eve = s.user("eve@sales.test");
+    let (st, a) = track(
+        &s,
+        &ann,
+        &offer("q1@sales.test", "ann@sales.test", "bob@client.test"),
+        Some(json!({"type": "opportunity", "id": "OPP-SECRET"})),
+    );
+    assert_eq!(st, 201, "{a}");
+    // Eve tracks a reply to Ann's message: Ann's activity is neither linked
+    // nor its regarding record inherited.
+    let (st, r) = track(
+        &s,
+        &eve,
+        &reply(
+            "q2@client.test",
+            "q1@sales.test",
+            "bob@client.test",
+            "eve@sales.test",
+        ),
+        None,
+    );
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(
+        (&r["reply_to"], &r["regarding"]),
+        (&Value::Null, &Value::Null),
+        "{r}"
+    );
+    assert!(!r.to_string().contains("OPP-SECRET"), "{r}");
+    // Ann tracking the same reply links her own parent.
+    let (st, r) = track(
+        &s,
+        &ann,
+        &reply(
+            "q2@client.test",
+            "q1@sales.test",
+            "bob@client.test",
+            "ann@sales.test",
+        ),
+        None,
+    );
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["reply_to"], a["id"], "{r}");
+    assert_eq!(r["regarding"]["id"], "OPP-SECRET");
+    // The regarding record is sealed at rest: not in any data file's bytes.
+    let mut stack = vec![s.data_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("data dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                assert!(
+                    !bytes.windows(10).any(|w| w == b"OPP-SECRET"),
+                    "{} holds the regarding record in clear",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn activities_are_visible_to_owner_and_admins_only() {
     let s = Server::start();
     let ann = s.user("ann@sales.test");
@@ -201,7 +267,7 @@ fn activities_are_visible_to_owner_and_admins_only() {
     );
     let id = a["id"].as_str().unwrap();
     let path = format!("/api/v1/activities/{id}");
-    // Another user: 404 everywhere, nothing revealed beyond "tracked".
+    // Another user: 404 everywhere, nothing revealed (not even "tracked").
     assert_eq!(s.api("GET", &path, Some(&eve), None).0, 404);
     assert_eq!(s.api("DELETE", &path, Some(&eve), None).0, 404);
     assert_eq!(
@@ -222,22 +288,31 @@ fn activities_are_visible_to_owner_and_admins_only() {
     );
     assert_eq!(
         (st, &v["tracked"], &v["activity"]),
-        (200, &json!(true), &Value::Null),
+        (200, &json!(false), &Value::Null),
         "{v}"
     );
+    let (_, v) = s.api("GET", "/api/v1/activities", Some(&eve), None);
+    assert_eq!(v["activities"], json!([]));
+    // Ann's tracking does not block Eve's: she gets her own activity.
     let (st, v) = track(
         &s,
         &eve,
         &offer("p1@sales.test", "ann@sales.test", "bob@client.test"),
         None,
     );
-    assert_eq!(
-        (st, &v["id"], &v["tracked_by_you"]),
-        (200, &Value::Null, &json!(false)),
-        "{v}"
-    );
+    assert_eq!(st, 201, "{v}");
+    let eves = v["id"].as_str().expect("eve's own activity").to_string();
+    assert_ne!(eves, id);
     let (_, v) = s.api("GET", "/api/v1/activities", Some(&eve), None);
-    assert_eq!(v["activities"], json!([]));
+    assert_eq!(v["activities"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["activities"][0]["id"], json!(eves));
+    let (_, v) = s.api(
+        "GET",
+        "/api/v1/activities?message_id=p1@sales.test",
+        Some(&ann),
+        None,
+    );
+    assert_eq!(v["activity"]["id"], json!(id), "{v}");
     // An admin sees it.
     let (st, v) = s.api("GET", &path, Some(ADMIN), None);
     assert_eq!((st, &v["subject"]), (200, &json!("Offer 42")));
@@ -385,12 +460,13 @@ fn bad_input_is_a_clear_json_error() {
             "{m} {p}: {v}"
         );
     }
-    // A mailbox that does not answer is refused and not stored.
+    // A mailbox on a non-public address is refused (no allow-list here) and
+    // not stored.
     let port = free_port();
     let (st, v) = s.api("PUT", "/api/v1/mailbox", Some(&ann), Some(json!({"host": "127.0.0.1", "port": port, "tls": "none", "username": "u", "password": "p"})));
     assert_eq!(
         (st, v["error"]["code"].as_str()),
-        (502, Some("mailbox_unreachable")),
+        (422, Some("target_not_allowed")),
         "{v}"
     );
     assert_eq!(s.api("GET", "/api/v1/mailbox", Some(&ann), None).0, 409);
@@ -591,9 +667,9 @@ fn activities_expire_with_retention() {
         assert!(matches!(store.insert_activity(mk(3, "new@x", 9_000)).await.unwrap(), Inserted::Existing(a) if a.id == 2));
         assert_eq!(store.sweep(2_000, 0).await.unwrap(), 1);
         assert_eq!(store.get_activity(1).await.unwrap(), None);
-        assert_eq!(store.activity_by_message_id("old@x".into()).await.unwrap(), None);
+        assert_eq!(store.activity_by_message_id(1, "old@x".into()).await.unwrap(), None);
         assert!(store.get_activity(2).await.unwrap().is_some());
-        assert_eq!(store.tracked_message_ids(vec!["old@x".into(), "new@x".into()]).await.unwrap(), [false, true]);
+        assert_eq!(store.tracked_message_ids(1, vec!["old@x".into(), "new@x".into()]).await.unwrap(), [false, true]);
         store.close().await.unwrap();
     });
 }

@@ -63,7 +63,7 @@ fn connect(s: &Server, tok: &str, imap: &Dovecot) {
 #[test]
 fn capture_lists_excludes_tracked_tracks_one_and_writes_nothing() {
     let imap = Dovecot::start();
-    let s = Server::start();
+    let s = Server::start_local_outbound();
     let alice = s.user(USER);
 
     // A wrong password is refused, and nothing is kept.
@@ -260,7 +260,7 @@ fn capture_lists_excludes_tracked_tracks_one_and_writes_nothing() {
 #[test]
 fn capture_switches_off() {
     let imap = Dovecot::start();
-    let s = Server::start();
+    let s = Server::start_local_outbound();
     let alice = s.user(USER);
     connect(&s, &alice, &imap);
     let list = |s: &Server| {

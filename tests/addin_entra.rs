@@ -189,3 +189,128 @@ fn entra_client_id_without_jwks_is_a_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entra_client_id"), "{err}");
 }
+
+/// A JWKS URL that accepts connections and never answers (counting them).
+fn silent_jwks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (format!("https://127.0.0.1:{port}/discovery/v2.0/keys"), n)
+}
+
+#[test]
+fn an_unreachable_jwks_is_fetched_once_per_backoff_and_never_shown() {
+    use std::sync::atomic::Ordering;
+    let (url, attempts) = silent_jwks();
+    let s = Server::start_env(&[
+        ("MAILBEACON_ENTRA_JWKS", &url),
+        ("MAILBEACON_ENTRA_AUDIENCE", AUD),
+        ("MAILBEACON_ENTRA_TENANTS", TID),
+    ]);
+    let ann = s.user("ann@sales.test");
+    let (_, copy) = s.follow_one(&ann, "bob@client.test", "https://shop.example/a");
+    let pixel = copy.pixel.expect("pixel");
+    let token = sign(&claims(), "test-key.pem", "test-kid-1");
+    // Many anonymous JWT-shaped requests at once, while a pixel is fetched.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let calls: Vec<_> = (0..40).map(|_| sc.spawn(|| me(&s, &token))).collect();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (st, _, _) = raw("GET", &pixel, &[]);
+        assert_eq!(st, 200, "the pixel answers while the JWKS fetch hangs");
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (st, v) in &answers {
+        assert_eq!(
+            (*st, v["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{v}"
+        );
+        let text = v.to_string();
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("discovery"),
+            "{v}"
+        );
+    }
+    // Within the backoff, more tokens try nothing new.
+    for _ in 0..5 {
+        assert_eq!(me(&s, &token).0, 401);
+    }
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "one fetch per backoff period"
+    );
+    // Ordinary tokens never wait on Entra.
+    assert_eq!(me(&s, &ann).0, 200);
+}
+
+#[test]
+fn first_sign_in_links_only_by_the_tenant_sign_in_name_onto_an_unlinked_user() {
+    let jwks = fixture("jwks.json");
+    let s = Server::start_env(&[
+        ("MAILBEACON_ENTRA_JWKS", jwks.to_str().unwrap()),
+        ("MAILBEACON_ENTRA_AUDIENCE", AUD),
+        ("MAILBEACON_ENTRA_TENANTS", TID),
+    ]);
+    s.user("ann@contoso.test");
+    s.user("bob@contoso.test");
+    // The `email` claim (settable by a user) matches Bob, no sign-in name: refused.
+    let mut by_email = claims();
+    by_email
+        .as_object_mut()
+        .unwrap()
+        .remove("preferred_username");
+    by_email["oid"] = json!("aaaaaaaa-0000-0000-0000-0000000000e1");
+    by_email["email"] = json!("bob@contoso.test");
+    let (st, v) = me(&s, &sign(&by_email, "test-key.pem", "test-kid-1"));
+    assert_eq!(st, 401, "{v}");
+    // Ann signs in and is linked by tid+oid.
+    let (st, v) = me(&s, &sign(&claims(), "test-key.pem", "test-kid-1"));
+    assert_eq!(
+        (st, v["email"].as_str()),
+        (200, Some("ann@contoso.test")),
+        "{v}"
+    );
+    // Another identity now claiming Ann's name does not take her account over.
+    let mut other = claims();
+    other["oid"] = json!("aaaaaaaa-0000-0000-0000-0000000000e2");
+    let (st, v) = me(&s, &sign(&other, "test-key.pem", "test-kid-1"));
+    assert_eq!(st, 401, "{v}");
+    // Ann's own identity keeps working.
+    assert_eq!(
+        me(&s, &sign(&claims(), "test-key.pem", "test-kid-1")).0,
+        200
+    );
+}
+
+#[test]
+fn entra_without_a_tenant_list_is_a_startup_error() {
+    let dir = TempDir::new("entra-tenants");
+    let jwks = fixture("jwks.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailbeacon"))
+        .args([
+            "addin",
+            "manifest",
+            "--public-url",
+            "https://x.test",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env_clear()
+        .env("MAILBEACON_ENTRA_JWKS", &jwks)
+        .env("MAILBEACON_ENTRA_AUDIENCE", AUD)
+        .output()
+        .expect("run mailbeacon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("entra_tenants"), "{err}");
+}

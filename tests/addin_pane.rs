@@ -20,7 +20,7 @@ use support::*;
 #[test]
 fn task_pane_in_headless_chromium() {
     let imap = Dovecot::start();
-    let s = Server::start();
+    let s = Server::start_local_outbound();
     let token = s.user(USER);
     let (st, v) = s.api(
         "PUT",

@@ -500,3 +500,39 @@ fn key_rotation_keeps_sealed_data_readable(b: &Backend) {
         assert_eq!(rep["recipients"][0]["address"], who, "{rep}");
     }
 }
+
+/// Every file the server writes is 0600 in 0700 directories (the redb file,
+/// the journal, the key ring), also files an older version left readable.
+#[test]
+fn data_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = TempDir::new("modes");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("left-by-an-old-version");
+    std::fs::write(&old, b"x").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Server::start_in(&dir, &[]);
+    let tok = s.user("ann@sales.test");
+    let (_, copy) = s.follow_one(&tok, "bob@client.test", "https://shop.example/a");
+    assert_eq!(raw("GET", &copy.pixel.expect("pixel"), &[]).0, 200);
+    s.stop();
+    let mut stack = vec![dir.clone()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 3, "the store wrote its files");
+}

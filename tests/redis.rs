@@ -466,3 +466,67 @@ fn migrate_round_trip_keeps_every_count() {
     assert_eq!(engagement(&e, &tok, &id2)["totals"]["opens"], 4);
     assert_eq!(engagement(&e, &tok, &id1)["totals"], before1);
 }
+
+/// Concurrent tracks of one Message-ID by one owner make exactly one activity
+/// (the Redis check and insert cannot interleave into a duplicate).
+#[tokio::test(flavor = "current_thread")]
+async fn redis_concurrent_insert_activity_makes_one() {
+    use mailbeacon::ids::now_ms;
+    use mailbeacon::model::{Activity, ActivityPersonal};
+    use mailbeacon::seal::Sealer;
+    use mailbeacon::store::addin::Inserted;
+    use mailbeacon::store::redis::conn::Target;
+    use mailbeacon::store::redis::Redis;
+    use mailbeacon::store::{Backend, Store};
+    let redis = RedisServer::start();
+    let dir = TempDir::new("race");
+    let store = Store::new(
+        Backend::Redis(
+            Redis::open(&Target::Single(redis.url()), dir.path(), 1 << 20)
+                .await
+                .expect("open"),
+        ),
+        Sealer::new(&[(1, vec![3; 32])], 1, b"lookup").expect("sealer"),
+    );
+    for round in 0..5u64 {
+        let mid = format!("race-{round}@x");
+        let tries = (0..16u64).map(|i| {
+            let a = Activity {
+                id: 1000 * (round + 1) + i,
+                owner: 9,
+                message_id: mid.clone(),
+                conversation: mid.clone(),
+                reply_to: None,
+                direction: "incoming".into(),
+                regarding: None,
+                email_id: None,
+                source: "addin".into(),
+                sent_ms: None,
+                created_ms: now_ms(),
+                expires_ms: now_ms() + 3_600_000,
+                personal: ActivityPersonal::default(),
+                sealed: None,
+                lookups: Vec::new(),
+            };
+            let store = &store;
+            async move { store.insert_activity(a).await.expect("insert") }
+        });
+        let got = futures_util::future::join_all(tries).await;
+        let new = got.iter().filter(|g| **g == Inserted::New).count();
+        assert_eq!(new, 1, "round {round}: {got:?}");
+        let winner = store
+            .activity_by_message_id(9, mid.clone())
+            .await
+            .unwrap()
+            .expect("tracked")
+            .id;
+        assert!(got.iter().all(|g| match g {
+            Inserted::New => true,
+            Inserted::Existing(a) => a.id == winner,
+        }));
+    }
+    assert_eq!(store.list_activities(9, 100).await.unwrap().len(), 5);
+    let left = redis.cli(&["--scan", "--pattern", "mb:{a:*"]);
+    assert_eq!(left.lines().count(), 5, "{left}");
+    store.close().await.unwrap();
+}

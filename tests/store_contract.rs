@@ -314,8 +314,44 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         Inserted::Existing(a) => assert_eq!((a.id, a.message_id.as_str()), (101, "m1@x")),
         other => panic!("expected the existing activity, got {other:?}"),
     }
+    // Deduplication is per owner: another user tracking m1@x gets their own
+    // activity, and neither finds the other's by Message-ID.
+    assert_eq!(
+        store
+            .insert_activity(Activity {
+                owner: 8,
+                ..act(104, "m1@x", 4)
+            })
+            .await
+            .unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store
+            .activity_by_message_id(8, "m1@x".into())
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(104)
+    );
+    assert_eq!(
+        store
+            .tracked_message_ids(8, vec!["m2@x".into()])
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert!(store.delete_activity(104).await.unwrap());
+    assert_eq!(
+        store
+            .activity_by_message_id(7, "m1@x".into())
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(101)
+    );
     let got = store
-        .activity_by_message_id("m2@x".into())
+        .activity_by_message_id(7, "m2@x".into())
         .await
         .unwrap()
         .unwrap();
@@ -326,7 +362,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     );
     assert_eq!(
         store
-            .tracked_message_ids(vec!["m1@x".into(), "zz@x".into()])
+            .tracked_message_ids(7, vec!["m1@x".into(), "zz@x".into()])
             .await
             .unwrap(),
         [true, false]
@@ -353,7 +389,10 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     assert!(store.delete_activity(101).await.unwrap());
     assert!(!store.delete_activity(101).await.unwrap());
     assert_eq!(
-        store.activity_by_message_id("m1@x".into()).await.unwrap(),
+        store
+            .activity_by_message_id(7, "m1@x".into())
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(

@@ -29,6 +29,7 @@ use tokio_rustls::rustls::RootCertStore;
 
 use crate::addin::activities;
 use crate::model::{MailboxConfig, MailboxSecret, Participant};
+use crate::outbound::{self, OutboundError, OutboundPolicy};
 
 /// Time limit for each network step (connect, TLS, login, one command).
 const STEP: Duration = Duration::from_secs(20);
@@ -120,13 +121,20 @@ impl AsyncWrite for Conn {
     }
 }
 
-async fn step<T, E: std::fmt::Display>(
-    what: &str,
+/// Runs one IMAP step with its time limit. The error never carries the
+/// server's words (`_e` is dropped): what an IMAP server answers is the peer's
+/// bytes, and a hostile "server" could be anything that talks, so only `what`
+/// (our own fixed name of the step) is said.
+async fn step<T, E>(
+    what: &'static str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, MailboxError> {
     match tokio::time::timeout(STEP, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(err("mailbox_error", format!("{what}: {e}"))),
+        Ok(Err(_e)) => Err(err(
+            "mailbox_error",
+            format!("{what}: the IMAP server refused the command or its answer is not valid IMAP"),
+        )),
         Err(_) => Err(err(
             "mailbox_timeout",
             format!("{what}: no answer within {}s", STEP.as_secs()),
@@ -144,20 +152,27 @@ pub fn trust_roots(extra: &[CertificateDer<'static>]) -> Arc<RootCertStore> {
     Arc::new(roots)
 }
 
-/// A failed handshake, in words a user can act on.
+/// A failed handshake, in fixed words a user can act on (never the
+/// certificate's contents or anything else the peer sent).
 fn handshake_failed(e: &std::io::Error) -> MailboxError {
+    use rustls::CertificateError as C;
     let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     let message = match tls {
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+        Some(rustls::Error::InvalidCertificate(C::UnknownIssuer)) => {
             "TLS handshake: the IMAP server's certificate is not signed by a trusted \
              authority (unknown issuer); a server with a private CA needs that CA in \
              the imap_ca_file setting"
-                .to_string()
         }
-        Some(rustls::Error::InvalidCertificate(c)) => {
-            format!("TLS handshake: the IMAP server's certificate is not valid: {c:?}")
+        Some(rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
+            "TLS handshake: the IMAP server's certificate has expired"
         }
-        _ => format!("TLS handshake: {e}"),
+        Some(rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        )) => "TLS handshake: the IMAP server's certificate is not valid for this host name",
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            "TLS handshake: the IMAP server's certificate is not valid"
+        }
+        _ => "TLS handshake: the IMAP server did not complete a valid TLS handshake",
     };
     err("mailbox_error", message)
 }
@@ -167,7 +182,7 @@ async fn tls(tcp: TcpStream, host: &str, roots: &Arc<RootCertStore>) -> Result<C
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| err("mailbox_error", format!("TLS set-up: {e}")))?
+    .map_err(|_| err("mailbox_error", "TLS set-up failed"))?
     .with_root_certificates(roots.clone())
     .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
@@ -206,27 +221,48 @@ impl Authenticator for XOAuth2<'_> {
     }
 }
 
-/// Connects and logs in; TLS trusts `roots` (see `trust_roots`).
+/// Where a mailbox may be reached and what its TLS trusts: the outbound
+/// policy (public addresses, plus the operator's allow-list) and the roots
+/// (see `trust_roots`). Built once from the configuration.
+pub struct Reach<'a> {
+    pub policy: &'a OutboundPolicy,
+    pub roots: &'a Arc<RootCertStore>,
+}
+
+/// The TCP connection to a mailbox, through `outbound::connect`: resolved once,
+/// every address checked by the policy (a refused target is never connected
+/// to: `target_not_allowed`), and one fixed message for a closed, filtered or
+/// unreachable port.
+async fn open_tcp(cfg: &MailboxConfig, policy: &OutboundPolicy) -> Result<TcpStream, MailboxError> {
+    match outbound::connect(policy, &cfg.host, cfg.port, STEP).await {
+        Ok((tcp, _addr)) => Ok(tcp),
+        Err(OutboundError::NotAllowed) => Err(err(
+            "target_not_allowed",
+            "the mailbox server is not at a public address; an operator can allow \
+             such networks with --outbound-allow (MAILBEACON_OUTBOUND_ALLOW)",
+        )),
+        Err(OutboundError::InvalidTarget(why)) => Err(err(
+            "invalid_mailbox",
+            format!("the host is not valid: {why}"),
+        )),
+        Err(OutboundError::Resolve) => Err(err(
+            "mailbox_unreachable",
+            "cannot connect to the mailbox server: its host name does not resolve",
+        )),
+        Err(_) => Err(err(
+            "mailbox_unreachable",
+            "cannot connect to the mailbox server (connection refused, unreachable or timed out)",
+        )),
+    }
+}
+
+/// Connects and logs in (see `Reach`).
 pub async fn connect(
     cfg: &MailboxConfig,
-    roots: &Arc<RootCertStore>,
+    reach: &Reach<'_>,
 ) -> Result<Session<Conn>, MailboxError> {
-    let tcp =
-        match tokio::time::timeout(STEP, TcpStream::connect((cfg.host.as_str(), cfg.port))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(err(
-                    "mailbox_unreachable",
-                    format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port),
-                ))
-            }
-            Err(_) => {
-                return Err(err(
-                    "mailbox_unreachable",
-                    format!("cannot connect to {}:{}: timed out", cfg.host, cfg.port),
-                ))
-            }
-        };
+    let roots = reach.roots;
+    let tcp = open_tcp(cfg, reach.policy).await?;
     let conn = match cfg.tls.as_str() {
         "tls" => tls(tcp, &cfg.host, roots).await?,
         "starttls" => {
@@ -259,17 +295,18 @@ pub async fn connect(
     };
     match login {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err((e, _))) => Err(err(
+        // The server's own words are not passed on (see `step`).
+        Ok(Err(_)) => Err(err(
             "mailbox_login_failed",
-            format!("the IMAP server refused the login: {e}"),
+            "the IMAP server refused the login: check the username and the password or token",
         )),
         Err(_) => Err(err("mailbox_timeout", "login: no answer in time")),
     }
 }
 
 /// Logs in and out: checks that a configuration works.
-pub async fn check(cfg: &MailboxConfig, roots: &Arc<RootCertStore>) -> Result<(), MailboxError> {
-    let mut s = connect(cfg, roots).await?;
+pub async fn check(cfg: &MailboxConfig, reach: &Reach<'_>) -> Result<(), MailboxError> {
+    let mut s = connect(cfg, reach).await?;
     let _ = tokio::time::timeout(STEP, s.logout()).await;
     Ok(())
 }
@@ -329,7 +366,7 @@ fn imap_date(ms: u64) -> String {
 /// which `keep` (given the Message-IDs found) answers true. Nothing is stored.
 pub async fn list_with<F, Fut>(
     cfg: &MailboxConfig,
-    roots: &Arc<RootCertStore>,
+    reach: &Reach<'_>,
     contact: &str,
     since_ms: u64,
     limit: usize,
@@ -339,7 +376,7 @@ where
     F: FnOnce(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<bool>, MailboxError>>,
 {
-    let mut s = connect(cfg, roots).await?;
+    let mut s = connect(cfg, reach).await?;
     let mut found: Vec<Captured> = Vec::new();
     for folder in folders(&mut s).await? {
         // A folder that cannot be opened (e.g. no Sent folder) is skipped.
@@ -428,19 +465,46 @@ where
     Ok(out)
 }
 
-/// Fetches one whole message by folder and UID (`BODY.PEEK[]`: not marked seen).
+/// Fetches one whole message by folder and UID (`BODY.PEEK[]`: not marked
+/// seen), of at most `max_bytes`: a larger one (by its RFC822.SIZE, or by what
+/// arrives: only the first `max_bytes + 1` bytes are asked for) is refused with
+/// `message_too_large`, so one message cannot take more memory than a request
+/// body may.
 pub async fn fetch(
     cfg: &MailboxConfig,
-    roots: &Arc<RootCertStore>,
+    reach: &Reach<'_>,
     folder: &str,
     uid: u32,
+    max_bytes: usize,
 ) -> Result<Vec<u8>, MailboxError> {
-    let mut s = connect(cfg, roots).await?;
+    let too_large = || {
+        err(
+            "message_too_large",
+            format!("the message is larger than the {max_bytes}-byte limit"),
+        )
+    };
+    let mut s = connect(cfg, reach).await?;
     step("EXAMINE", s.examine(folder))
         .await
         .map_err(|_| err("not_found", format!("no folder {folder:?} in the mailbox")))?;
+    let sizes: Vec<_> = step("UID FETCH", async {
+        s.uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    let size = sizes
+        .iter()
+        .find(|f| f.uid == Some(uid))
+        .and_then(|f| f.size);
+    if size.is_some_and(|n| n as usize > max_bytes) {
+        let _ = tokio::time::timeout(STEP, s.logout()).await;
+        return Err(too_large());
+    }
+    let query = format!("(UID BODY.PEEK[]<0.{}>)", max_bytes.saturating_add(1));
     let fetches: Vec<_> = step("UID FETCH", async {
-        s.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+        s.uid_fetch(uid.to_string(), &query)
             .await?
             .try_collect::<Vec<_>>()
             .await
@@ -452,12 +516,14 @@ pub async fn fetch(
         .and_then(|f| f.body())
         .map(<[u8]>::to_vec);
     let _ = tokio::time::timeout(STEP, s.logout()).await;
-    body.ok_or_else(|| {
-        err(
+    match body {
+        Some(b) if b.len() > max_bytes => Err(too_large()),
+        Some(b) => Ok(b),
+        None => Err(err(
             "not_found",
             format!("no message with UID {uid} in {folder:?}"),
-        )
-    })
+        )),
+    }
 }
 
 #[cfg(test)]

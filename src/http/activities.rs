@@ -5,7 +5,11 @@
 //! tracking one of them (`POST /api/v1/capture/track`).
 //!
 //! Permissions: an activity is visible to its owner and to admins; anyone else
-//! gets 404, as if it did not exist. Auto Capture honours the organization's
+//! gets 404, as if it did not exist. Tracking is per user: deduplication by
+//! Message-ID, the Message-ID status and the reply's parent look only at the
+//! caller's own activities, so one user's tracking never blocks a colleague's
+//! (each gets their own activity) and nobody learns by Message-ID whether
+//! someone else tracks a message. Auto Capture honours the organization's
 //! switch and the user's own, and writes nothing until the user tracks an email
 //! (see `mailbox`).
 
@@ -125,10 +129,12 @@ async fn track_raw(
         Ok(Err(m)) => return bad("malformed_mime", m),
         Err(_) => return bad("malformed_mime", "the message could not be parsed"),
     };
-    // Tracked already (by anyone): answer the existing activity, write nothing.
+    // Tracked already by this user: answer their activity, write nothing.
+    // (Deduplication is per user: a colleague tracking the same message gets
+    // their own activity, and neither learns of the other's.)
     match app
         .store
-        .activity_by_message_id(parsed.message_id.clone())
+        .activity_by_message_id(user.id, parsed.message_id.clone())
         .await
     {
         Ok(Some(a)) => return existing(user, &a),
@@ -137,14 +143,16 @@ async fn track_raw(
     }
     let mut reply_to = None;
     let mut inherited = None;
+    // A parent is only ever one of the caller's own activities (the lookup is
+    // per owner; `may_see` keeps that true whatever the store answers).
     for p in &parsed.parents {
-        match app.store.activity_by_message_id(p.clone()).await {
-            Ok(Some(parent)) => {
+        match app.store.activity_by_message_id(user.id, p.clone()).await {
+            Ok(Some(parent)) if may_see(user, &parent) => {
                 reply_to = Some(parent.id);
                 inherited = parent.regarding.clone();
                 break;
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => return store_failed(e),
         }
     }
@@ -191,8 +199,7 @@ async fn track_raw(
     }
 }
 
-/// The answer for a message that is already tracked: the activity if the
-/// caller may see it, else only that it is tracked (by someone else).
+/// The answer for a message the caller already tracks: their activity.
 fn existing(user: &User, a: &Activity) -> Resp {
     if may_see(user, a) {
         let mut v = activities::to_json(a, false);
@@ -200,9 +207,11 @@ fn existing(user: &User, a: &Activity) -> Resp {
         v["existing"] = json!(true);
         json_response(StatusCode::OK, &v)
     } else {
-        json_response(
-            StatusCode::OK,
-            &json!({"tracked": true, "existing": true, "tracked_by_you": false, "id": null}),
+        // Unreachable with per-owner deduplication; never reveal it anyway.
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unavailable; try again".into(),
         )
     }
 }
@@ -211,17 +220,16 @@ async fn status_by_message_id(app: &App, user: &User, m: &str) -> Resp {
     let Some(mid) = activities::normalize_message_id(m) else {
         return bad("invalid_message_id", "message_id must be a Message-ID");
     };
-    match app.store.activity_by_message_id(mid.clone()).await {
+    // The caller's own tracking only: whether a colleague tracks the same
+    // message is not said to anyone (admins included; they reach any
+    // activity by its id).
+    match app.store.activity_by_message_id(user.id, mid.clone()).await {
         Ok(Some(a)) if may_see(user, &a) => json_response(
             StatusCode::OK,
-            &json!({"message_id": mid, "tracked": true, "tracked_by_you": a.owner == user.id,
+            &json!({"message_id": mid, "tracked": true, "tracked_by_you": true,
                     "activity": activities::to_json(&a, false)}),
         ),
-        Ok(Some(_)) => json_response(
-            StatusCode::OK,
-            &json!({"message_id": mid, "tracked": true, "tracked_by_you": false, "activity": null}),
-        ),
-        Ok(None) => json_response(
+        Ok(_) => json_response(
             StatusCode::OK,
             &json!({"message_id": mid, "tracked": false, "activity": null}),
         ),
@@ -273,6 +281,15 @@ pub async fn set_regarding(app: &App, user: &User, id: &str, req: Request<Incomi
         Ok(()) => json_response(StatusCode::OK, &activities::to_json(&a, false)),
         Err(crate::store::StoreError::Conflict(_)) => activity_not_found(id),
         Err(e) => store_failed(e),
+    }
+}
+
+/// Where the user's mailbox may be reached (the outbound policy) and what its
+/// TLS trusts.
+fn reach(app: &App) -> mailbox::Reach<'_> {
+    mailbox::Reach {
+        policy: &app.config.outbound,
+        roots: &app.imap_roots,
     }
 }
 
@@ -333,7 +350,7 @@ pub async fn capture_list(app: &App, user: &User, q: &Query) -> Resp {
     let keep = |ids: Vec<String>| async move {
         let tracked = app
             .store
-            .tracked_message_ids(ids.clone())
+            .tracked_message_ids(user.id, ids.clone())
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "store failed during Auto Capture");
@@ -348,7 +365,7 @@ pub async fn capture_list(app: &App, user: &User, q: &Query) -> Resp {
             .map(|(t, id)| !t || id.is_empty())
             .collect())
     };
-    match mailbox::list_with(&cfg, &app.imap_roots, &contact, since, limit, keep).await {
+    match mailbox::list_with(&cfg, &reach(app), &contact, since, limit, keep).await {
         Ok(found) => {
             let items: Vec<Value> = found
                 .iter()
@@ -393,7 +410,15 @@ pub async fn capture_track(app: &App, user: &User, req: Request<Incoming>) -> Re
         Ok(c) => c,
         Err(r) => return r,
     };
-    match mailbox::fetch(&cfg, &app.imap_roots, &b.folder, b.uid).await {
+    match mailbox::fetch(
+        &cfg,
+        &reach(app),
+        &b.folder,
+        b.uid,
+        app.config.max_body_bytes,
+    )
+    .await
+    {
         Ok(raw) => track_raw(app, user, raw, b.regarding, "capture").await,
         Err(e) => mailbox_failed(e),
     }

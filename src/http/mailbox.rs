@@ -163,7 +163,15 @@ pub async fn put(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         secret,
     };
     // Only a configuration that logs in is kept.
-    if let Err(e) = mailbox::check(&cfg, &app.imap_roots).await {
+    if let Err(e) = mailbox::check(
+        &cfg,
+        &mailbox::Reach {
+            policy: &app.config.outbound,
+            roots: &app.imap_roots,
+        },
+    )
+    .await
+    {
         return mailbox_failed(e);
     }
     if let Err(e) = app.store.put_mailbox(user.id, cfg.clone()).await {

@@ -82,7 +82,8 @@ pub fn store_failed(e: StoreError) -> Resp {
 /// A mailbox (IMAP) failure, by its code.
 pub fn mailbox_failed(e: MailboxError) -> Resp {
     let status = match e.code {
-        "mailbox_login_failed" => StatusCode::UNPROCESSABLE_ENTITY,
+        "mailbox_login_failed" | "target_not_allowed" => StatusCode::UNPROCESSABLE_ENTITY,
+        "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "mailbox_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "not_found" => StatusCode::NOT_FOUND,
         "invalid_mailbox" => StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct Activity {
     pub id: u64,
     pub owner: u64,
-    /// Normalized Message-ID (no angle brackets): unique within the deployment.
+    /// Normalized Message-ID (no angle brackets): unique per owner.
     pub message_id: String,
     /// The thread's root Message-ID (first of References, else In-Reply-To, else
     /// this message's own).

@@ -7,8 +7,9 @@
 //! Message-ID and its conversation id are sealed together into `sealed` before a
 //! backend sees the activity; the backend keeps only keyed hashes of the two ids
 //! (for deduplication and lookups) and of the participants' addresses (in
-//! `lookups`, for data-subject requests). A mailbox's user name and credential
-//! are sealed field by field.
+//! `lookups`, for data-subject requests); the `regarding` record is sealed
+//! with them. A mailbox's host, user name and credential are sealed field by
+//! field.
 //!
 //! Activities are interaction data: each one carries `expires_ms` (from the
 //! organization's `retention_days`) and the sweep removes it. Settings,
@@ -20,7 +21,9 @@ use super::{Backend, Result, Store};
 use crate::model::User;
 use crate::seal::Sealer;
 
-use crate::model::{Activity, ActivityPersonal, MailboxConfig, MailboxSecret, UserSettings};
+use crate::model::{
+    Activity, ActivityPersonal, MailboxConfig, MailboxSecret, Regarding, UserSettings,
+};
 
 /// What `insert_activity` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +40,17 @@ struct SealedActivity {
     message_id: String,
     conversation: String,
     personal: ActivityPersonal,
+    /// The CRM record (it names a customer, a deal): sealed too.
+    #[serde(default)]
+    regarding: Option<Regarding>,
 }
 
-/// The keyed hash that stands for a Message-ID at rest.
-fn msgid_hash(k: &Sealer, message_id: &str) -> String {
-    k.lookup_hex(&format!("message-id:{message_id}"))
+/// The keyed hash that stands for a Message-ID at rest, **per owner**: the
+/// deduplication and the Message-ID lookups are scoped to one user, so one
+/// user's tracking never blocks (nor reveals) a colleague's tracking of the
+/// same message; each gets their own activity.
+fn msgid_hash(k: &Sealer, owner: u64, message_id: &str) -> String {
+    k.lookup_hex(&format!("message-id:{owner:016x}:{message_id}"))
 }
 
 /// The keyed hash under which activities mentioning `address` are indexed
@@ -66,10 +75,12 @@ fn seal_activity(k: &Sealer, a: Activity) -> Result<Activity> {
         message_id: a.message_id.clone(),
         conversation: a.conversation.clone(),
         personal: a.personal.clone(),
+        regarding: a.regarding.clone(),
     };
     Ok(Activity {
-        message_id: msgid_hash(k, &a.message_id),
-        conversation: msgid_hash(k, &a.conversation),
+        regarding: None,
+        message_id: msgid_hash(k, a.owner, &a.message_id),
+        conversation: msgid_hash(k, a.owner, &a.conversation),
         personal: ActivityPersonal::default(),
         sealed: Some(k.seal(&serde_json::to_string(&inner)?)),
         lookups,
@@ -88,6 +99,8 @@ fn open_activity(k: &Sealer, a: Activity) -> Activity {
             message_id: i.message_id,
             conversation: i.conversation,
             personal: i.personal,
+            // Records sealed before `regarding` was kept them in clear.
+            regarding: i.regarding.or(a.regarding),
             sealed: None,
             lookups: Vec::new(),
             ..a
@@ -105,6 +118,7 @@ fn open_activity(k: &Sealer, a: Activity) -> Activity {
 
 fn seal_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
     MailboxConfig {
+        host: k.seal(&m.host),
         username: k.seal(&m.username),
         secret: match m.secret {
             MailboxSecret::Password(p) => MailboxSecret::Password(k.seal(&p)),
@@ -116,6 +130,8 @@ fn seal_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
 
 fn open_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
     MailboxConfig {
+        // A host stored before hosts were sealed is a plain name.
+        host: k.open(&m.host).unwrap_or(m.host.clone()),
         username: k.open_lossy(&m.username),
         secret: match m.secret {
             MailboxSecret::Password(p) => MailboxSecret::Password(k.open_lossy(&p)),
@@ -126,8 +142,9 @@ fn open_mailbox(k: &Sealer, m: MailboxConfig) -> MailboxConfig {
 }
 
 impl Store {
-    /// Stores `a` unless an activity with its Message-ID exists (checked and
-    /// written atomically), in which case that one is returned.
+    /// Stores `a` unless its owner already has an activity with its
+    /// Message-ID (checked and written atomically), in which case that one is
+    /// returned.
     pub async fn insert_activity(&self, a: Activity) -> Result<Inserted> {
         let k = self.sealer();
         let sealed = seal_activity(&k, a)?;
@@ -154,19 +171,31 @@ impl Store {
         Ok(a.map(|a| open_activity(&k, a)))
     }
 
-    pub async fn activity_by_message_id(&self, message_id: String) -> Result<Option<Activity>> {
+    /// `owner`'s activity for `message_id` (another user's is never found).
+    pub async fn activity_by_message_id(
+        &self,
+        owner: u64,
+        message_id: String,
+    ) -> Result<Option<Activity>> {
         let k = self.sealer();
-        let h = msgid_hash(&k, &message_id);
+        let h = msgid_hash(&k, owner, &message_id);
         let a = on_backend!(self, |s| s.activity_by_message_id(&h), |r| r
             .activity_by_message_id(&h)
             .await)?;
         Ok(a.map(|a| open_activity(&k, a)))
     }
 
-    /// Which of `message_ids` are tracked (by anyone in the deployment).
-    pub async fn tracked_message_ids(&self, message_ids: Vec<String>) -> Result<Vec<bool>> {
+    /// Which of `message_ids` `owner` tracks.
+    pub async fn tracked_message_ids(
+        &self,
+        owner: u64,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<bool>> {
         let k = self.sealer();
-        let hashes: Vec<String> = message_ids.iter().map(|m| msgid_hash(&k, m)).collect();
+        let hashes: Vec<String> = message_ids
+            .iter()
+            .map(|m| msgid_hash(&k, owner, m))
+            .collect();
         on_backend!(self, |s| s.tracked_message_ids(&hashes), |r| r
             .tracked_message_ids(&hashes)
             .await)

@@ -39,11 +39,43 @@ fn redis_target(config: &Config) -> Option<Target> {
     }
 }
 
+/// Makes everything the store writes private to this user: the process
+/// creates files 0600 and directories 0700 from now on (umask 077: the redb
+/// file, journals, spool, key ring and anything added later), and the data
+/// directory itself, created if missing, is set to 0700.
+pub fn private_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    // Files written by an older version (0644) are made private too.
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private (0700): {e}", d.display()))?;
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| format!("cannot make {} private (0600): {e}", p.display()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens the configured store and loads its key ring, creating the ring if
 /// there is none (embedded: a new file; Redis: the data directory's ring if it
 /// has one, else a new one, see `shared_keyring`). With Redis, also logs what
 /// its persistence settings promise.
 pub async fn open(config: &Config) -> Result<Opened, String> {
+    private_data_dir(&config.data_dir)?;
     let (backend, keys, shared_ring) = match redis_target(config) {
         None => {
             let (keys, created) = keyring::load_or_create(&config.data_dir)?;
@@ -187,6 +219,7 @@ pub async fn open_for_migration(
             "migrate needs Redis: set MAILBEACON_REDIS_URL or MAILBEACON_REDIS_CLUSTER".into(),
         );
     };
+    private_data_dir(&config.data_dir)?;
     let embedded = Embedded::open(&config.data_dir).map_err(e)?;
     // The Redis store's spool is not used by a migration; keep it apart from a
     // server's.

@@ -69,10 +69,21 @@ pub struct Server {
     _tmp: Option<TempDir>,
 }
 
+/// The setting that lets a test server's outbound connections (IMAP) reach
+/// the local services the harness starts.
+pub const LOCAL_OUTBOUND: (&str, &str) = ("MAILBEACON_OUTBOUND_ALLOW", "127.0.0.0/8");
+
 impl Server {
     /// A server on a fresh data directory with the test admin token.
     pub fn start() -> Server {
         Server::start_env(&[])
+    }
+
+    /// A server whose outbound connections may reach 127.0.0.0/8: for tests
+    /// that connect it to a local service (Dovecot). Others keep the default
+    /// (public addresses only), as a deployment does.
+    pub fn start_local_outbound() -> Server {
+        Server::start_env(&[LOCAL_OUTBOUND])
     }
 
     pub fn start_env(env: &[(&str, &str)]) -> Server {

@@ -33,17 +33,33 @@ fn owner_key(owner: u64) -> String {
     format!("mb:{{ao:{}}}:acts", id_to_text(owner))
 }
 
+/// Claims a Message-ID key in one step (check and insert together): sets
+/// `KEYS[1]` to `ARGV[1]` (expiring at `ARGV[2]`) if it is unset or still
+/// names `ARGV[3]` (a holder found gone, or "" for none), and returns whoever
+/// holds it afterwards.
+const CLAIM: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  return ARGV[1]
+end
+return cur
+";
+
 impl Redis {
-    async fn write_activity(&self, a: &Activity) -> Result<()> {
-        let mut c = self.c();
-        let expires = a.expires_ms.clamp(1, MAX_EXPIRES_MS);
+    async fn write_record(&self, a: &Activity, expires: u64) -> Result<()> {
         let _: () = ::redis::cmd("SET")
             .arg(activity_key(a.id))
             .arg(serde_json::to_vec(a)?)
             .arg("PXAT")
             .arg(expires)
-            .query_async(&mut c)
+            .query_async(&mut self.c())
             .await?;
+        Ok(())
+    }
+
+    async fn write_indexes(&self, a: &Activity, expires: u64) -> Result<()> {
+        let mut c = self.c();
         let owner = owner_key(a.owner);
         let mut p = ::redis::pipe();
         p.zadd(&owner, id_to_text(a.id), a.created_ms).ignore();
@@ -59,6 +75,12 @@ impl Redis {
         Ok(())
     }
 
+    async fn write_activity(&self, a: &Activity) -> Result<()> {
+        let expires = a.expires_ms.clamp(1, MAX_EXPIRES_MS);
+        self.write_record(a, expires).await?;
+        self.write_indexes(a, expires).await
+    }
+
     async fn unindex_activity(&self, a: &Activity) -> Result<()> {
         let mut c = self.c();
         let id = id_to_text(a.id);
@@ -69,36 +91,48 @@ impl Redis {
         Ok(())
     }
 
+    /// Deduplicates on the (per-owner) Message-ID key without a race: the
+    /// record is written **before** the key is claimed (`CLAIM`, one script),
+    /// so a key's holder always names a record that exists unless it was
+    /// deleted or expired since. Losing the claim to a live holder removes our
+    /// record and answers the holder; a holder found gone is replaced only if
+    /// it still holds the key (compare-and-set in the same script), so two
+    /// concurrent inserts of one Message-ID never both answer `New`.
     pub async fn insert_activity(&self, a: &Activity) -> Result<Inserted> {
-        let mut c = self.c();
         let expires = a.expires_ms.clamp(1, MAX_EXPIRES_MS);
         let key = msgid_key(&a.message_id);
-        let claimed: Option<String> = ::redis::cmd("SET")
-            .arg(&key)
-            .arg(id_to_text(a.id))
-            .arg("NX")
-            .arg("PXAT")
-            .arg(expires)
-            .query_async(&mut c)
-            .await?;
-        if claimed.is_none() {
-            let holder: Option<String> = c.get(&key).await?;
-            if let Some(existing) = holder.as_deref().and_then(id_from_text) {
-                if let Some(found) = self.get_activity(existing).await? {
-                    return Ok(Inserted::Existing(Box::new(found)));
-                }
-            }
-            // The holder expired or vanished: take the key over.
-            let _: () = ::redis::cmd("SET")
+        let ours = id_to_text(a.id);
+        self.write_record(a, expires).await?;
+        let mut stale = String::new();
+        for _ in 0..8 {
+            let holder: String = ::redis::cmd("EVAL")
+                .arg(CLAIM)
+                .arg(1)
                 .arg(&key)
-                .arg(id_to_text(a.id))
-                .arg("PXAT")
+                .arg(&ours)
                 .arg(expires)
-                .query_async(&mut c)
+                .arg(&stale)
+                .query_async(&mut self.c())
                 .await?;
+            if holder == ours {
+                self.write_indexes(a, expires).await?;
+                return Ok(Inserted::New);
+            }
+            if let Some(found) = match id_from_text(&holder) {
+                Some(id) => self.get_activity(id).await?,
+                None => None,
+            } {
+                let _: () = self.c().del(activity_key(a.id)).await?;
+                return Ok(Inserted::Existing(Box::new(found)));
+            }
+            // The holder was deleted or expired meanwhile: take over its key
+            // if it still holds it.
+            stale = holder;
         }
-        self.write_activity(a).await?;
-        Ok(Inserted::New)
+        let _: () = self.c().del(activity_key(a.id)).await?;
+        Err(StoreError::Backend(
+            "activity deduplication key kept changing; try again".into(),
+        ))
     }
 
     pub async fn update_activity(&self, a: &Activity) -> Result<()> {
