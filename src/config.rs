@@ -170,6 +170,14 @@ pub struct Opts {
     /// [default: https://login.microsoftonline.com/{the one tenant} or …/common].
     #[arg(long, env = "MAILBEACON_ENTRA_AUTHORITY", global = true)]
     pub entra_authority: Option<String>,
+    /// Replies: seconds between INBOX checks of a watched mailbox whose server
+    /// has no IDLE (or with reply_idle off), 1-3600 [default: 30].
+    #[arg(long, env = "MAILBEACON_REPLY_POLL_SECS", global = true)]
+    pub reply_poll_secs: Option<u64>,
+    /// Replies: wait with IMAP IDLE where the server offers it, else poll
+    /// [default: true].
+    #[arg(long, env = "MAILBEACON_REPLY_IDLE", global = true)]
+    pub reply_idle: Option<bool>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -201,6 +209,8 @@ struct FileOpts {
     imap_ca_file: Option<PathBuf>,
     entra_client_id: Option<String>,
     entra_authority: Option<String>,
+    reply_poll_secs: Option<u64>,
+    reply_idle: Option<bool>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -309,6 +319,10 @@ pub struct Config {
     /// Auto Capture: extra trusted roots for IMAP TLS (`imap_ca_file`, already
     /// read and checked), on top of the webpki roots. Empty when not set.
     pub imap_ca: Vec<CertificateDer<'static>>,
+    /// Replies: how often a watched INBOX is checked without IDLE.
+    pub reply_poll: Duration,
+    /// Replies: use IDLE where the server offers it.
+    pub reply_idle: bool,
 }
 
 /// Operator-tunable thresholds of machine-activity classification (`classify`).
@@ -676,6 +690,13 @@ impl Config {
             }),
             None => Vec::new(),
         };
+        let reply_poll_secs = opts.reply_poll_secs.or(file.reply_poll_secs).unwrap_or(30);
+        if !(1..=3600).contains(&reply_poll_secs) {
+            problems.push(format!(
+                "reply_poll_secs: {reply_poll_secs} must be between 1 and 3600"
+            ));
+        }
+        let reply_idle = opts.reply_idle.or(file.reply_idle).unwrap_or(true);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -704,6 +725,8 @@ impl Config {
             capture_limit,
             entra,
             imap_ca,
+            reply_poll: Duration::from_secs(reply_poll_secs),
+            reply_idle,
         })
     }
 }

@@ -108,6 +108,7 @@ async fn run(
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
         tokio::spawn(settings_refresher(app.clone(), settings)),
+        tokio::spawn(crate::replies::supervise(app.clone())),
     ];
     server::run(listener, app.clone(), tls, shutdown).await;
     for task in background {

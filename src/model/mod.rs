@@ -7,7 +7,7 @@
 //! changing one is a data migration, not a refactor.
 //!
 //! One file per record family: `users` (users, organization settings), `emails`
-//! (followed emails and their events), `contacts` (contact preferences, audit
+//! (followed emails, their events and reply facts), `contacts` (contact preferences, audit
 //! log), `addin` (the Outlook add-in's records).
 
 mod addin;
@@ -20,5 +20,5 @@ pub use addin::{
     Regarding, UserSettings,
 };
 pub use contacts::{AuditEntry, Contact, FollowEmail};
-pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord};
+pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reply};
 pub use users::{OrgSettings, Role, User};

@@ -93,6 +93,7 @@ macro_rules! on_backend {
 // After the macro, which it uses.
 pub mod addin;
 pub mod queue;
+pub mod replies;
 
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {
@@ -484,6 +485,12 @@ fn seal_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
         .filter(|a| !a.is_empty())
         .map(|a| k.lookup_hex(a))
         .collect();
+    // The reply watcher finds an email by its Message-ID (see `replies`).
+    lookups.extend(
+        rec.message_id
+            .as_deref()
+            .map(|m| replies::followed_message_id(k, m)),
+    );
     lookups.sort();
     lookups.dedup();
     EmailRecord {

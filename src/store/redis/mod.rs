@@ -23,6 +23,7 @@ pub mod conn;
 mod events;
 pub mod keys;
 mod queue;
+mod replies;
 mod spool;
 
 use std::collections::HashMap;
@@ -592,6 +593,7 @@ impl Redis {
             .del(keys::email(id))
             .del(keys::events(id))
             .del(keys::erased(id))
+            .del(keys::replies(id))
             .query_async(c)
             .await?;
         c.zrem::<_, _, ()>(keys::BY_TIME, &text).await?;
