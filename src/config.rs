@@ -200,6 +200,14 @@ pub struct Opts {
     /// [default: public addresses only].
     #[arg(long, env = "MAILBEACON_OUTBOUND_ALLOW", global = true)]
     pub outbound_allow: Option<String>,
+    /// Replies: seconds between INBOX checks of a watched mailbox whose server
+    /// has no IDLE (or with reply_idle off), 1-3600 [default: 30].
+    #[arg(long, env = "MAILBEACON_REPLY_POLL_SECS", global = true)]
+    pub reply_poll_secs: Option<u64>,
+    /// Replies: wait with IMAP IDLE where the server offers it, else poll
+    /// [default: true].
+    #[arg(long, env = "MAILBEACON_REPLY_IDLE", global = true)]
+    pub reply_idle: Option<bool>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -240,6 +248,8 @@ struct FileOpts {
     outbox_give_up_secs: Option<u64>,
     outbox_lease_secs: Option<u64>,
     outbound_allow: Option<String>,
+    reply_poll_secs: Option<u64>,
+    reply_idle: Option<bool>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -367,6 +377,10 @@ pub struct Config {
     /// How often live event streams send a heartbeat comment
     /// (`MAILBEACON_SSE_HEARTBEAT_MS`, default 15 s; tests shorten it).
     pub sse_heartbeat: Duration,
+    /// Replies: how often a watched INBOX is checked without IDLE.
+    pub reply_poll: Duration,
+    /// Replies: use IDLE where the server offers it.
+    pub reply_idle: bool,
 }
 
 /// The outbox's settings.
@@ -827,6 +841,13 @@ impl Config {
             problems.push(format!("outbound_allow: {e}"));
             crate::outbound::OutboundPolicy::default()
         });
+        let reply_poll_secs = opts.reply_poll_secs.or(file.reply_poll_secs).unwrap_or(30);
+        if !(1..=3600).contains(&reply_poll_secs) {
+            problems.push(format!(
+                "reply_poll_secs: {reply_poll_secs} must be between 1 and 3600"
+            ));
+        }
+        let reply_idle = opts.reply_idle.or(file.reply_idle).unwrap_or(true);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -874,6 +895,8 @@ impl Config {
                     .filter(|&ms: &u64| ms > 0)
                     .unwrap_or(15_000),
             ),
+            reply_poll: Duration::from_secs(reply_poll_secs),
+            reply_idle,
         })
     }
 }

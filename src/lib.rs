@@ -26,6 +26,8 @@
 //! - `subjects`: data-subject export and erase.
 //! - `realtime`: the application-event vocabulary and the `emit` hook (webhooks, streams).
 //! - `jobs`: the worker loop over the store's durable job queues (leases, backoff).
+//! - `replies`: the reply watcher: replies and bounces found in connected
+//!   mailboxes' INBOX (IDLE or polling), stored as facts only.
 //! - `recorder`: group commit of events into the store.
 //! - `metrics`: request, latency and recording counters for `/metrics`.
 //! - `migrate`: copies everything between the embedded store and Redis.
@@ -66,6 +68,7 @@ pub mod outbox;
 pub mod prepare;
 pub mod realtime;
 pub mod recorder;
+pub mod replies;
 pub mod reports;
 pub mod seal;
 pub mod serve;

@@ -3,7 +3,11 @@
 //! many emails (`Totals`: per user or organization, and per template).
 //!
 //! Human activity is what `opens` and `clicks` count; machine activity (see
-//! `classify`) is counted beside it, never mixed in, never dropped. Pure: no I/O.
+//! `classify`) is counted beside it, never mixed in, never dropped. Replies
+//! (facts from the reply watcher) are counted per recipient; a recipient with a
+//! reply or a human click but no human open has an *inferred open* (their
+//! client blocked images), shown in `inferred_opens`, never added to `opens`.
+//! Pure: no I/O.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -11,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::classify::{classify_all, Heuristics, Machine};
 use crate::ids::{id_to_text, rfc3339};
-use crate::model::{Delivery, EmailRecord, Event, EventKind, Reminder};
+use crate::model::{Delivery, EmailRecord, Event, EventKind, Reminder, Reply};
 
 /// How many of the most recent events the timeline shows.
 const TIMELINE_MAX: usize = 500;
@@ -28,17 +32,21 @@ struct Tally {
     last_click: Option<u64>,
     /// link index -> (human clicks, machine clicks)
     links: BTreeMap<u32, (u64, u64)>,
+    replies: u64,
+    first_reply: Option<u64>,
+}
+
+impl Tally {
+    /// 1 when the recipient replied or clicked (as a human) with no human open
+    /// recorded: their client blocked the pixel.
+    fn inferred_opens(&self) -> u64 {
+        u64::from(self.opens == 0 && (self.replies > 0 || self.clicks > 0))
+    }
 }
 
 fn opt_time(t: Option<u64>) -> Value {
     t.map(|ms| Value::String(rfc3339(ms)))
         .unwrap_or(Value::Null)
-}
-
-/// How many replies recipient `i` of `rec` sent. The hook for the reply
-/// watcher, which is not built yet: none are recorded, so 0.
-pub fn replies(_rec: &EmailRecord, _i: usize) -> u64 {
-    0
 }
 
 /// A recipient's delivery: `{"state", "detail", "at"}`.
@@ -70,8 +78,19 @@ pub fn summary(rec: &EmailRecord) -> Value {
     })
 }
 
-/// The full engagement report of one email.
+/// The full engagement report of one email, without replies (see
+/// `engagement_with_replies`).
 pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value {
+    engagement_with_replies(rec, events, &[], h)
+}
+
+/// The full engagement report of one email, with its recorded replies.
+pub fn engagement_with_replies(
+    rec: &EmailRecord,
+    events: &[Event],
+    replies: &[Reply],
+    h: &Heuristics,
+) -> Value {
     let classes = classify_all(events, &h.for_delivery(&rec.deliver));
     let mut per: Vec<Tally> = rec.recipients.iter().map(|_| Tally::default()).collect();
     let mut unique_open = HashSet::new();
@@ -107,18 +126,18 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
             }
         }
     }
+    for r in replies {
+        if let Some(t) = per.get_mut(r.recipient as usize) {
+            t.replies += 1;
+            t.first_reply = Some(t.first_reply.map_or(r.at_ms, |f| f.min(r.at_ms)));
+        }
+    }
     let link_url = |i: u32| rec.links.get(i as usize).cloned().unwrap_or_default();
     let recipients: Vec<Value> = rec
         .recipients
         .iter()
         .zip(&per)
-        .enumerate()
-        .map(|(i, (r, t))| {
-            let replies = replies(rec, i);
-            // The recipient acted on the message but no open was recorded:
-            // their client blocked the pixel.
-            let inferred =
-                u64::from((t.clicks > 0 || replies > 0) && t.opens == 0 && t.machine_opens == 0);
+        .map(|(r, t)| {
             json!({
                 "address": r.address,
                 "name": r.name,
@@ -134,9 +153,9 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
                 "last_open_at": opt_time(t.last_open),
                 "first_click_at": opt_time(t.first_click),
                 "last_click_at": opt_time(t.last_click),
-                "replies": replies,
-                "first_reply_at": Value::Null,
-                "inferred_opens": inferred,
+                "replies": t.replies,
+                "first_reply_at": opt_time(t.first_reply),
+                "inferred_opens": t.inferred_opens(),
                 "links": t.links.iter().map(|(i, (h, m))| json!({
                     "index": i, "url": link_url(*i), "clicks": h, "machine_clicks": m
                 })).collect::<Vec<_>>(),
@@ -193,6 +212,8 @@ pub fn engagement(rec: &EmailRecord, events: &[Event], h: &Heuristics) -> Value 
         "unique_clicks": unique_click.len(),
         "machine_opens": sum(|t| t.machine_opens),
         "machine_clicks": sum(|t| t.machine_clicks),
+        "replies": sum(|t| t.replies),
+        "inferred_opens": sum(Tally::inferred_opens),
     });
     out["recipients"] = Value::Array(recipients);
     out["links"] = Value::Array(links);
@@ -270,5 +291,107 @@ impl Totals {
             "click_rate": rate(self.unique_clicks, self.followed),
             "click_to_open_rate": rate(self.unique_clicks, self.unique_opens),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RecipientRecord;
+
+    fn rec(n: usize) -> EmailRecord {
+        EmailRecord {
+            id: 1,
+            owner: 1,
+            from: "ann@sales.test".into(),
+            subject: None,
+            message_id: Some("q@x".into()),
+            created_ms: 0,
+            expires_ms: 1,
+            deliver: "return".into(),
+            recipients: (0..n)
+                .map(|i| RecipientRecord {
+                    address: format!("r{i}@client.test"),
+                    name: None,
+                    field: "to".into(),
+                    followed: true,
+                    reason: None,
+                    delivery: None,
+                    erased: false,
+                })
+                .collect(),
+            links: vec!["https://a.example/".into()],
+            lookups: Vec::new(),
+            template: None,
+            send_at_ms: None,
+            reminder: None,
+        }
+    }
+
+    fn hit(kind: EventKind, recipient: u32, at_ms: u64) -> Event {
+        Event {
+            seq: at_ms,
+            at_ms,
+            kind,
+            email: 1,
+            recipient,
+            link: (kind == EventKind::Click).then_some(0),
+            method: "GET".into(),
+            ua: crate::ids::rfc3339(0).replace('T', " ") + " Mozilla/5.0 Chrome/126.0",
+            ip: "192.0.2.0".into(),
+            since_prepared_s: 60,
+            machine_net: None,
+        }
+    }
+
+    #[test]
+    fn replies_and_inferred_opens_are_counted_apart_from_opens() {
+        // r0 replied twice without an open; r1 opened and replied; r2 only
+        // clicked; r3 did nothing.
+        let events = [
+            hit(EventKind::Open, 1, 1_000),
+            hit(EventKind::Click, 2, 2_000),
+        ];
+        let replies = [
+            Reply {
+                recipient: 0,
+                at_ms: 9_000,
+            },
+            Reply {
+                recipient: 0,
+                at_ms: 5_000,
+            },
+            Reply {
+                recipient: 1,
+                at_ms: 7_000,
+            },
+            Reply {
+                recipient: 9,
+                at_ms: 7_000,
+            },
+        ];
+        let h = Heuristics::default();
+        let v = engagement_with_replies(&rec(4), &events, &replies, &h);
+        let r = &v["recipients"];
+        assert_eq!(r[0]["replies"], 2);
+        assert_eq!(r[0]["first_reply_at"], rfc3339(5_000));
+        assert_eq!(r[0]["inferred_opens"], 1);
+        assert_eq!(r[0]["opens"], 0);
+        assert_eq!(
+            (r[1]["replies"].as_u64(), r[1]["inferred_opens"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert_eq!(r[2]["inferred_opens"], 1);
+        assert_eq!(
+            (r[3]["replies"].as_u64(), r[3]["inferred_opens"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(r[3]["first_reply_at"], Value::Null);
+        assert_eq!(v["totals"]["replies"], 3);
+        assert_eq!(v["totals"]["inferred_opens"], 2);
+        assert_eq!(v["totals"]["opens"], 1);
+        // Without replies, a click alone still infers an open.
+        let v = engagement(&rec(4), &events, &h);
+        assert_eq!(v["totals"]["inferred_opens"], 1);
     }
 }

@@ -106,6 +106,7 @@ async fn run(
         tokio::spawn(sweeper(app.clone())),
         tokio::spawn(reloader(app.clone(), tls.clone(), shared_ring)),
         tokio::spawn(settings_refresher(app.clone(), settings)),
+        tokio::spawn(crate::replies::supervise(app.clone())),
     ];
     if let Some(addr) = app.config.metrics_listen {
         let l = TcpListener::bind(addr)

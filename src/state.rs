@@ -54,6 +54,9 @@ pub struct App {
     keys_modified: RwLock<Option<SystemTime>>,
     settings: RwLock<OrgSettings>,
     engagement: AtomicBool,
+    /// Wakes the reply watcher's supervisor (`replies`): a mailbox was
+    /// connected or disconnected, or a user's Auto Capture switch changed.
+    pub mailboxes_changed: tokio::sync::Notify,
 }
 
 impl App {
@@ -93,6 +96,7 @@ impl App {
             keys_modified: RwLock::new(modified),
             engagement: AtomicBool::new(settings.email_engagement),
             settings: RwLock::new(settings),
+            mailboxes_changed: tokio::sync::Notify::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use mailbeacon::ids::now_ms;
 use mailbeacon::keyring;
 use mailbeacon::model::{
     Activity, ActivityPersonal, AuditEntry, Contact, EmailRecord, Event, EventKind, FollowEmail,
-    OrgSettings, Participant, RecipientRecord, Role, User,
+    MailboxConfig, MailboxSecret, OrgSettings, Participant, RecipientRecord, Reply, Role, User,
 };
 use mailbeacon::seal::Sealer;
 use mailbeacon::store::addin::Inserted;
@@ -207,6 +207,80 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         .unwrap();
     assert_eq!(store.sweep(expires + 1, 101).await.unwrap(), 1);
     assert!(store.get_email(60).await.unwrap().is_none());
+
+    // Replies: followed emails found by Message-ID (two emails may share one);
+    // reply facts counted once per reply Message-ID, only for an email that
+    // exists, and gone with the email at retention.
+    let mut followed = email(70, 7, 20, expires);
+    followed.message_id = Some("q1@example.test".into());
+    store.put_email(followed.clone()).await.unwrap();
+    let twin = EmailRecord {
+        id: 71,
+        owner: 8,
+        expires_ms: u64::MAX / 2,
+        ..followed.clone()
+    };
+    store.put_email(twin).await.unwrap();
+    let mut found = store.emails_by_message_id("q1@example.test").await.unwrap();
+    found.sort();
+    assert_eq!(found, [70, 71]);
+    assert!(store
+        .emails_by_message_id("q2@example.test")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        store
+            .emails_mentioning("q1@example.test")
+            .await
+            .unwrap()
+            .is_empty(),
+        "a Message-ID is not an address"
+    );
+    let (k1, k2) = (
+        store.reply_key("r1@client.test"),
+        store.reply_key("r2@client.test"),
+    );
+    assert_ne!(k1, k2);
+    assert!(!k1.contains("r1@client.test"));
+    let r = |at_ms: u64| Reply {
+        recipient: 0,
+        at_ms,
+    };
+    assert!(store.add_reply(70, &k1, r(4_000)).await.unwrap());
+    assert!(!store.add_reply(70, &k1, r(4_500)).await.unwrap());
+    assert!(store.add_reply(70, &k2, r(3_500)).await.unwrap());
+    assert!(store.add_reply(71, &k1, r(4_000)).await.unwrap());
+    assert!(!store.add_reply(4242, &k1, r(1)).await.unwrap());
+    assert_eq!(store.replies_for(70).await.unwrap(), [r(3_500), r(4_000)]);
+    assert_eq!(store.replies_for(71).await.unwrap(), [r(4_000)]);
+    assert!(store.replies_for(4242).await.unwrap().is_empty());
+    assert_eq!(store.sweep(expires + 1, 0).await.unwrap(), 1);
+    assert!(store.replies_for(70).await.unwrap().is_empty());
+    assert_eq!(
+        store.emails_by_message_id("q1@example.test").await.unwrap(),
+        [71]
+    );
+    assert!(!store.add_reply(70, &k1, r(5_000)).await.unwrap());
+    assert_eq!(store.replies_for(71).await.unwrap().len(), 1);
+
+    // Connected mailboxes, listed for the reply watcher (secrets opened).
+    let mbx = |user: &str| MailboxConfig {
+        host: "imap.example.test".into(),
+        port: 143,
+        tls: "none".into(),
+        username: user.into(),
+        updated_ms: 1,
+        secret: MailboxSecret::Password(format!("pw-{user}")),
+    };
+    assert!(store.mailboxes().await.unwrap().is_empty());
+    store.put_mailbox(7, mbx("ann")).await.unwrap();
+    store.put_mailbox(8, mbx("bea")).await.unwrap();
+    let mut all = store.mailboxes().await.unwrap();
+    all.sort_by_key(|(u, _)| *u);
+    assert_eq!(all, [(7, mbx("ann")), (8, mbx("bea"))]);
+    assert!(store.delete_mailbox(8).await.unwrap());
+    assert_eq!(store.mailboxes().await.unwrap(), [(7, mbx("ann"))]);
 
     // The subject index finds emails by address; erasing a recipient's events
     // deletes them and drops later ones.

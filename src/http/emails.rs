@@ -279,10 +279,14 @@ pub async fn get(app: &App, user: &User, id: &str) -> Resp {
         Ok(_) => return not_found(),
         Err(e) => return store_failed(e),
     };
+    let replies = match app.store.replies_for(id).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e),
+    };
     match app.store.events_for(id).await {
         Ok(events) => json_response(
             StatusCode::OK,
-            &reports::engagement(&rec, &events, &app.config.heuristics),
+            &reports::engagement_with_replies(&rec, &events, &replies, &app.config.heuristics),
         ),
         Err(e) => store_failed(e),
     }

@@ -30,7 +30,10 @@ pub async fn get(app: &App, user: &User) -> Resp {
 /// `DELETE /api/v1/mailbox`.
 pub async fn delete(app: &App, user: &User) -> Resp {
     match app.store.delete_mailbox(user.id).await {
-        Ok(true) => json_response(StatusCode::OK, &json!({"connected": false})),
+        Ok(true) => {
+            app.mailboxes_changed.notify_one();
+            json_response(StatusCode::OK, &json!({"connected": false}))
+        }
         Ok(false) => mailbox_not_connected(),
         Err(e) => store_failed(e),
     }
@@ -62,6 +65,7 @@ pub async fn me_settings(app: &App, user: &User, patch: Option<UserSettingsPatch
         if let Err(e) = app.store.put_user_settings(user.id, s).await {
             return store_failed(e);
         }
+        app.mailboxes_changed.notify_one();
     }
     let org = app.settings();
     let connected = match app.store.mailbox(user.id).await {
@@ -177,5 +181,6 @@ pub async fn put(app: &App, user: &User, req: Request<Incoming>) -> Resp {
     if let Err(e) = app.store.put_mailbox(user.id, cfg.clone()).await {
         return store_failed(e);
     }
+    app.mailboxes_changed.notify_one();
     json_response(StatusCode::OK, &mailbox_json(&cfg))
 }

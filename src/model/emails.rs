@@ -20,7 +20,8 @@ pub struct EmailRecord {
     /// Trackable links in document order; a click token's link index points here.
     pub links: Vec<String>,
     /// Keyed hashes (hex) of every address this email mentions (sender and
-    /// recipients), for data-subject requests. Computed by `Store`.
+    /// recipients), for data-subject requests, and of its Message-ID (in a
+    /// namespace of its own), for the reply watcher. Computed by `Store`.
     #[serde(default)]
     pub lookups: Vec<String>,
     /// The sender's name for the template or campaign this email belongs to
@@ -158,4 +159,15 @@ pub struct Event {
     /// An operator's name for a network (e.g. "mimecast"), not personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_net: Option<String>,
+}
+
+/// A recipient's reply to a followed email, as the reply watcher records it:
+/// only the fact and the time, never anything of the reply's content. Stored
+/// once per reply (keyed by a keyed hash of the reply's own Message-ID).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The recipient's index in the email's `recipients`.
+    pub recipient: u32,
+    /// When the reply arrived (its INTERNALDATE), ms since the epoch.
+    pub at_ms: u64,
 }

@@ -7,7 +7,7 @@
 //! changing one is a data migration, not a refactor.
 //!
 //! One file per record family: `users` (users, organization settings), `emails`
-//! (followed emails and their events), `contacts` (contact preferences, audit
+//! (followed emails, their events and reply facts), `contacts` (contact preferences, audit
 //! log), `addin` (the Outlook add-in's records).
 
 mod addin;
@@ -21,6 +21,6 @@ pub use addin::{
     Regarding, UserSettings,
 };
 pub use contacts::{AuditEntry, Contact, FollowEmail};
-pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder};
+pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder, Reply};
 pub use users::{OrgSettings, Role, User};
 pub use webhooks::{Attempt, Webhook};

@@ -6,8 +6,9 @@
 //! poll after `at`, also across restarts). When it runs ([`run`]) the condition
 //! is checked over all recipients:
 //!
-//! - `no_reply`: no recipient replied. Replies are not recorded yet (the reply
-//!   watcher comes later; `reports::replies` is its hook), so this is true.
+//! - `no_reply`: no recipient replied (the reply facts the reply watcher
+//!   records from the owner's connected mailbox, see `replies`; without a
+//!   connected mailbox none are recorded, so this is true).
 //! - `not_opened`: no recipient opened, by human activity as reports count it
 //!   (`classify`); a human click counts as an open (its images were blocked).
 //! - `always`.
@@ -193,7 +194,13 @@ pub async fn run(app: &App, job: Leased) -> Outcome {
         return Outcome::RetryAt(rem.at_ms);
     }
     let due = match rem.when.as_str() {
-        "no_reply" => (0..rec.recipients.len()).all(|i| crate::reports::replies(&rec, i) == 0),
+        "no_reply" => match app.store.replies_for(email).await {
+            Ok(replies) => replies.is_empty(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reminder: reading replies failed; retrying");
+                return Outcome::RetryAt(now + 5_000);
+            }
+        },
         "not_opened" => match app.store.events_for(email).await {
             Ok(events) => !opened_by_anyone(&rec, &events, &app.config.heuristics),
             Err(e) => {

@@ -241,6 +241,16 @@ impl Store {
         Ok(m.map(|m| open_mailbox(&k, m)))
     }
 
+    /// Every connected mailbox, by user id (the reply watcher's list).
+    pub async fn mailboxes(&self) -> Result<Vec<(u64, MailboxConfig)>> {
+        let k = self.sealer();
+        let all = on_backend!(self, |s| s.mailboxes(), |r| r.mailboxes().await)?;
+        Ok(all
+            .into_iter()
+            .map(|(u, m)| (u, open_mailbox(&k, m)))
+            .collect())
+    }
+
     pub async fn put_mailbox(&self, user: u64, m: MailboxConfig) -> Result<()> {
         let sealed = seal_mailbox(&self.sealer(), m);
         on_backend!(self, |s| s.put_mailbox(user, &sealed), |r| r

@@ -94,6 +94,7 @@ macro_rules! on_backend {
 pub mod addin;
 pub mod queue;
 pub mod realtime;
+pub mod replies;
 
 impl Store {
     pub fn new(backend: Backend, sealer: Sealer) -> Store {
@@ -562,6 +563,12 @@ fn seal_email(k: &Sealer, rec: EmailRecord) -> EmailRecord {
         .filter(|a| !a.is_empty())
         .map(|a| k.lookup_hex(a))
         .collect();
+    // The reply watcher finds an email by its Message-ID (see `replies`).
+    lookups.extend(
+        rec.message_id
+            .as_deref()
+            .map(|m| replies::followed_message_id(k, m)),
+    );
     lookups.sort();
     lookups.dedup();
     EmailRecord {

@@ -233,6 +233,17 @@ impl Embedded {
         })
     }
 
+    /// Every connected mailbox, by user id.
+    pub fn mailboxes(&self) -> Result<Vec<(u64, MailboxConfig)>> {
+        let tx = self.db().begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(MAILBOXES)?.iter()? {
+            let (id, json) = row?;
+            out.push((id.value(), serde_json::from_slice(json.value())?));
+        }
+        Ok(out)
+    }
+
     pub fn put_mailbox(&self, user: u64, m: &MailboxConfig) -> Result<()> {
         let tx = self.db().begin_write()?;
         tx.open_table(MAILBOXES)?

@@ -31,6 +31,7 @@
 //! - `events`: the hot path: the journal (group commit), the indexer thread, and
 //!   event reads, erasure and import.
 //! - `addin`: the Outlook add-in's tables.
+//! - `replies`: the reply watcher's reply facts.
 
 use std::fs::{self, OpenOptions};
 use std::io::Read as _;
@@ -50,6 +51,7 @@ mod events;
 mod queue;
 mod realtime;
 mod records;
+mod replies;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -142,6 +144,7 @@ impl Embedded {
         tx.open_table(CONTACTS)?;
         tx.open_table(AUDIT)?;
         addin::create_tables(&tx)?;
+        replies::create_tables(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(db));
 

@@ -368,6 +368,7 @@ impl Embedded {
                         erased.remove((id, r))?;
                     }
                 }
+                super::replies::remove_for(&tx, id)?;
                 let keys: Vec<(u64, u64)> = events
                     .range((id, 0)..=(id, u64::MAX))?
                     .map(|x| x.map(|(k, _)| k.value()))

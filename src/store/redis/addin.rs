@@ -233,6 +233,19 @@ impl Redis {
         })
     }
 
+    /// Every connected mailbox, by user id.
+    pub async fn mailboxes(&self) -> Result<Vec<(u64, MailboxConfig)>> {
+        let all: std::collections::HashMap<String, Vec<u8>> = self.c().hgetall(MAILBOXES).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (id, json) in all {
+            if let Some(id) = id_from_text(&id) {
+                out.push((id, serde_json::from_slice(&json)?));
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
     pub async fn put_mailbox(&self, user: u64, m: &MailboxConfig) -> Result<()> {
         let _: () = self
             .c()

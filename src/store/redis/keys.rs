@@ -36,6 +36,12 @@ pub fn erased(id: u64) -> String {
     format!("mb:{{e:{}}}:erased", id_to_text(id))
 }
 
+/// Reply facts of one email: hash keyed hash of the reply's Message-ID -> JSON
+/// `Reply` (recipient index and time only). TTL: the email's `expires_ms`.
+pub fn replies(id: u64) -> String {
+    format!("mb:{{e:{}}}:replies", id_to_text(id))
+}
+
 /// The emails that mention an address: set of ids, keyed by the address's keyed
 /// hash (hex). TTL: the latest expiry among its emails.
 pub fn subject(hash: &str) -> String {

@@ -24,6 +24,7 @@ mod events;
 pub mod keys;
 mod queue;
 mod realtime;
+mod replies;
 mod spool;
 
 use std::collections::HashMap;
@@ -676,6 +677,7 @@ return 0";
             .del(keys::email(id))
             .del(keys::events(id))
             .del(keys::erased(id))
+            .del(keys::replies(id))
             .query_async(c)
             .await?;
         c.zrem::<_, _, ()>(keys::BY_TIME, &text).await?;

@@ -1,0 +1,71 @@
+//! The embedded store's reply facts (`store::replies`): one row per reply,
+//! keyed by (email id, keyed hash of the reply's Message-ID), holding the
+//! recipient index and the time. Removed with the email at retention.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use super::super::Result;
+use super::{Embedded, EMAILS};
+use crate::model::Reply;
+
+/// (email id, keyed hash of the reply's Message-ID) -> JSON `Reply`.
+const REPLIES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("replies");
+
+/// Creates the table (called from `Embedded::open`).
+pub(super) fn create_tables(tx: &WriteTransaction) -> Result<()> {
+    tx.open_table(REPLIES)?;
+    Ok(())
+}
+
+/// Deletes every reply of one email (retention), inside the caller's transaction.
+pub(super) fn remove_for(tx: &WriteTransaction, email: u64) -> Result<()> {
+    let mut t = tx.open_table(REPLIES)?;
+    let mut keys = Vec::new();
+    for row in t.range((email, "")..)? {
+        let (k, _) = row?;
+        let (e, h) = k.value();
+        if e != email {
+            break;
+        }
+        keys.push(h.to_string());
+    }
+    for h in keys {
+        t.remove((email, h.as_str()))?;
+    }
+    Ok(())
+}
+
+impl Embedded {
+    pub fn add_reply(&self, email: u64, key: &str, reply: &Reply) -> Result<bool> {
+        let tx = self.db().begin_write()?;
+        let exists = tx.open_table(EMAILS)?.get(email)?.is_some();
+        let new = exists && {
+            let mut t = tx.open_table(REPLIES)?;
+            let seen = t.get((email, key))?.is_some();
+            if !seen {
+                t.insert((email, key), serde_json::to_vec(reply)?.as_slice())?;
+            }
+            !seen
+        };
+        if new {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(new)
+    }
+
+    pub fn replies_for(&self, email: u64) -> Result<Vec<Reply>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(REPLIES)?;
+        let mut out = Vec::new();
+        for row in t.range((email, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != email {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+}
