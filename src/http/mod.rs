@@ -2,7 +2,8 @@
 //!
 //! This file is the only router: [`handle`] matches every path, `/o/…` and
 //! `/c/…` first (the hot path, straight to `beacon`), then `/healthz`,
-//! `/metrics`, the pane's files under `/addin/`, and the JSON API under
+//! `/metrics`, the pane's files under `/addin/`, the dashboard's under
+//! `/dashboard/`, and the JSON API under
 //! `/api/v1/`, where the bearer token is checked once, before the path is looked
 //! at (401 before 404), and [`api`] dispatches by method and path segments.
 //! Every request is counted in `metrics` (a few atomic adds).
@@ -11,7 +12,8 @@
 //! `emails` (follow, list, engagement, stats), `settings`, `privacy` (contacts,
 //! data subjects, audit log), `activities` (tracked emails, Auto Capture),
 //! `compose` (follow from compose), `mailbox` (the user's mailbox and own
-//! settings), `pane` (the task pane's files). Handler files use only the helpers
+//! settings), `pane` (the task pane's files), `insights` (cards, scores, send
+//! time), `dashboard` (the dashboard's files). Handler files use only the helpers
 //! `request`, `response` and `audit` and modules below HTTP, never each other.
 //!
 //! Every error an API client can see is JSON `{"error":{"code","message"}}` with
@@ -25,7 +27,9 @@ pub mod activities;
 pub mod audit;
 pub mod beacon;
 pub mod compose;
+pub mod dashboard;
 pub mod emails;
+pub mod insights;
 pub mod mailbox;
 pub mod pane;
 pub mod privacy;
@@ -104,6 +108,11 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             pane::config(req.method(), entra)
         }
         ("addin", Some(file)) => pane::static_file(req.method(), file, &app.config.public_url),
+        // The dashboard's files (public; its API calls carry the token).
+        ("dashboard", None) => dashboard::redirect(),
+        ("dashboard", Some(file)) => {
+            dashboard::static_file(req.method(), file, &app.config.public_url)
+        }
         ("api", Some(rest)) => match rest.strip_prefix("v1/") {
             Some(rest) => {
                 // Owned: `api` takes the request.
@@ -188,6 +197,15 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["mailbox"]) => mailbox::get(app, user).await,
         (&Method::PUT, ["mailbox"]) => mailbox::put(app, user, req).await,
         (&Method::DELETE, ["mailbox"]) => mailbox::delete(app, user).await,
+        // Insights: the caller's action cards, scores, the best time to send.
+        (&Method::GET, ["insights"]) => insights::list(app, user).await,
+        (&Method::GET, ["insights", "send-time"]) => insights::send_time(app, user, &query).await,
+        (&Method::GET, ["insights", "contacts", address]) => {
+            insights::contact(app, user, address).await
+        }
+        (&Method::GET, ["insights", "emails", id]) => insights::email(app, user, id).await,
+        (&Method::POST, ["insights", id, "dismiss"]) => insights::dismiss(app, user, id).await,
+        (&Method::POST, ["insights", id, "snooze"]) => insights::snooze(app, user, id, req).await,
         (
             _,
             ["users"]
@@ -202,7 +220,13 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
             | ["me", "settings"]
             | ["mailbox"]
             | ["capture"]
-            | ["capture", "track"],
+            | ["capture", "track"]
+            | ["insights"]
+            | ["insights", "send-time"]
+            | ["insights", "contacts", _]
+            | ["insights", "emails", _]
+            | ["insights", _, "dismiss"]
+            | ["insights", _, "snooze"],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
