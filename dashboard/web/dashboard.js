@@ -95,7 +95,8 @@
   /* A line chart of points[key] for each line; null values break the line. */
   function lineChart(box, points, lines, opts) {
     box.textContent = "";
-    var W = 640, H = 220, L = 40, R = 12, T = 12, B = 26;
+    // Drawn at the box's own width, so labels keep their size on a phone.
+    var W = Math.max(280, Math.round(box.clientWidth || 640)), H = W < 500 ? 180 : 220, L = 40, R = 12, T = 12, B = 26;
     var pw = W - L - R, ph = H - T - B;
     var svg = svgEl("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-labelledby": opts.id + "-t " + opts.id + "-d" });
     var title = svgEl("title", { id: opts.id + "-t" }); title.textContent = opts.title;
@@ -187,7 +188,20 @@
     var days = $("days").value, interval = $("interval").value;
     return api.call("GET", "/stats?days=" + days + "&interval=" + interval).then(function (res) {
       if (res.status !== 200) { notice(api.errorText(res), "error"); return; }
-      var s = res.body, pts = s.series || [];
+      lastStats = { body: res.body, interval: interval };
+      renderStats(res.body, interval);
+    });
+  }
+
+  var lastStats = null, resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { if (lastStats) renderStats(lastStats.body, lastStats.interval); }, 150);
+  });
+
+  function renderStats(s, interval) {
+    {
+      var pts = s.series || [];
       var sent = sum(pts, "sent"), replied = sum(pts, "replied");
       var k = $("kpis");
       k.textContent = "";
@@ -227,7 +241,7 @@
       legend("legend-rates", rates, { open_rate: pct(s.open_rate), click_rate: pct(s.click_rate), click_to_open_rate: pct(s.click_to_open_rate) });
       templates(s.templates || []);
       if (s.truncated) notice("Only the newest emails were counted (" + s.oldest_counted + " and later).");
-    });
+    }
   }
 
   function activityTable(pts) {
@@ -316,15 +330,40 @@
       if (res.status !== 200) { notice(api.errorText(res), "error"); return; }
       var ul = $("cards");
       ul.textContent = "";
-      res.body.cards.forEach(function (c) { ul.appendChild(cardItem(c)); });
-      show("cards-empty", !res.body.cards.length);
+      var list = res.body.cards;
+      list.forEach(function (c, i) {
+        var li = cardItem(c);
+        if (i >= FIRST_CARDS) li.hidden = true;
+        ul.appendChild(li);
+      });
+      show("cards-empty", !list.length);
+      moreButton();
     });
   }
+
+  /* The first cards, then "Show all": the list stays short on a phone. */
+  var FIRST_CARDS = 5;
+  function moreButton() {
+    var hidden = $("cards").querySelectorAll("li[hidden]").length;
+    var b = $("cards-more");
+    b.hidden = !hidden;
+    b.textContent = "Show " + hidden + " more";
+  }
+  $("cards-more").addEventListener("click", function () {
+    var first = $("cards").querySelector("li[hidden]");
+    [].forEach.call($("cards").querySelectorAll("li[hidden]"), function (li) { li.hidden = false; });
+    moreButton();
+    if (first) first.querySelector("button").focus();
+  });
 
   /* After a card leaves, focus goes to the next card's first button (or the heading). */
   function removeCard(li) {
     var next = li.nextElementSibling || li.previousElementSibling;
     li.parentNode.removeChild(li);
+    var waiting = $("cards").querySelector("li[hidden]");
+    if (waiting && $("cards").querySelectorAll("li:not([hidden])").length < FIRST_CARDS) waiting.hidden = false;
+    moreButton();
+    if (next && next.hidden) next = null;
     if (next) next.querySelector("button").focus();
     else { show("cards-empty", true); $("today-h").setAttribute("tabindex", "-1"); $("today-h").focus(); }
   }
