@@ -275,10 +275,17 @@ fn insights_api() {
     assert_eq!(v["recipients"][0]["basis"], "default");
     assert_eq!(v["recipients"][0]["hour"], 9);
     assert_eq!(v["recipients"][0]["sample"], 0);
+    // Nobody: working hours.
+    let (st, v) = s.api("GET", "/api/v1/insights/send-time?to=", Some(&ann), None);
+    assert_eq!(
+        (st, v["recipients"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    assert!(v["suggested"].as_str().unwrap().contains("T09:00:00"));
     let many: Vec<String> = (0..51).map(|i| format!("p{i}@x.test")).collect();
     for (q, want) in [
         ("", "missing_to"),
-        ("?to=", "missing_to"),
         ("?to=bob@client.test,oops", "invalid_address"),
         ("?to=bob@client.test&tz=Europe/Paris", "invalid_tz"),
         ("?to=bob@client.test&tz=%2B15:00", "invalid_tz"),
@@ -330,14 +337,29 @@ fn insights_api() {
     assert_eq!(sum(weeks, "sent"), 3);
     let (_, plain) = s.api("GET", "/api/v1/stats", Some(&ann), None);
     assert!(plain.get("series").is_none());
-    for q in ["interval=month", "interval=day&days=3650"] {
-        let (st, v) = s.api("GET", &format!("/api/v1/stats?{q}"), Some(&ann), None);
-        assert_eq!((st, code(&v)), (400, "invalid_interval"), "{q}");
-    }
+    let (st, v) = s.api("GET", "/api/v1/stats?interval=month", Some(&ann), None);
+    assert_eq!((st, code(&v)), (400, "invalid_interval"));
+    // Ten years by day: the last 550 days, and it says so.
+    let (st, v) = s.api(
+        "GET",
+        "/api/v1/stats?interval=day&days=3650",
+        Some(&ann),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["series"].as_array().unwrap().len(), 550);
+    assert_eq!(v["series_since"], v["series"][0]["start"]);
+    assert_eq!(v["emails"], 3);
 
     // Methods and sign-in.
-    let (st, _) = s.api("DELETE", "/api/v1/insights", Some(&ann), None);
-    assert_eq!(st, 405);
+    let (st, hs, _) = raw(
+        "DELETE",
+        &s.url("/api/v1/insights"),
+        &[("Authorization", &format!("Bearer {ann}"))],
+    );
+    assert_eq!((st, header(&hs, "allow")), (405, Some("GET")));
+    let (st, _) = s.api("GET", "/api/v1/insights/nope/more/parts", Some(&ann), None);
+    assert_eq!(st, 404);
     let (st, _) = s.api(
         "GET",
         &format!("/api/v1/insights/{gone}/dismiss"),

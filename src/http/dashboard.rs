@@ -4,7 +4,9 @@
 //! (`addin-manifest/web/api.js`), served here too so both pages share it.
 //! No CDN, no third-party code: charts are inline SVG drawn by `dashboard.js`.
 
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, StatusCode};
 
 use super::response::{error, Resp};
@@ -44,11 +46,14 @@ pub fn redirect() -> Resp {
 /// `GET`/`HEAD /dashboard/{file}`; the empty name is `index.html`.
 pub fn static_file(method: &Method, rest: &str, public_url: &str) -> Resp {
     if method != Method::GET && method != Method::HEAD {
-        return error(
+        let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "only GET and HEAD are allowed here".into(),
         );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     let name = if rest.is_empty() { "index.html" } else { rest };
     let found = FILES

@@ -179,21 +179,15 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
     let all = owner.is_none();
     let now = now_ms();
     let since = now.saturating_sub(days * DAY_MS);
-    // `interval=day|week`: the totals per fixed UTC bucket too (`series`).
+    // `interval=day|week`: the totals per fixed UTC bucket too (`series`), over at
+    // most the last `MAX_BUCKETS` buckets of the period (`series_since` says).
     let mut series = match q.get("interval").map(|i| series::Interval::parse(i)) {
         None => None,
-        Some(Some(i)) if i.buckets(since, now) <= series::MAX_BUCKETS => {
-            Some(series::Series::new(i, since, now))
-        }
-        Some(Some(_)) => {
-            return bad(
-                "invalid_interval",
-                format!(
-                    "at most {} buckets: use interval=week for this many days",
-                    series::MAX_BUCKETS
-                ),
-            )
-        }
+        Some(Some(i)) => Some(series::Series::new(
+            i,
+            series::first_bucket(i, since, now),
+            now,
+        )),
         Some(None) => return bad("invalid_interval", "interval must be \"day\" or \"week\""),
     };
     let h = &app.config.heuristics;
@@ -251,6 +245,7 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
     out["scope"] = json!(if all { "all" } else { "mine" });
     if let Some(s) = &series {
         out["interval"] = json!(s.interval().as_str());
+        out["series_since"] = json!(rfc3339(s.first()));
         out["series"] = s.overall_json();
     }
     out["truncated"] = json!(truncated);

@@ -183,6 +183,36 @@ impl<'s> Found<'s> {
     }
 }
 
+/// 405 with `Allow` for a known insights path; 404 for any other.
+pub fn wrong_method(method: &hyper::Method, rest: &str, allow: &'static str) -> Resp {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let known = matches!(
+        segs.as_slice(),
+        ["insights"]
+            | ["insights", "send-time"]
+            | ["insights", "contacts", _]
+            | ["insights", "emails", _]
+            | ["insights", _, "dismiss" | "snooze"]
+    );
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: /api/v1/{rest}"),
+        );
+    }
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on /api/v1/{rest}"),
+    );
+    r.headers_mut().insert(
+        hyper::header::ALLOW,
+        hyper::header::HeaderValue::from_static(allow),
+    );
+    r
+}
+
 /// Every card of the caller's emails (filtered by `state` if given).
 async fn derive(
     app: &App,
@@ -406,11 +436,9 @@ pub async fn email(app: &App, user: &User, id: &str) -> Resp {
 /// hours) and one suggested time, usable as `send_at`. `tz` only formats
 /// (`suggested_local`).
 pub async fn send_time(app: &App, user: &User, q: &Query) -> Resp {
-    let Some(to) = q.get("to").filter(|t| !t.trim().is_empty()) else {
-        return bad(
-            "missing_to",
-            "to must list one or more addresses, comma-separated",
-        );
+    // An empty list is answered with working hours (nobody to ask about).
+    let Some(to) = q.get("to") else {
+        return bad("missing_to", "to must list the addresses, comma-separated");
     };
     let mut addresses: Vec<String> = Vec::new();
     for part in to.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -426,12 +454,6 @@ pub async fn send_time(app: &App, user: &User, q: &Query) -> Resp {
                 format!("to may list at most {MAX_TO} addresses"),
             );
         }
-    }
-    if addresses.is_empty() {
-        return bad(
-            "missing_to",
-            "to must list one or more addresses, comma-separated",
-        );
     }
     let offset = match q.get("tz") {
         None => None,
@@ -486,70 +508,23 @@ pub async fn send_time(app: &App, user: &User, q: &Query) -> Resp {
 /// An RFC 3339 time (`2026-12-02T09:00:00Z`, `…T09:00:00.5+02:00`) in ms since
 /// the epoch; `None` for anything else or before 1970.
 pub fn parse_time(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') {
+    // The local part (date, time, fraction) and its zone: `Z` or `±hh:mm`.
+    let cut = s
+        .len()
+        .checked_sub(if s.ends_with(['Z', 'z']) { 1 } else { 6 })?;
+    let (local, zone) = (s.get(..cut)?, s.get(cut..)?);
+    let offset = parse_offset(zone).filter(|_| zone.len() == 1 || zone.as_bytes()[3] == b':')?;
+    let frac = local.get(19..)?;
+    let frac_ok = frac.is_empty()
+        || (frac.len() > 1
+            && frac.starts_with('.')
+            && frac[1..].bytes().all(|b| b.is_ascii_digit()));
+    if local.as_bytes()[10] != b'T' || !frac_ok {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())
-            .flatten()
-    };
-    if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mi, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let dim = [
-        31,
-        28 + i64::from(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)),
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&mo)
-        || d < 1
-        || d > dim[(mo - 1) as usize]
-        || hh > 23
-        || mi > 59
-        || ss > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut ms = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        let digits = &frac[..n];
-        ms = format!("{:0<3}", &digits[..n.min(3)]).parse().ok()?;
-        rest = &frac[n..];
-    }
-    let offset_min = parse_offset(rest).filter(|_| rest.len() == 1 || rest.len() == 6)?;
-    // Days from civil (Howard Hinnant).
-    let (y2, m2) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss.min(59) - i64::from(offset_min) * 60;
-    u64::try_from(secs * 1000 + ms).ok()
+    let t = humantime::parse_rfc3339(&format!("{local}Z")).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    u64::try_from(ms - i64::from(offset) * 60_000).ok()
 }
 
 #[cfg(test)]

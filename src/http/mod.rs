@@ -206,6 +206,8 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::GET, ["insights", "emails", id]) => insights::email(app, user, id).await,
         (&Method::POST, ["insights", id, "dismiss"]) => insights::dismiss(app, user, id).await,
         (&Method::POST, ["insights", id, "snooze"]) => insights::snooze(app, user, id, req).await,
+        (_, ["insights", _, "dismiss" | "snooze"]) => insights::wrong_method(&method, rest, "POST"),
+        (_, ["insights", ..]) => insights::wrong_method(&method, rest, "GET"),
         (
             _,
             ["users"]
@@ -220,13 +222,7 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
             | ["me", "settings"]
             | ["mailbox"]
             | ["capture"]
-            | ["capture", "track"]
-            | ["insights"]
-            | ["insights", "send-time"]
-            | ["insights", "contacts", _]
-            | ["insights", "emails", _]
-            | ["insights", _, "dismiss"]
-            | ["insights", _, "snooze"],
+            | ["capture", "track"],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

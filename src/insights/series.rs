@@ -27,7 +27,8 @@ use crate::ids::rfc3339;
 use crate::model::EmailRecord;
 use crate::reports::Totals;
 
-/// Most buckets one answer may have (`day` over 550 days is refused; use `week`).
+/// Most buckets one answer has: a longer period's series covers its last
+/// `MAX_BUCKETS` buckets (`first_bucket`).
 pub const MAX_BUCKETS: u64 = 550;
 
 /// How many templates (the most used) get a series of their own.
@@ -114,6 +115,15 @@ impl Point {
     }
 }
 
+/// Where a series over `since_ms..=now_ms` starts: the bucket of `since_ms`, or
+/// the one that leaves `MAX_BUCKETS` buckets up to now.
+pub fn first_bucket(interval: Interval, since_ms: u64, now_ms: u64) -> u64 {
+    let latest = (MAX_BUCKETS - 1) * interval.step();
+    interval
+        .start_of(since_ms)
+        .max(interval.start_of(now_ms).saturating_sub(latest))
+}
+
 /// An email's `(sent, delivered)` copies (see the module doc).
 pub fn delivery_counts(rec: &EmailRecord) -> (u64, u64) {
     let mut sent = 0;
@@ -186,6 +196,11 @@ impl Series {
         )
     }
 
+    /// The start of the first bucket.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
     pub fn interval(&self) -> Interval {
         self.interval
     }
@@ -244,6 +259,14 @@ mod tests {
         assert_eq!(
             rfc3339(Interval::Week.start_of(noon)),
             "2026-11-02T00:00:00.000Z"
+        );
+        // A long period's series keeps its last MAX_BUCKETS buckets.
+        let now = TUE + 1000 * DAY_MS + 5;
+        let first = first_bucket(Interval::Day, TUE, now);
+        assert_eq!(Interval::Day.buckets(first, now), MAX_BUCKETS);
+        assert_eq!(
+            first_bucket(Interval::Day, now - DAY_MS, now),
+            now / DAY_MS * DAY_MS - DAY_MS
         );
     }
 
