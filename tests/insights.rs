@@ -153,6 +153,7 @@ fn insights_api() {
     assert!(of_kind(&left, "link_clicked").is_empty());
 
     // Both survive a restart.
+    s.stop();
     s.restart();
     let after = cards(&s, &ann);
     assert!(!after
