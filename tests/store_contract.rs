@@ -18,6 +18,7 @@ use mailbeacon::model::{
 };
 use mailbeacon::seal::Sealer;
 use mailbeacon::store::addin::Inserted;
+use mailbeacon::store::cards::CardState;
 use mailbeacon::store::embedded::Embedded;
 use mailbeacon::store::redis::conn::Target;
 use mailbeacon::store::redis::Redis;
@@ -514,6 +515,73 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         );
     }
     assert!(store.update_email(901, |_| true).await.unwrap().is_none());
+    // Action cards: dismissals (until the retention horizon) and snoozes, per user.
+    // Real times: Redis expires the marks' keys natively.
+    let now = now_ms();
+    assert_eq!(
+        store.card_state(7, now).await.unwrap(),
+        CardState::default()
+    );
+    store
+        .dismiss_card(7, "00000000000000a1", now, now + 10_000)
+        .await
+        .unwrap();
+    store
+        .snooze_card(7, "00000000000000b2", now, now + 500)
+        .await
+        .unwrap();
+    store
+        .snooze_card(7, "00000000000000c3", now, now + 900)
+        .await
+        .unwrap();
+    // A later snooze replaces the first; a dismissal replaces a snooze; a snooze
+    // does not undo a dismissal.
+    store
+        .snooze_card(7, "00000000000000c3", now, now + 2_000)
+        .await
+        .unwrap();
+    store
+        .snooze_card(7, "00000000000000d4", now, now + 900)
+        .await
+        .unwrap();
+    store
+        .dismiss_card(7, "00000000000000d4", now, now + 10_000)
+        .await
+        .unwrap();
+    store
+        .snooze_card(7, "00000000000000a1", now, now + 700)
+        .await
+        .unwrap();
+    // Another user's marks are theirs.
+    store
+        .dismiss_card(8, "00000000000000e5", now, now + 10_000)
+        .await
+        .unwrap();
+    let st = store.card_state(7, now).await.unwrap();
+    let mut dismissed: Vec<&str> = st.dismissed.iter().map(String::as_str).collect();
+    dismissed.sort_unstable();
+    assert_eq!(dismissed, ["00000000000000a1", "00000000000000d4"]);
+    assert_eq!(
+        st.snoozed,
+        [
+            ("00000000000000b2".to_string(), now + 500),
+            ("00000000000000c3".to_string(), now + 2_000)
+        ]
+        .into_iter()
+        .collect()
+    );
+    // A snooze ends; a dismissal is forgotten at its horizon.
+    let later = store.card_state(7, now + 600).await.unwrap();
+    assert!(!later.snoozed.contains_key("00000000000000b2"));
+    assert!(later.snoozed.contains_key("00000000000000c3"));
+    let gone = store.card_state(7, now + 10_000).await.unwrap();
+    assert_eq!(gone, CardState::default());
+    let other = store.card_state(8, now).await.unwrap();
+    assert_eq!(other.dismissed.len(), 1);
+    assert!(other.snoozed.is_empty());
+    // Ids are plain tokens, never anything else.
+    assert!(store.dismiss_card(7, "", now, now + 1).await.is_err());
+    assert!(store.dismiss_card(7, "a:b", now, now + 1).await.is_err());
 
     // The key ring, where the store keeps it: compare-and-set.
     let ring = keyring::new_json().unwrap();
@@ -533,6 +601,12 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     let store = open().await;
     assert_eq!(store.user_by_token_hash([1; 32]).await.unwrap(), Some(u));
     assert_eq!(store.keyring().await.unwrap(), Some(rotated));
+    assert!(store
+        .card_state(7, now)
+        .await
+        .unwrap()
+        .dismissed
+        .contains("00000000000000a1"));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
     store.commit_events(vec![event(1, 500)]).await.unwrap();
     let again = store.events_for(1).await.unwrap();

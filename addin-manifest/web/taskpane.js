@@ -3,6 +3,8 @@
    engagement of a followed email. Compose mode: the "Follow this email" switch (read by
    the OnMessageSend handler in launchevent.js). Auto Capture: untracked emails with the
    people on the open email, read live from the user's mailbox, each with a Track button.
+   Today: the user's action cards with Dismiss and Snooze; in compose, "Send at the best
+   time" shows the suggested time for the draft's recipients.
    When the pane is pinned it follows the selected item (ItemChanged). */
 (function () {
   "use strict";
@@ -178,6 +180,7 @@
       $("who").textContent = "Signed in as " + me.email + (api.getToken() ? "" : " with Microsoft");
       show("who", true);
       renderItem();
+      loadCards();
     });
   }
 
@@ -437,6 +440,104 @@
       followText();
     });
   });
+
+  /* "Send at the best time": the suggested time for the draft's recipients
+     (GET /insights/send-time). The compose view has no send-later control, so the
+     pane shows the suggestion (in local time) with each recipient's basis. */
+  function draftRecipients() {
+    var lists = ["to", "cc", "bcc"].filter(function (k) { return item[k] && item[k].getAsync; });
+    return Promise.all(lists.map(function (k) {
+      return new Promise(function (resolve) {
+        item[k].getAsync(function (r) { resolve(r.status === Office.AsyncResultStatus.Succeeded ? r.value : []); });
+      });
+    })).then(function (all) {
+      var seen = {}, out = [];
+      [].concat.apply([], all).forEach(function (p) {
+        var a = (p && p.emailAddress || "").toLowerCase();
+        if (a && !seen[a]) { seen[a] = true; out.push(a); }
+      });
+      return out;
+    });
+  }
+
+  function offset() {
+    var m = -new Date().getTimezoneOffset(), a = Math.abs(m);
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return (m < 0 ? "-" : "+") + two(Math.floor(a / 60)) + ":" + two(a % 60);
+  }
+
+  var BASIS = { recipient: "their own opens", organization: "your recipients' pattern", "default": "working hours" };
+
+  $("best-time").addEventListener("click", function () {
+    var b = $("best-time"), msg = $("best-time-msg");
+    busy(b, true);
+    draftRecipients().then(function (to) {
+      if (!to.length) { busy(b, false); msg.textContent = "Add recipients first."; return; }
+      return api.call("GET", "/insights/send-time?to=" + encodeURIComponent(to.slice(0, 50).join(",")) +
+        "&tz=" + encodeURIComponent(offset())).then(function (res) {
+        busy(b, false);
+        if (res.status !== 200) { msg.textContent = api.errorText(res); return; }
+        var at = new Date(res.body.suggested);
+        var why = res.body.recipients.map(function (r) {
+          return r.address + ": " + (r.hour < 10 ? "0" : "") + r.hour + ":00 UTC (" + BASIS[r.basis] +
+            (r.sample ? ", " + r.sample + " opens" : "") + ")";
+        }).join("; ");
+        msg.setAttribute("data-suggested", res.body.suggested);
+        msg.textContent = "Best time: " + at.toLocaleString([], { weekday: "short", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) +
+          ". Schedule the send for then. " + why + ".";
+      });
+    });
+  });
+
+  /* ---- Today: the action cards -------------------------------------------- */
+
+  function tomorrowMorning() {
+    var d = new Date();
+    d.setDate(d.getDate() + 1);
+    d.setHours(8, 0, 0, 0);
+    return d;
+  }
+
+  function loadCards() {
+    var ul = $("cards");
+    return api.call("GET", "/insights").then(function (res) {
+      ul.textContent = "";
+      if (res.status !== 200) { $("cards-msg").textContent = api.errorText(res); return; }
+      var cards = res.body.cards.slice(0, 5);
+      $("cards-msg").textContent = cards.length ? "" : "Nothing needs your attention right now.";
+      cards.forEach(function (c) {
+        var li = el("li");
+        li.setAttribute("data-id", c.id);
+        li.setAttribute("data-kind", c.kind);
+        var what = el("div", null, "what");
+        what.appendChild(el("span", c.title, "title"));
+        what.appendChild(el("span", c.detail, "hint"));
+        li.appendChild(what);
+        var acts = el("div", null, "acts");
+        var d = el("button", "Dismiss"), z = el("button", "Snooze until tomorrow");
+        d.type = z.type = "button";
+        d.setAttribute("aria-label", "Dismiss: " + c.title);
+        z.setAttribute("aria-label", "Snooze until tomorrow: " + c.title);
+        function act(path, body, done) {
+          busy(d, true); busy(z, true);
+          api.call("POST", "/insights/" + c.id + path, body).then(function (r) {
+            if (r.status !== 200) { busy(d, false); busy(z, false); notice(api.errorText(r), "error"); return; }
+            var next = li.nextElementSibling;
+            li.parentNode.removeChild(li);
+            $("cards-msg").textContent = done;
+            if (next) next.querySelector("button").focus();
+          });
+        }
+        d.addEventListener("click", function () { act("/dismiss", undefined, "Dismissed."); });
+        z.addEventListener("click", function () {
+          act("/snooze", { until: tomorrowMorning().toISOString() }, "Snoozed until tomorrow.");
+        });
+        acts.appendChild(d); acts.appendChild(z);
+        li.appendChild(acts);
+        ul.appendChild(li);
+      });
+    });
+  }
 
   /* ---- Auto Capture ------------------------------------------------------- */
 

@@ -15,6 +15,7 @@ use super::request::{page_limit, read_json, Query};
 use super::response::{bad, error, follow_failed, json_response, store_failed, Resp};
 use crate::follow::{self, Deliver, FollowInput};
 use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
+use crate::insights::series;
 use crate::model::{Role, User};
 use crate::outbox;
 use crate::reports;
@@ -205,7 +206,19 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
         Err(r) => return r,
     };
     let all = owner.is_none();
-    let since = now_ms().saturating_sub(days * DAY_MS);
+    let now = now_ms();
+    let since = now.saturating_sub(days * DAY_MS);
+    // `interval=day|week`: the totals per fixed UTC bucket too (`series`), over at
+    // most the last `MAX_BUCKETS` buckets of the period (`series_since` says).
+    let mut series = match q.get("interval").map(|i| series::Interval::parse(i)) {
+        None => None,
+        Some(Some(i)) => Some(series::Series::new(
+            i,
+            series::first_bucket(i, since, now),
+            now,
+        )),
+        Some(None) => return bad("invalid_interval", "interval must be \"day\" or \"week\""),
+    };
     let h = &app.config.heuristics;
     let mut total = reports::Totals::default();
     let mut by_template: HashMap<Option<String>, reports::Totals> = HashMap::new();
@@ -230,6 +243,17 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
                 Err(e) => return store_failed(e),
             };
             let one = reports::Totals::of_email(rec, &events, h);
+            if let Some(s) = series.as_mut() {
+                let (sent, delivered) = series::delivery_counts(rec);
+                // Replies are not recorded yet: 0 until the reply tracker stores them.
+                let point = series::Point {
+                    totals: one.clone(),
+                    sent,
+                    delivered,
+                    replied: 0,
+                };
+                s.add(rec.created_ms, rec.template.as_deref(), point);
+            }
             total.add(&one);
             by_template
                 .entry(rec.template.clone())
@@ -248,13 +272,23 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
     out["days"] = json!(days);
     out["since"] = json!(rfc3339(since));
     out["scope"] = json!(if all { "all" } else { "mine" });
+    if let Some(s) = &series {
+        out["interval"] = json!(s.interval().as_str());
+        out["series_since"] = json!(rfc3339(s.first()));
+        out["series"] = s.overall_json();
+    }
     out["truncated"] = json!(truncated);
     out["oldest_counted"] = json!(oldest.map(rfc3339));
     out["templates"] = Value::Array(
         templates
             .into_iter()
-            .map(|(name, t)| {
+            .enumerate()
+            .map(|(i, (name, t))| {
                 let mut v = t.json();
+                // The series of the most used templates (bounded answer).
+                if let Some(s) = series.as_ref().filter(|_| i < series::MAX_TEMPLATES) {
+                    v["series"] = s.template_json(name.as_deref());
+                }
                 v["template"] = json!(name);
                 v
             })

@@ -2,7 +2,8 @@
 //!
 //! This file is the only router: [`handle`] matches every path, `/o/…` and
 //! `/c/…` first (the hot path, straight to `beacon`), then `/healthz`,
-//! `/metrics`, the pane's files under `/addin/`, and the JSON API under
+//! `/metrics`, the pane's files under `/addin/`, the dashboard's under
+//! `/dashboard/`, and the JSON API under
 //! `/api/v1/`, where the bearer token is checked once, before the path is looked
 //! at (401 before 404), and [`api`] dispatches by method and path segments.
 //! Every request is counted in `metrics` (a few atomic adds).
@@ -12,7 +13,8 @@
 //! and reminder), `settings`, `privacy` (contacts,
 //! data subjects, audit log), `activities` (tracked emails, Auto Capture),
 //! `compose` (follow from compose), `mailbox` (the user's mailbox and own
-//! settings), `pane` (the task pane's files). Handler files use only the helpers
+//! settings), `pane` (the task pane's files), `insights` (cards, scores, send
+//! time), `dashboard` (the dashboard's files). Handler files use only the helpers
 //! `request`, `response` and `audit` and modules below HTTP, never each other.
 //!
 //! Every error an API client can see is JSON `{"error":{"code","message"}}` with
@@ -27,8 +29,10 @@ pub mod audit;
 pub mod beacon;
 pub mod budget;
 pub mod compose;
+pub mod dashboard;
 pub mod emails;
 pub mod events;
+pub mod insights;
 pub mod mailbox;
 pub mod outbox;
 pub mod pane;
@@ -130,6 +134,11 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             pane::config(req.method(), entra)
         }
         ("addin", Some(file)) => pane::static_file(req.method(), file, &app.config.public_url),
+        // The dashboard's files (public; its API calls carry the token).
+        ("dashboard", None) => dashboard::redirect(),
+        ("dashboard", Some(file)) => {
+            dashboard::static_file(req.method(), file, &app.config.public_url)
+        }
         ("api", Some(rest)) => match rest.strip_prefix("v1/") {
             Some(rest) => {
                 // Owned: `api` takes the request.
@@ -256,6 +265,17 @@ async fn api(app: &App, req: Request<Incoming>, rest: &str) -> Resp {
         (&Method::POST, ["webhooks", id, "deliveries", delivery, "retry"]) => {
             webhooks::retry(app, user, id, delivery).await
         }
+        // Insights: the caller's action cards, scores, the best time to send.
+        (&Method::GET, ["insights"]) => insights::list(app, user).await,
+        (&Method::GET, ["insights", "send-time"]) => insights::send_time(app, user, &query).await,
+        (&Method::GET, ["insights", "contacts", address]) => {
+            insights::contact(app, user, address).await
+        }
+        (&Method::GET, ["insights", "emails", id]) => insights::email(app, user, id).await,
+        (&Method::POST, ["insights", id, "dismiss"]) => insights::dismiss(app, user, id).await,
+        (&Method::POST, ["insights", id, "snooze"]) => insights::snooze(app, user, id, req).await,
+        (_, ["insights", _, "dismiss" | "snooze"]) => insights::wrong_method(&method, rest, "POST"),
+        (_, ["insights", ..]) => insights::wrong_method(&method, rest, "GET"),
         (_, segs) if allowed_methods(segs).is_some() => method_not_allowed(
             allowed_methods(segs).unwrap_or(""),
             format!("{method} is not allowed on /api/v1/{rest}"),

@@ -1,6 +1,7 @@
 //! Insights (issue #14): what a user should know about their followed emails and
 //! contacts, derived from recorded activity: an explainable engagement score
-//! (`score`), the best time to send (`send_time`) and action cards (`cards`).
+//! (`score`), the best time to send (`send_time`), action cards (`cards`) and
+//! KPIs over time (`series`).
 //!
 //! Pure: no I/O, no clock (every function takes `now_ms`), no store. The caller
 //! loads the records and events and passes them in as [`Tracked`]; the results are
@@ -13,6 +14,7 @@
 pub mod cards;
 pub mod score;
 pub mod send_time;
+pub mod series;
 
 use serde::{Serialize, Serializer};
 

@@ -167,6 +167,26 @@ try {
     await shot(page, "read-engagement");
   });
 
+  await step("Today: cards from the followed email; dismiss with the keyboard, snooze", async () => {
+    const today = await open(readItem);
+    await today.waitForSelector("#cards li");
+    const before = await today.locator("#cards li").evaluateAll((ls) => ls.map((l) => [l.dataset.id, l.dataset.kind]));
+    const kinds = before.map((x) => x[1]);
+    assert.ok(kinds.includes("email_opened") && kinds.includes("link_clicked"), kinds.join(","));
+    await shot(today, "today");
+    // Keyboard only: focus the first Dismiss, Enter.
+    await today.locator("#cards li").first().getByRole("button", { name: /^Dismiss/ }).focus();
+    await today.keyboard.press("Enter");
+    await today.waitForFunction((id) => !document.querySelector(`#cards li[data-id="${id}"]`), before[0][0]);
+    assert.equal(await today.textContent("#cards-msg"), "Dismissed.");
+    await today.locator("#cards li").first().getByRole("button", { name: /^Snooze/ }).click();
+    await today.waitForFunction(() => document.getElementById("cards-msg").textContent === "Snoozed until tomorrow.");
+    const v = await api("GET", "/insights");
+    const left = v.body.cards.map((c) => c.id);
+    assert.ok(!left.includes(before[0][0]) && !left.includes(before[1][0]), JSON.stringify(v.body));
+    await today.close();
+  });
+
   await step("compose mode: the Follow switch works with the keyboard", async () => {
     const compose = await open({
       mode: "compose", subject: "Proposal v2", to: [{ emailAddress: "bob@client.test" }],
@@ -181,6 +201,13 @@ try {
     assert.equal(await compose.isChecked("#follow"), true);
     assert.ok(!(await compose.isVisible("#read")));
     await shot(compose, "compose");
+    // "Send at the best time": the suggestion for the draft's recipients.
+    await compose.click("#best-time");
+    await compose.waitForFunction(() => /^Best time:/.test(document.getElementById("best-time-msg").textContent));
+    const suggested = await compose.getAttribute("#best-time-msg", "data-suggested");
+    assert.ok(Date.parse(suggested) > Date.now(), suggested);
+    assert.match(await compose.textContent("#best-time-msg"), /bob@client\.test: \d\d:00 UTC/);
+    await shot(compose, "compose-best-time");
   });
 
   await step("OnMessageSend: a followed draft gets the pixel and tracked links", async () => {

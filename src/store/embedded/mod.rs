@@ -47,6 +47,7 @@ use self::events::{apply, decode_journal, indexer, IndexMsg, Journal, Row};
 use super::{Result, StoreError, StoreStats};
 
 mod addin;
+mod cards;
 mod events;
 mod queue;
 mod realtime;

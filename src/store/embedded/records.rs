@@ -329,7 +329,11 @@ impl Embedded {
     /// Removes the emails (with their events and index entries) and the
     /// activities whose retention ended. Returns how many were removed.
     pub fn sweep(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {
-        Ok(self.sweep_emails(now_ms, created_before_ms)? + self.sweep_activities(now_ms)?)
+        let removed =
+            self.sweep_emails(now_ms, created_before_ms)? + self.sweep_activities(now_ms)?;
+        // Card marks are not emails: not counted.
+        self.sweep_cards(now_ms)?;
+        Ok(removed)
     }
 
     fn sweep_emails(&self, now_ms: u64, created_before_ms: u64) -> Result<usize> {

@@ -78,3 +78,15 @@ pub const AUDIT: &str = "mb:{g}:audit";
 pub const AUDIT_SEQ: &str = "mb:{g}:audit_seq";
 /// Migration progress markers (`mailbeacon migrate`). Persists until the copy ends.
 pub const MIGRATE: &str = "mb:{g}:migrate";
+
+/// A user's dismissed action cards: sorted set, score the time the dismissal is
+/// forgotten (the retention horizon), member the card id. TTL: its latest score.
+pub fn cards_dismissed(user: u64) -> String {
+    format!("mb:{{c:{}}}:dismissed", id_to_text(user))
+}
+
+/// A user's snoozed action cards: sorted set, score the snooze's end, member the
+/// card id. TTL: its latest score. Same hash tag as `cards_dismissed`.
+pub fn cards_snoozed(user: u64) -> String {
+    format!("mb:{{c:{}}}:snoozed", id_to_text(user))
+}

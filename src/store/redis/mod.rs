@@ -19,6 +19,7 @@
 //! ring, and retention.
 
 mod addin;
+mod cards;
 pub mod conn;
 mod events;
 pub mod keys;
