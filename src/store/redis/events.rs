@@ -678,4 +678,42 @@ mod tests {
         let mut other = IdGen::new(6);
         assert_ne!(other.next() & 1023, ids[0] & 1023);
     }
+
+    fn event(seq: u64, recipient: u32) -> Event {
+        Event {
+            seq,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email: 7,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: String::new(),
+            since_prepared_s: 0,
+            machine_net: None,
+        }
+    }
+
+    #[test]
+    fn both_stored_forms_unpack_and_ids_keep_their_precision() {
+        // Ids above 2^53 would be rounded by anything parsing them as floats.
+        let a = event((1 << 60) + 3, 0);
+        let b = event((1 << 60) + 5, 1);
+        let packed = serde_json::to_vec(&vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(unpack(&packed).unwrap(), vec![a.clone(), b]);
+        let single = serde_json::to_vec(&a).unwrap();
+        assert_eq!(unpack(&single).unwrap(), vec![a.clone()]);
+        assert!(unpack(b"not json").is_err());
+        // The same batch always names the same field.
+        assert_eq!(packed_field(&a), packed_field(&a.clone()));
+        assert_ne!(packed_field(&a), packed_field(&event(a.seq + 1, 0)));
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(entry_id("10-0") > entry_id("9-5"));
+        assert!(entry_id("9-10") > entry_id("9-9"));
+        assert_eq!(entry_id("1700000000000-2"), (1_700_000_000_000, 2));
+    }
 }
