@@ -253,7 +253,7 @@ fn stream(
     into: Arrivals,
 ) -> Result<()> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(procs::io_err)?;
-    c.set_read_timeout(Some(Duration::from_millis(500)))
+    c.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(procs::io_err)?;
     write!(
         c,
@@ -266,6 +266,10 @@ fn stream(
     if !status.starts_with("HTTP/1.1 200") {
         return Err(format!("GET /api/v1/events: {}", status.trim_end()));
     }
+    // From now on a short timeout, so the reader sees `stop` soon.
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(procs::io_err)?;
     std::thread::spawn(move || {
         let mut line = String::new();
         while !stop.load(Ordering::Relaxed) {
