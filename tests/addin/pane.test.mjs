@@ -185,6 +185,20 @@ try {
     await shot(page, "live");
   });
 
+  await step("live: the SSE parser (split chunks, CRLF, comments, multi-line data)", async () => {
+    const got = await page.evaluate(() => {
+      const out = [];
+      const feed = window.MailbeaconLive.parser((e) => out.push(e));
+      [": heartbeat\n\n", "id: evt_1\r", "\nevent: email.opened\r\ndata: {\"a\"", ":1}\r\n\r\n",
+        "data: x\ndata: y\n", "\n", "id: evt_3\nevent: e\n\n"].forEach(feed);
+      return out;
+    });
+    assert.deepEqual(got, [
+      { id: "evt_1", event: "email.opened", data: '{"a":1}' },
+      { id: null, event: "message", data: "x\ny" },
+    ]);
+  });
+
   await step("live: hidden pane stops the stream, shown again resumes from the last event", async () => {
     const sse = [];
     page.on("request", (r) => { if (r.url().endsWith("/api/v1/events")) sse.push(r.headers()["last-event-id"] || ""); });
