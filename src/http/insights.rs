@@ -222,9 +222,26 @@ async fn derive(
 ) -> Result<(Vec<Card>, bool), Resp> {
     let mut emails = Emails::of(app, user);
     let mut found = Found::new(user.id, now, state);
+    // Outside insights: the caller's contacts' domains (domain → contacts).
+    let mut domains: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut seen = std::collections::HashSet::new();
     while let Some((rec, events)) = emails.next().await? {
+        if app.news.is_some() {
+            for r in &rec.recipients {
+                if let Some(d) = crate::insights::feed::domain_of(&r.address) {
+                    if seen.insert(r.address.to_ascii_lowercase()) {
+                        *domains.entry(d).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
         // Replies and reminders are not recorded yet: unknown, none due.
         found.add(app, &Tracked::new(&rec, &events));
+    }
+    if let Some(news) = app.news.as_deref() {
+        found
+            .cards
+            .extend(crate::insights::feed::news_cards(news, &domains, now));
     }
     Ok((found.finish(), emails.truncated))
 }
