@@ -222,16 +222,15 @@ async fn derive(
 ) -> Result<(Vec<Card>, bool), Resp> {
     let mut emails = Emails::of(app, user);
     let mut found = Found::new(user.id, now, state);
-    // Replies are known only while the caller's mailbox is watched (see
-    // `replies`); without one, "nobody replied" cannot be told apart from "not
-    // known", so no `no_reply` card is made.
-    let watched = app
-        .store
-        .mailbox(user.id)
-        .await
-        .map_err(store_failed)?
-        .is_some();
+    // Outside insights: the caller's contacts' domains.
+    let mut domains = crate::insights::feed::ContactDomains::default();
+    // Replies are known only while the caller's mailbox is watched (`replies`).
+    let watched = app.store.mailbox(user.id).await.map_err(store_failed)?;
+    let watched = watched.is_some();
     while let Some((rec, events)) = emails.next().await? {
+        if app.news.is_some() {
+            domains.add(&rec);
+        }
         let replies = if watched {
             Some(app.store.replies_for(rec.id).await.map_err(store_failed)?)
         } else {
@@ -246,6 +245,13 @@ async fn derive(
             t = t.with_reminder(d);
         }
         found.add(app, &t);
+    }
+    if let Some(news) = app.news.as_deref() {
+        found.cards.extend(crate::insights::feed::news_cards(
+            news,
+            &domains.domains,
+            now,
+        ));
     }
     Ok((found.finish(), emails.truncated))
 }

@@ -3,7 +3,8 @@
 //! (`score`), the best time to send (`send_time`), action cards (`cards`) and
 //! KPIs over time (`series`).
 //!
-//! Pure: no I/O, no clock (every function takes `now_ms`), no store. The caller
+//! Pure: no I/O, no clock (every function takes `now_ms`), no store — except
+//! `feed`, which reads the operator's news feed (outside insights) into memory. The caller
 //! loads the records and events and passes them in as [`Tracked`]; the results are
 //! plain structs that serialize (serde) to the JSON design.md names, times as
 //! RFC 3339 UTC and ids as 16 hex digits.
@@ -12,6 +13,7 @@
 //! apart and never adds a point, an hour or a card. Replies are human by nature.
 
 pub mod cards;
+pub mod feed;
 pub mod score;
 pub mod send_time;
 pub mod series;
