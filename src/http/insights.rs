@@ -237,13 +237,7 @@ async fn derive(
             None
         };
         let due = DueReminder::of(&rec);
-        let mut t = Tracked::new(&rec, &events);
-        if let Some(r) = &replies {
-            t = t.with_replies(r);
-        }
-        if let Some(d) = &due {
-            t = t.with_reminder(d);
-        }
+        let t = Tracked::new(&rec, &events).known(replies.as_deref(), due.as_ref());
         found.add(app, &t);
     }
     if let Some(news) = app.news.as_deref() {

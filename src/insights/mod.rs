@@ -84,6 +84,17 @@ impl<'a> Tracked<'a> {
         self
     }
 
+    /// With what is known of its replies and its due reminder.
+    pub fn known(
+        mut self,
+        replies: Option<&'a [Reply]>,
+        reminder: Option<&'a DueReminder>,
+    ) -> Tracked<'a> {
+        self.replies = replies;
+        self.reminder = reminder;
+        self
+    }
+
     pub fn with_reminder(mut self, reminder: &'a DueReminder) -> Tracked<'a> {
         self.reminder = Some(reminder);
         self
