@@ -255,12 +255,20 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
             let one = reports::Totals::of_email(rec, &events, h);
             if let Some(s) = series.as_mut() {
                 let (sent, delivered) = series::delivery_counts(rec);
-                // Replies are not recorded yet: 0 until the reply tracker stores them.
+                // Recipients who replied (the reply watcher's facts).
+                let replied = match app.store.replies_for(rec.id).await {
+                    Ok(r) => r
+                        .iter()
+                        .map(|r| r.recipient)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len() as u64,
+                    Err(e) => return store_failed(e),
+                };
                 let point = series::Point {
                     totals: one.clone(),
                     sent,
                     delivered,
-                    replied: 0,
+                    replied,
                 };
                 s.add(rec.created_ms, rec.template.as_deref(), point);
             }

@@ -27,13 +27,8 @@ pub const DAY_MS: u64 = 86_400_000;
 /// One hour in milliseconds.
 pub const HOUR_MS: u64 = 3_600_000;
 
-/// One recipient's reply to a followed email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    /// Index into the email's `recipients`.
-    pub recipient: u32,
-    pub at_ms: u64,
-}
+/// One recipient's reply to a followed email (what the reply watcher records).
+pub use crate::model::Reply;
 
 /// A reminder of the email that has fallen due (design.md: state `"due"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +37,19 @@ pub struct DueReminder {
     pub when: String,
     /// When it fell due.
     pub at_ms: u64,
+}
+
+impl DueReminder {
+    /// The email's reminder, if it has fallen due.
+    pub fn of(rec: &EmailRecord) -> Option<DueReminder> {
+        rec.reminder
+            .as_ref()
+            .filter(|r| r.state == "due")
+            .map(|r| DueReminder {
+                when: r.when.clone(),
+                at_ms: r.at_ms,
+            })
+    }
 }
 
 /// One followed email and what is known about it, as insights read it.
