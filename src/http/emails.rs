@@ -131,7 +131,17 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
 /// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`
 /// everyone's (`None`, admins only: 403 otherwise).
 fn owner_scope(user: &User, q: &Query) -> Result<Option<u64>, Resp> {
-    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    let all = match q.get("all").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_all",
+                "all must be true or false".into(),
+            ))
+        }
+    };
     if all && user.role != Role::Admin {
         return Err(error(
             StatusCode::FORBIDDEN,

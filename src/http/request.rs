@@ -128,6 +128,15 @@ async fn collect(mut body: Incoming, limit: usize, drain: usize) -> Result<(Vec<
 /// Reads a JSON body into `T` (400 `invalid_json` if it does not fit).
 pub async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
     let body = read_body(app, req).await?;
+    // Every JSON body is an object (or null where a handler takes an
+    // `Option`): serde would otherwise read a struct from an array.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
