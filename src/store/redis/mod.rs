@@ -23,6 +23,7 @@ mod cards;
 pub mod conn;
 mod events;
 pub mod keys;
+pub mod node;
 mod queue;
 mod realtime;
 mod replies;
@@ -152,7 +153,8 @@ impl Redis {
         let conn = conn::connect(target).await?;
         let hot = conn::connect(target).await?;
         let mut c = conn.clone();
-        let node: u64 = c.incr(keys::NODES, 1).await?;
+        let claim = node::claim(&mut c, node::TTL_MS).await?;
+        let node = claim.id;
         for shard in 0..keys::SHARDS {
             events::create_group(&mut c, shard).await?;
         }
@@ -173,7 +175,7 @@ impl Redis {
             },
             hot,
             conn,
-            ids: Mutex::new(events::IdGen::new(node % 1024)),
+            ids: Mutex::new(events::IdGen::new(node)),
             next_shard: AtomicUsize::new((node as usize) % keys::SHARDS),
             spool: Arc::new(Mutex::new(spool)),
             spooling: AtomicBool::new(spooling),
@@ -193,6 +195,11 @@ impl Redis {
                 me.stop.subscribe(),
             )),
             tokio::spawn(events::replay_loop(me.clone(), me.stop.subscribe())),
+            tokio::spawn(node::renew_loop(
+                me.conn.clone(),
+                claim,
+                me.stop.subscribe(),
+            )),
         ];
         *me.tasks.lock().map_err(|_| poisoned())? = tasks;
         Ok(me)
