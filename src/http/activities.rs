@@ -22,7 +22,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{decode_mime, page_limit, read_json, Query};
+use super::request::{decode_mime, page_cursor, page_limit, read_json, Query};
 use super::response::{
     bad, error, json_response, mailbox_failed, mailbox_not_connected, store_failed, Resp,
 };
@@ -247,21 +247,9 @@ async fn list(app: &App, user: &User, q: &Query) -> Resp {
             Err(r) => return r,
         },
     };
-    let before = match q.get("before") {
-        None => None,
-        Some(c) => match c
-            .split_once('-')
-            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
-        {
-            Some(b) => Some(b),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "before must be a cursor returned as \"next\" by a previous page".into(),
-                )
-            }
-        },
+    let before = match page_cursor(q) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     match app.store.list_activities(user.id, before, limit).await {
         Ok(list) => {

@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{page_limit, read_json, Query};
+use super::request::{page_cursor, page_limit, read_json, Query};
 use super::response::{bad, error, follow_failed, json_response, store_failed, Resp};
 use crate::follow::{self, Deliver, FollowInput};
 use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
@@ -157,21 +157,9 @@ pub async fn list(app: &App, user: &User, q: &Query) -> Resp {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let before = match q.get("before") {
-        None => None,
-        Some(c) => match c
-            .split_once('-')
-            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
-        {
-            Some(b) => Some(b),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "before must be a cursor returned as \"next\" by a previous page".into(),
-                )
-            }
-        },
+    let before = match page_cursor(q) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let owner = match owner_scope(user, q) {
         Ok(o) => o,

@@ -146,6 +146,24 @@ pub async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -
     })
 }
 
+/// `before` of a paged listing: the `"<created ms>-<id>"` cursor a previous
+/// page returned as `next`; `None` for the first page, `400 invalid_cursor` for
+/// anything else.
+pub fn page_cursor(q: &Query) -> Result<Option<(u64, u64)>, Resp> {
+    let Some(c) = q.get("before") else {
+        return Ok(None);
+    };
+    c.split_once('-')
+        .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, crate::ids::id_from_text(id)?)))
+        .map(Some)
+        .ok_or_else(|| {
+            bad(
+                "invalid_cursor",
+                "before must be a cursor returned as \"next\" by a previous page",
+            )
+        })
+}
+
 /// `limit` of a paged listing: 1–500, default 50.
 pub fn page_limit(q: &Query) -> Result<usize, Resp> {
     match q.get("limit").map(|s| s.parse::<usize>()) {
