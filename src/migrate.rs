@@ -1,11 +1,36 @@
-//! `mailbeacon migrate --from embedded --to redis` (and back): copies users and
-//! their token hashes, settings, the key ring, emails and their events.
+//! `mailbeacon migrate --from embedded --to redis` (and back): copies every kind
+//! of durable state from one store into the other, then verifies every kind's
+//! count.
+//!
+//! Copied: the key ring (first: links already sent keep verifying, and the
+//! sealed values and keyed hashes below keep their meaning), the organization
+//! settings, users and their token hashes, live emails (with their delivery,
+//! schedule and reminder state, which live in the record) and their events, and
+//! through `store::dump` (records as the backend keeps them, sealed values copied
+//! as they are, not re-sealed: both stores use the same key ring): contact
+//! preferences (do-not-follow), erased recipients (the erase ledger: their events
+//! are gone and new ones stay dropped), activities (tracked emails, with their
+//! Message-ID index), the audit log (with its sequence numbers), per-user
+//! settings, connected mailboxes (sealed credentials as they are), Entra links,
+//! webhooks (sealed secrets, health, delivery log), action-card marks (dismissed,
+//! snoozed), reply facts, first-open/click marks, and the jobs of the durable
+//! queues (`outbox`, `outbox_src`, `timers`, `webhooks`; due time, attempts and
+//! payload kept, leases dropped, so a job leased at the source is due at once).
+//!
+//! Not copied, on purpose: the real-time feed (a 24 h replay buffer for live
+//! streams; clients resume from its end), node-number counters and leases and
+//! the shard logs' consumer groups (per process; recreated at start), the audit
+//! sequence counter and every index (rebuilt from the records they index), the
+//! embedded journal and its applied mark (its events are copied as events), the
+//! Redis spool (local to a process), and whatever retention already ended
+//! (expired emails, activities and card marks).
 //!
 //! Every write is idempotent (users by email, emails by id, events by their
-//! sequence numbers), so an interrupted run is resumed by running it again; an
-//! email whose events are all there already is skipped. Emails whose retention
-//! already ended are not copied. At the end the counts are compared (users, live
-//! emails, events of every copied email) and any difference fails the command.
+//! sequence numbers, the other records by their ids or keys), so an interrupted
+//! run is resumed by running it again; an email whose events are all there
+//! already is skipped. At the end the counts are compared, one line per kind
+//! (`contacts 3 → 3`: records at the source, and how many of them the
+//! destination holds), and any difference fails the command naming the kind.
 //!
 //! Run it with the servers stopped: the embedded store allows one process at a
 //! time, and events recorded during the copy could be missed.
@@ -13,6 +38,7 @@
 use crate::config::{Config, StoreKind};
 use crate::ids::now_ms;
 use crate::keyring;
+use crate::store::dump::{Item, Kind};
 use crate::store::{self, Store, StoreError};
 
 /// Runs the migration; prints progress and the verified counts.
@@ -86,15 +112,45 @@ async fn copy(src: &Store, dst: &Store) -> Result<String, String> {
             }
         }
     }
-    verify(src, dst, users.len() as u64, now).await?;
+    eprintln!("migrate: {emails} emails and {events} events copied");
+    let mut copied = Vec::new();
+    for kind in Kind::ALL {
+        let items = src.export(kind, now).await.map_err(e)?;
+        eprintln!("migrate: copying {} {}", items.len(), kind.name());
+        let keys: Vec<String> = items.iter().map(Item::key).collect();
+        dst.import(items, now).await.map_err(e)?;
+        copied.push((kind, keys));
+    }
+    let mut lines = verify(src, dst, users.len() as u64, now).await?;
+    for (kind, keys) in copied {
+        let there: std::collections::HashSet<String> = dst
+            .export(kind, now)
+            .await
+            .map_err(e)?
+            .iter()
+            .map(Item::key)
+            .collect();
+        let found = keys.iter().filter(|k| there.contains(*k)).count();
+        lines.push(format!("{} {} → {found}", kind.name(), keys.len()));
+        if found != keys.len() {
+            return Err(format!(
+                "{}\nverification failed: {}: {} in the source, {found} of them in the destination",
+                lines.join("\n"),
+                kind.name(),
+                keys.len()
+            ));
+        }
+    }
     Ok(format!(
-        "migrated {} users, {emails} emails ({skipped} already there), {events} events; {expired} expired emails not copied; counts verified",
+        "{}\nmigrated {} users, {emails} emails ({skipped} already there), {events} events; {expired} expired emails not copied; counts verified",
+        lines.join("\n"),
         users.len()
     ))
 }
 
-/// Compares users, live emails and each email's events between the stores.
-async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<(), String> {
+/// Compares users, live emails and each email's events between the stores;
+/// returns the lines for users, emails and events.
+async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<Vec<String>, String> {
     let e = |e: StoreError| e.to_string();
     let dst_users = dst.users_with_tokens().await.map_err(e)?.len() as u64;
     if dst_users < users {
@@ -103,7 +159,7 @@ async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<(), St
         ));
     }
     let mut before = None;
-    let mut checked = 0u64;
+    let (mut checked, mut events) = (0u64, 0usize);
     loop {
         let page = src.list_emails(None, before, 200).await.map_err(e)?;
         let Some(last) = page.last() else { break };
@@ -124,10 +180,15 @@ async fn verify(src: &Store, dst: &Store, users: u64, now: u64) -> Result<(), St
                 ));
             }
             checked += 1;
+            events += b;
         }
     }
     eprintln!("migrate: verified {checked} emails and {users} users");
-    Ok(())
+    Ok(vec![
+        format!("users {users} → {dst_users}"),
+        format!("emails {checked} → {checked}"),
+        format!("events {events} → {events}"),
+    ])
 }
 
 /// Copies the key ring from `src` to `dst` (each keeps it where it keeps it:

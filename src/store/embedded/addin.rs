@@ -296,6 +296,44 @@ impl Embedded {
         })
     }
 
+    /// Every user's stored settings (for `migrate`).
+    pub fn all_user_settings(&self) -> Result<Vec<(u64, UserSettings)>> {
+        let tx = self.db().begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(USER_SETTINGS)?.iter()? {
+            let (id, json) = row?;
+            out.push((id.value(), serde_json::from_slice(json.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every external identity link: keyed hash -> user id (for `migrate`).
+    pub fn external_links(&self) -> Result<Vec<(String, u64)>> {
+        let tx = self.db().begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(EXTERNAL_IDS)?.iter()? {
+            let (k, id) = row?;
+            out.push((k.value().to_owned(), id.value()));
+        }
+        Ok(out)
+    }
+
+    /// Writes an activity as it is (sealed), replacing one with its id, with
+    /// every index (for `migrate`). Idempotent.
+    pub fn import_activity(&self, a: &Activity) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        let old: Option<Activity> = match tx.open_table(ACTIVITIES)?.get(a.id)? {
+            Some(g) => Some(serde_json::from_slice(g.value())?),
+            None => None,
+        };
+        if let Some(old) = old {
+            remove_indexes(&tx, &old)?;
+        }
+        write_indexes(&tx, a)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn link_external(&self, key: &str, user: u64) -> Result<()> {
         let tx = self.db().begin_write()?;
         tx.open_table(EXTERNAL_IDS)?.insert(key, user)?;

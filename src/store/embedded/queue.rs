@@ -317,4 +317,39 @@ impl Embedded {
         }
         Ok(n)
     }
+
+    /// Every job of a queue, leased or not (for `migrate`).
+    pub(crate) fn queue_all(&self, q: &str) -> Result<Vec<RawJob>> {
+        let tx = self.db().begin_read()?;
+        let Some(t) = missing_is_empty(tx.open_table(JOBS))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in t.range((q, "")..)? {
+            let (k, v) = row?;
+            let (queue, id) = k.value();
+            if queue != q {
+                break;
+            }
+            out.push(serde_json::from_slice::<Stored>(v.value())?.raw(id));
+        }
+        Ok(out)
+    }
+
+    /// Writes a job with its due time, attempts and payload, not leased,
+    /// replacing one with its id (for `migrate`). Idempotent.
+    pub(crate) fn queue_import(&self, q: &str, j: &RawJob) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        let old = load(&tx, q, &j.id)?;
+        let new = Stored {
+            due: j.due_ms,
+            att: j.attempts,
+            lease: 0,
+            until: 0,
+            p: j.sealed.clone(),
+        };
+        store(&tx, q, &j.id, old.as_ref(), &new)?;
+        tx.commit()?;
+        Ok(())
+    }
 }

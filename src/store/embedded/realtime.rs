@@ -216,4 +216,56 @@ impl Embedded {
         });
         Ok(end.unwrap_or_default())
     }
+
+    /// The first marks of one email: (recipient, kind) (for `migrate`).
+    pub(crate) fn first_marks(&self, email: u64) -> Result<Vec<(u32, u8)>> {
+        let tx = self.db().begin_read()?;
+        let Some(t) = missing_is_empty(tx.open_table(FIRSTS))? else {
+            return Ok(Vec::new());
+        };
+        let rows = t
+            .range((email, 0, 0)..=(email, u32::MAX, u8::MAX))?
+            .map(|r| {
+                r.map(|(k, _)| {
+                    let (_, rcpt, kind) = k.value();
+                    (rcpt, kind)
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Writes a webhook with its health and its attempt log (sealed, newest
+    /// first), replacing what the store held for its id (for `migrate`).
+    pub(crate) fn import_webhook(
+        &self,
+        id: u64,
+        json: &[u8],
+        health: Health,
+        attempts: &[String],
+    ) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        {
+            tx.open_table(WEBHOOKS)?.insert(id, json)?;
+            let h = (
+                health.failing_since_ms.unwrap_or(0),
+                health.disabled_ms.unwrap_or(0),
+            );
+            tx.open_table(HEALTH)?.insert(id, h)?;
+            let mut log = tx.open_table(ATTEMPTS)?;
+            let old: Vec<(u64, u64)> = log
+                .range((id, 0)..=(id, u64::MAX))?
+                .map(|r| r.map(|(k, _)| k.value()))
+                .collect::<std::result::Result<_, _>>()?;
+            for k in old {
+                log.remove(k)?;
+            }
+            // Oldest gets seq 1, as `webhook_attempt` numbers them.
+            for (i, a) in attempts.iter().rev().enumerate() {
+                log.insert((id, i as u64 + 1), a.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }

@@ -414,6 +414,47 @@ impl Embedded {
         Ok(())
     }
 
+    /// Every contact preference, by keyed hash (for `migrate`).
+    pub fn all_contacts(&self) -> Result<Vec<(String, Contact)>> {
+        let tx = self.db().begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(CONTACTS)?.iter()? {
+            let (h, json) = row?;
+            out.push((h.value().to_owned(), serde_json::from_slice(json.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The erased recipients of one email (for `migrate`).
+    pub fn erased_recipients(&self, email: u64) -> Result<Vec<u32>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(ERASED)?;
+        let rows = t
+            .range((email, 0)..=(email, u32::MAX))?
+            .map(|x| x.map(|(k, _)| k.value().1))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks a recipient of an imported email erased (for `migrate`: its events
+    /// were never exported). Idempotent.
+    pub fn import_erased(&self, email: u64, recipient: u32) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(ERASED)?.insert((email, recipient), ())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes an audit entry under its own sequence number (for `migrate`);
+    /// later appends continue after the highest one.
+    pub fn import_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(AUDIT)?
+            .insert(entry.seq, serde_json::to_vec(entry)?.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The data directory's key ring file, if there is one.
     pub fn keyring(&self) -> Result<Option<String>> {
         match std::fs::read_to_string(keyring::path(&self.dir)) {

@@ -68,4 +68,20 @@ impl Embedded {
         }
         Ok(out)
     }
+
+    /// The replies of one email with their keys (for `migrate`).
+    pub fn replies_keyed(&self, email: u64) -> Result<Vec<(String, Reply)>> {
+        let tx = self.db().begin_read()?;
+        let t = tx.open_table(REPLIES)?;
+        let mut out = Vec::new();
+        for row in t.range((email, "")..)? {
+            let (k, v) = row?;
+            let (e, h) = k.value();
+            if e != email {
+                break;
+            }
+            out.push((h.to_owned(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
 }

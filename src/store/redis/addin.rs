@@ -308,6 +308,45 @@ impl Redis {
         self.user_by_id_text(id).await
     }
 
+    /// Every user's stored settings (for `migrate`).
+    pub async fn all_user_settings(&self) -> Result<Vec<(u64, UserSettings)>> {
+        let all: std::collections::HashMap<String, Vec<u8>> =
+            self.c().hgetall(USER_SETTINGS).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (id, json) in all {
+            if let Some(id) = id_from_text(&id) {
+                out.push((id, serde_json::from_slice(&json)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every external identity link: keyed hash -> user id (for `migrate`).
+    pub async fn external_links(&self) -> Result<Vec<(String, u64)>> {
+        let all: std::collections::HashMap<String, String> = self.c().hgetall(EXTERNAL_IDS).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(k, id)| Some((k, id_from_text(&id)?)))
+            .collect())
+    }
+
+    /// Writes an activity as it is (sealed), replacing one with its id, with
+    /// its Message-ID key and indexes (for `migrate`). Idempotent.
+    pub async fn import_activity(&self, a: &Activity) -> Result<()> {
+        if let Some(old) = self.get_activity(a.id).await? {
+            self.unindex_activity(&old).await?;
+        }
+        self.write_activity(a).await?;
+        let _: () = ::redis::cmd("SET")
+            .arg(msgid_key(&a.message_id))
+            .arg(id_to_text(a.id))
+            .arg("PXAT")
+            .arg(a.expires_ms.clamp(1, MAX_EXPIRES_MS))
+            .query_async(&mut self.c())
+            .await?;
+        Ok(())
+    }
+
     pub async fn link_external(&self, key: &str, user: u64) -> Result<()> {
         let _: () = self.c().hset(EXTERNAL_IDS, key, id_to_text(user)).await?;
         Ok(())

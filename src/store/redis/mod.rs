@@ -532,6 +532,60 @@ impl Redis {
         Ok(n)
     }
 
+    /// Every contact preference, by keyed hash (for `migrate`).
+    pub async fn all_contacts(&self) -> Result<Vec<(String, Contact)>> {
+        let all: HashMap<String, Vec<u8>> = self.c().hgetall(keys::CONTACTS).await?;
+        all.into_iter()
+            .map(|(h, j)| Ok((h, serde_json::from_slice(&j)?)))
+            .collect()
+    }
+
+    /// The erased recipients of one email (for `migrate`).
+    pub async fn erased_recipients(&self, email: u64) -> Result<Vec<u32>> {
+        let all: Vec<String> = self.c().smembers(keys::erased(email)).await?;
+        Ok(all.iter().filter_map(|r| r.parse().ok()).collect())
+    }
+
+    /// Marks a recipient of an imported email erased, expiring with the record
+    /// (for `migrate`: its events were never exported). Idempotent.
+    pub async fn import_erased(&self, email: u64, recipient: u32) -> Result<()> {
+        const MARK: &str = r"
+redis.call('SADD', KEYS[2], ARGV[1])
+local at = redis.call('PEXPIRETIME', KEYS[1])
+if at > 0 then redis.call('PEXPIREAT', KEYS[2], at) end
+return 1";
+        let _: i64 = ::redis::cmd("EVAL")
+            .arg(MARK)
+            .arg(2)
+            .arg(keys::email(email))
+            .arg(keys::erased(email))
+            .arg(recipient)
+            .query_async(&mut self.c())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes an audit entry under its own sequence number and moves the
+    /// counter past it (for `migrate`). Idempotent.
+    pub async fn import_audit(&self, entry: &AuditEntry) -> Result<()> {
+        const PUT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+return 1";
+        let _: i64 = ::redis::cmd("EVAL")
+            .arg(PUT)
+            .arg(2)
+            .arg(keys::AUDIT)
+            .arg(keys::AUDIT_SEQ)
+            .arg(entry.seq)
+            .arg(serde_json::to_vec(entry)?)
+            .query_async(&mut self.c())
+            .await?;
+        Ok(())
+    }
+
     /// Nothing to do: a deleted Redis key leaves nothing readable behind (the
     /// AOF is rewritten by Redis itself).
     pub async fn scrub(&self) -> Result<()> {

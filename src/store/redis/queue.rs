@@ -328,4 +328,63 @@ impl Redis {
         let [_, jobs, ..] = keys(q);
         Ok(self.c().hlen(&jobs).await?)
     }
+
+    /// Every job of a queue, leased or not (for `migrate`).
+    pub(crate) async fn queue_all(&self, q: &str) -> Result<Vec<RawJob>> {
+        use std::collections::HashMap;
+        let [_, jobs, at, att, lease] = keys(q);
+        let mut c = self.c();
+        type Field = HashMap<String, String>;
+        let (payloads, due, attempts, leases): (Field, Field, Field, Field) = ::redis::pipe()
+            .hgetall(&jobs)
+            .hgetall(&at)
+            .hgetall(&att)
+            .hgetall(&lease)
+            .query_async(&mut c)
+            .await?;
+        let mut out = Vec::with_capacity(payloads.len());
+        for (id, sealed) in payloads {
+            let get = |m: &HashMap<String, String>, what| match m.get(&id) {
+                Some(v) => num::<u64>(v, what),
+                None => Ok(0),
+            };
+            out.push(RawJob {
+                due_ms: get(&due, "due time")?,
+                attempts: get(&attempts, "attempts")? as u32,
+                lease: get(&leases, "lease")?,
+                until_ms: 0,
+                id,
+                sealed,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Writes a job with its due time, attempts and payload, not leased,
+    /// replacing one with its id (for `migrate`). Idempotent.
+    pub(crate) async fn queue_import(&self, q: &str, j: &RawJob) -> Result<()> {
+        const PUT: &str = r"
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1";
+        let due = score(j.due_ms).to_string();
+        let att = j.attempts.to_string();
+        let _: i64 = self
+            .queue_script(
+                q,
+                PUT,
+                &[
+                    j.id.as_bytes(),
+                    j.sealed.as_bytes(),
+                    due.as_bytes(),
+                    att.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
 }

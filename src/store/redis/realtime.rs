@@ -253,4 +253,55 @@ impl Redis {
             None => Ok(FeedPos::default()),
         }
     }
+
+    /// The first marks of one email: (recipient, kind) (for `migrate`).
+    pub(crate) async fn first_marks(&self, email: u64) -> Result<Vec<(u32, u8)>> {
+        let mut c = self.c();
+        let all: HashMap<String, String> = ::redis::cmd("HGETALL")
+            .arg(first_key(email))
+            .query_async(&mut c)
+            .await?;
+        Ok(all
+            .keys()
+            .filter_map(|f| {
+                let (r, k) = f.split_once(':')?;
+                Some((r.parse().ok()?, k.parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Writes a webhook with its health and its attempt log (sealed, newest
+    /// first), replacing what the store held for its id, in one script (for
+    /// `migrate`).
+    pub(crate) async fn import_webhook(
+        &self,
+        id: u64,
+        json: &[u8],
+        health: Health,
+        attempts: &[String],
+    ) -> Result<()> {
+        const PUT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '0' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+if ARGV[4] == '0' then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HSET', KEYS[3], ARGV[1], ARGV[4]) end
+redis.call('DEL', KEYS[4])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+return 1";
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(PUT)
+            .arg(4)
+            .arg(HOOKS)
+            .arg(FAILING)
+            .arg(DISABLED)
+            .arg(log_key(id))
+            .arg(hex(id))
+            .arg(json)
+            .arg(health.failing_since_ms.unwrap_or(0))
+            .arg(health.disabled_ms.unwrap_or(0));
+        for a in attempts {
+            cmd.arg(a);
+        }
+        let _: i64 = cmd.query_async(&mut self.c()).await?;
+        Ok(())
+    }
 }

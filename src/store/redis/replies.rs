@@ -40,4 +40,12 @@ impl Redis {
             .map(|j| Ok(serde_json::from_slice(j)?))
             .collect()
     }
+
+    /// The replies of one email with their keys (for `migrate`).
+    pub async fn replies_keyed(&self, email: u64) -> Result<Vec<(String, Reply)>> {
+        let all: HashMap<String, Vec<u8>> = self.c().hgetall(keys::replies(email)).await?;
+        all.into_iter()
+            .map(|(k, j)| Ok((k, serde_json::from_slice(&j)?)))
+            .collect()
+    }
 }
