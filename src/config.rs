@@ -336,6 +336,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Bytes of large bodies handled at once across requests (else 503 `busy`).
     pub body_budget_bytes: usize,
+    /// Longest a pixel or click waits for its event's group commit
+    /// (`MAILBEACON_COMMIT_WAIT_MS`, default 2000 ms); past it the hit is answered
+    /// anyway and its event committed when the store recovers (`http::beacon`).
+    pub commit_wait: Duration,
     /// The outbox (see `outbox`): copies in flight per process, retry backoff
     /// after temporary failures, and the lease that hands a dead process's
     /// copy to another.
@@ -876,6 +880,13 @@ impl Config {
             body_read_timeout: Duration::from_secs(body_read_timeout_secs),
             max_connections,
             body_budget_bytes,
+            commit_wait: Duration::from_millis(
+                std::env::var("MAILBEACON_COMMIT_WAIT_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&ms: &u64| ms > 0)
+                    .unwrap_or(2_000),
+            ),
             outbox,
             outbound,
             sse_heartbeat: Duration::from_millis(

@@ -81,12 +81,16 @@ pub struct Metrics {
     requests: [[AtomicU64; STATUSES.len() + 1]; ROUTES.len()],
     latency: [Histogram<12>; ROUTES.len()],
     pub batch_sizes: Histogram<13>,
+    /// Opens and clicks answered before their batch was durable (the commit
+    /// took longer than `commit_wait`; the event is committed later).
+    pub answered_before_commit: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
     requests: [const { [const { AtomicU64::new(0) }; STATUSES.len() + 1] }; ROUTES.len()],
     latency: [const { Histogram::new(LATENCY_US) }; ROUTES.len()],
     batch_sizes: Histogram::new(BATCH),
+    answered_before_commit: AtomicU64::new(0),
 };
 
 /// The route label index of a request path.
@@ -162,6 +166,11 @@ pub fn render(g: &Gauges) -> String {
             1e6,
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP mailbeacon_hits_answered_before_commit_total Opens and clicks answered before their batch was durable (the store stalled past the commit wait; the event is committed when it recovers).\n# TYPE mailbeacon_hits_answered_before_commit_total counter\nmailbeacon_hits_answered_before_commit_total {}",
+        m.answered_before_commit.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP mailbeacon_batch_size Events per committed batch (group commit).\n# TYPE mailbeacon_batch_size histogram\n");
     m.batch_sizes
         .render(&mut out, "mailbeacon_batch_size", "", 1.0);

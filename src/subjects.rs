@@ -6,20 +6,38 @@
 //! audit entries about it. The keyed-hash index in the
 //! store (`Store::emails_mentioning`) finds the emails without scanning.
 //!
-//! Erase is idempotent and leaves no trace of the address, in clear or as its
-//! keyed hash: recipient entries are blanked and marked erased (so later hits on
-//! links already sent are not recorded), their events deleted, the index entries
-//! dropped, activities it took part in deleted, the contact preference deleted,
-//! audit entries blanked. Links in mail
-//! already sent keep redirecting: their destination is in the signed URL.
+//! Erase is idempotent and leaves no trace of the address, in clear, as its
+//! keyed hash, or sealed: recipient entries are blanked and marked erased (so
+//! later hits on links already sent are not recorded), their events and reply
+//! facts deleted, a copy still waiting in the outbox cancelled (and the email's
+//! stored source dropped when no copy waits any more, else rewritten without
+//! the address), the index entries dropped, activities it took part in deleted,
+//! the contact preference deleted, audit entries blanked, and the retained
+//! real-time feed (24 h) rewritten without the address. Last, `Store::scrub`
+//! makes the deletions physical: the embedded store compacts its redb file (no
+//! freed page keeps the old bytes) and empties its event journal; a single
+//! Redis node rewrites its AOF (Cluster: the operator's step, see the README).
+//! Links in mail already sent keep redirecting: their destination is in the
+//! signed URL.
+//!
+//! Decision: delete and compact rather than crypto-shred (a key per subject):
+//! see `store::embedded::Embedded::scrub`.
 //!
 //! Users (CRM accounts) are not data subjects of tracking and are managed apart.
 
 use serde_json::{json, Value};
 
 use crate::classify::{classify_all, Heuristics, Machine};
-use crate::ids::{id_to_text, rfc3339};
+use crate::ids::{id_to_text, now_ms, rfc3339};
+use crate::model::{Delivery, EmailRecord};
+use crate::store::queue::{Cancelled, NewJob};
 use crate::store::{Result, Store};
+
+/// The outbox's queue of recipient copies (`state::App::outbox`; job ids
+/// `<email id>:<recipient index>`).
+const OUTBOX_COPIES: &str = "outbox";
+/// What an erased address becomes in a source the outbox still needs.
+const ERASED_ADDRESS: &str = "erased@invalid";
 
 /// Everything stored about `address` (normalized), as JSON.
 pub async fn export(store: &Store, address: &str, h: &Heuristics) -> Result<Value> {
@@ -113,20 +131,31 @@ pub struct Erased {
     pub events: u64,
     pub contact: bool,
     pub audit_entries: u64,
+    /// Reply facts deleted.
+    pub replies: u64,
+    /// Outbox copies to the address cancelled before they were sent.
+    pub copies_cancelled: u64,
+    /// Real-time feed entries rewritten (or, on Redis, deleted).
+    pub feed_entries: u64,
 }
 
 /// Erases everything stored about `address` (normalized). Idempotent.
 pub async fn erase(store: &Store, address: &str) -> Result<Erased> {
     let mut out = Erased::default();
+    let now = now_ms();
     for id in store.emails_mentioning(address).await? {
         let Some(mut rec) = store.get_email(id).await? else {
             continue;
         };
-        for i in 0..rec.recipients.len() {
-            if rec.recipients[i].address != address {
-                continue;
-            }
+        let mine: Vec<usize> = (0..rec.recipients.len())
+            .filter(|&i| rec.recipients[i].address == address)
+            .collect();
+        for &i in &mine {
             out.events += store.erase_recipient_events(id, i as u32).await?;
+            out.replies += store.erase_replies(id, i as u32).await?;
+        }
+        out.copies_cancelled += cancel_copies(store, &mut rec, &mine, now).await?;
+        for &i in &mine {
             let r = &mut rec.recipients[i];
             r.address.clear();
             r.name = None;
@@ -137,6 +166,9 @@ pub async fn erase(store: &Store, address: &str) -> Result<Erased> {
         }
         if rec.from == address {
             rec.from.clear();
+        }
+        if rec.deliver == "smtp" {
+            forget_in_source(store, &rec, address, now).await?;
         }
         // Rewriting the record recomputes its lookups without this address, which
         // drops the index entries.
@@ -150,6 +182,152 @@ pub async fn erase(store: &Store, address: &str) -> Result<Erased> {
     }
     out.contact = store.delete_contact(address).await?;
     out.audit_entries = store.redact_audit(address).await?;
+    out.feed_entries = store
+        .feed_rewrite(|text| without_address(text, address))
+        .await?;
     store.scrub().await?;
     Ok(out)
+}
+
+/// Cancels the outbox copies of `mine` that still wait (queued or scheduled);
+/// a copy a worker is sending right now is left to finish. Returns how many.
+async fn cancel_copies(
+    store: &Store,
+    rec: &mut EmailRecord,
+    mine: &[usize],
+    now: u64,
+) -> Result<u64> {
+    let mut n = 0;
+    for &i in mine {
+        let r = &mut rec.recipients[i];
+        let waiting = r
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.state == "queued" || d.state == "scheduled");
+        if !waiting {
+            continue;
+        }
+        let job = format!("{}:{i}", id_to_text(rec.id));
+        match store.cancel(OUTBOX_COPIES, &job, now).await? {
+            Cancelled::Leased => {}
+            Cancelled::Removed | Cancelled::Missing => {
+                r.delivery = Some(Delivery::new("cancelled", None, now));
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The outbox keeps an email's source (the original message, naming every
+/// recipient) until its copies are final. Once none waits, it is dropped;
+/// while others still wait, it is stored again with the address replaced.
+async fn forget_in_source(store: &Store, rec: &EmailRecord, address: &str, now: u64) -> Result<()> {
+    let id = id_to_text(rec.id);
+    let sources = crate::outbox::SOURCES;
+    if crate::outbox::all_final(rec) {
+        store.cancel(sources, &id, now).await?;
+        return Ok(());
+    }
+    let Some(job) = store.get_job(sources, &id, now).await? else {
+        return Ok(());
+    };
+    let Some(payload) = replace_ignoring_case(&job.payload, address, ERASED_ADDRESS) else {
+        return Ok(());
+    };
+    // A source is only read, never leased, so cancel and enqueue replace it.
+    store.cancel(sources, &id, now).await?;
+    store
+        .enqueue(
+            sources,
+            vec![NewJob {
+                id,
+                due_ms: job.due_ms,
+                payload,
+            }],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `bytes` with every ASCII-case-insensitive occurrence of `needle` replaced, or
+/// `None` if there is none.
+fn replace_ignoring_case(bytes: &[u8], needle: &str, with: &str) -> Option<Vec<u8>> {
+    let n = needle.as_bytes();
+    if n.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    let mut found = false;
+    while at < bytes.len() {
+        if bytes[at..].len() >= n.len() && bytes[at..at + n.len()].eq_ignore_ascii_case(n) {
+            out.extend_from_slice(with.as_bytes());
+            at += n.len();
+            found = true;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    found.then_some(out)
+}
+
+/// A feed entry (JSON) without any field whose value is `address`; `None` if
+/// it has none. Format-agnostic on purpose: whatever carries the address goes.
+fn without_address(text: &str, address: &str) -> Option<String> {
+    if !text.to_ascii_lowercase().contains(address) {
+        return None;
+    }
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    let mut changed = false;
+    strip(&mut v, address, &mut changed);
+    changed.then(|| v.to_string())
+}
+
+fn strip(v: &mut Value, address: &str, changed: &mut bool) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| {
+                let hit = x.as_str().is_some_and(|s| s.eq_ignore_ascii_case(address));
+                *changed |= hit;
+                !hit
+            });
+            for x in m.values_mut() {
+                strip(x, address, changed);
+            }
+        }
+        Value::Array(xs) => {
+            for x in xs {
+                strip(x, address, changed);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_leaves_a_feed_entry_and_only_it() {
+        let text = r#"[{"o":1,"e":{"data":{"recipient":"Dana@x.test","first":true}}},{"o":1,"e":{"data":{"recipient":"bob@x.test"}}}]"#;
+        let got: Value =
+            serde_json::from_str(&without_address(text, "dana@x.test").unwrap()).unwrap();
+        assert_eq!(got[0]["e"]["data"], serde_json::json!({"first": true}));
+        assert_eq!(got[1]["e"]["data"]["recipient"], "bob@x.test");
+        assert_eq!(without_address(text, "carol@x.test"), None);
+    }
+
+    #[test]
+    fn replacing_ignores_ascii_case() {
+        let got =
+            replace_ignoring_case(b"To: Dana <DANA@x.test>, dana@x.test", "dana@x.test", "e@i");
+        assert_eq!(got.as_deref(), Some(&b"To: Dana <e@i>, e@i"[..]));
+        assert_eq!(
+            replace_ignoring_case(b"nothing", "dana@x.test", "e@i"),
+            None
+        );
+    }
 }

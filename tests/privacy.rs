@@ -47,15 +47,64 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The keyed hash the server uses for `address`, from the backend's key ring.
+/// The server's keys, from the backend's key ring.
+fn keys(b: &Backend) -> mailbeacon::keyring::Keys {
+    mailbeacon::keyring::from_json(&b.keyring()).expect("the key ring parses")
+}
+
+/// The keyed hash the server uses for `address`, computed the way the store
+/// does (the library's sealer, from the backend's key ring).
 fn keyed_hash(b: &Backend, address: &str) -> [u8; 32] {
-    let ring: Value = serde_json::from_str(&b.keyring()).unwrap();
-    let secret = STANDARD.decode(ring["lookup"].as_str().unwrap()).unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-    let tag = ring::hmac::sign(&key, address.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
+    keys(b).sealer.lookup(address)
+}
+
+/// Opens every sealed value (`s1.…`) found anywhere in the raw storage with the
+/// server's key ring (which sits next to the data) and returns the plain texts,
+/// lower case; a queued binary payload (`b` + base64url) is decoded too.
+fn sealed_texts(b: &Backend) -> Vec<String> {
+    let raw = b.raw();
+    let sealer = keys(b).sealer;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = raw[at..].windows(3).position(|w| w == b"s1.") {
+        let start = at + i;
+        let mut end = start + 3;
+        while end < raw.len()
+            && (raw[end].is_ascii_alphanumeric() || raw[end] == b'-' || raw[end] == b'_')
+        {
+            end += 1;
+        }
+        at = start + 3;
+        let Ok(sealed) = std::str::from_utf8(&raw[start..end]) else {
+            continue;
+        };
+        let Ok(text) = sealer.open(sealed) else {
+            continue;
+        };
+        if let Some(bytes) = text
+            .strip_prefix('b')
+            .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        {
+            out.push(String::from_utf8_lossy(&bytes).to_lowercase());
+        }
+        out.push(text.to_lowercase());
+    }
     out
+}
+
+/// Fails if a sealed value in raw storage opens to text holding any of
+/// `needles` (compared in lower case).
+fn assert_no_sealed_trace(b: &Backend, needles: &[&str]) {
+    for text in sealed_texts(b) {
+        for n in needles {
+            assert!(
+                !text.contains(&n.to_lowercase()),
+                "{n:?} is in a sealed value left in raw storage on {:?}: {}",
+                b.kind,
+                text.chars().take(400).collect::<String>()
+            );
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -243,8 +292,16 @@ fn bulk_import_is_all_or_nothing(b: &Backend) {
     assert!(matches!(bad_header, Err(ureq::Error::Status(400, _))));
 }
 
+/// An RFC 3339 time a day from now.
+fn tomorrow() -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn export_then_erase_leaves_no_trace_and_links_keep_working(b: &Backend) {
-    let s = b.server(&[]);
+    // The outbox needs a relay configured; the copy is due tomorrow, so
+    // nothing ever connects to it.
+    let mut s = b.server(&[("MAILBEACON_SMTP_URL", "smtp://127.0.0.1:9")]);
     let tok = s.user("ann@sales.test");
     let subject = "dana.subject@client.test";
     s.api(
@@ -264,6 +321,18 @@ fn export_then_erase_leaves_no_trace_and_links_keep_working(b: &Backend) {
         ),
     );
     let id = resp["id"].as_str().unwrap().to_string();
+    // A copy to Dana waiting in the outbox (sent tomorrow; no relay needed).
+    let (st, queued) = s.api(
+        "POST",
+        "/api/v1/emails",
+        Some(&tok),
+        Some(json!({
+            "mime": STANDARD.encode(email("ann@sales.test", &["dana.subject@client.test"], &[], &[], &[])),
+            "deliver": "smtp",
+            "send_at": tomorrow(),
+        })),
+    );
+    assert_eq!(st, 201, "{queued}");
     let dana = copy(&resp["recipients"][1], &s.base);
     let bob = copy(&resp["recipients"][0], &s.base);
     // Dana also wrote to Ann, and Ann tracked that email into the CRM.
@@ -277,12 +346,13 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
         Some(json!({"mime": STANDARD.encode(reply)})),
     );
     assert_eq!(st, 201, "{act}");
+    let dana_ua = format!("{BROWSER_UA} DanaMarker/7");
     raw(
         "GET",
         dana.pixel.as_ref().unwrap(),
-        &[("User-Agent", BROWSER_UA)],
+        &[("User-Agent", &dana_ua)],
     );
-    raw("GET", &dana.clicks[0], &[("User-Agent", BROWSER_UA)]);
+    raw("GET", &dana.clicks[0], &[("User-Agent", &dana_ua)]);
     raw(
         "GET",
         bob.pixel.as_ref().unwrap(),
@@ -297,8 +367,12 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
     );
     assert_eq!(st, 200, "{ex}");
     assert_eq!(ex["contact"]["follow_email"], "allow");
-    let got = &ex["emails_received"][0];
-    assert_eq!(got["email_id"], id.as_str());
+    let got = ex["emails_received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["email_id"] == id.as_str())
+        .expect("the followed email in the export");
     assert_eq!(got["name"], "Dana");
     assert_eq!(got["subject"], "Quarterly update");
     assert_eq!(got["events"].as_array().unwrap().len(), 2, "{ex}");
@@ -307,7 +381,20 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
     assert!(got["events"][0]["user_agent"]
         .as_str()
         .unwrap()
-        .contains("Chrome"));
+        .contains("DanaMarker"));
+    // Control: before the erase, the sealed scan does see Dana (her events, the
+    // live feed, the queued copy), so its silence afterwards means something.
+    let before = sealed_texts(b);
+    assert!(
+        before.iter().any(|t| t.contains("danamarker")),
+        "control: the scan cannot open the sealed events on {:?}",
+        b.kind
+    );
+    assert!(
+        before.iter().any(|t| t.contains(subject)),
+        "control: the scan cannot open a sealed value naming {subject} on {:?}",
+        b.kind
+    );
     assert_eq!(
         s.api(
             "GET",
@@ -326,7 +413,6 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
         None,
     );
     assert_eq!(st, 200, "{er}");
-    assert_eq!(er["erased"]["emails"], 1);
     assert_eq!(er["erased"]["events"], 2);
     assert_eq!(er["erased"]["activities"], 1);
     let (st, _) = s.api(
@@ -337,6 +423,22 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
     );
     assert_eq!(st, 404, "the tracked email with the subject is gone");
     assert_eq!(er["erased"]["contact_preference"], true);
+    assert_eq!(er["erased"]["emails"], 2, "{er}");
+    // Right after the erase, with the server running: the journal that held
+    // Dana's events, the live feed (24 h), the outbox copy, freed pages.
+    assert_no_trace(b, subject);
+    assert_no_sealed_trace(b, &[subject, "DanaMarker"]);
+    let (st, q) = s.api(
+        "GET",
+        &format!("/api/v1/emails/{}", queued["id"].as_str().unwrap()),
+        Some(&tok),
+        None,
+    );
+    assert_eq!(st, 200, "{q}");
+    assert_ne!(
+        q["recipients"][0]["delivery"]["state"], "queued",
+        "the outbox copy to an erased recipient is cancelled: {q}"
+    );
     // Idempotent.
     let (st, er2) = s.api(
         "DELETE",
@@ -397,9 +499,11 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
     assert!(!log.to_string().to_lowercase().contains("dana"), "{log}");
-    // Nothing of the address is left anywhere in raw storage, in any form.
-    drop(s);
+    // Nothing of the address is left anywhere in raw storage, in any form, once
+    // the server stopped (its last hits on Dana's links are dropped).
+    s.stop();
     assert_no_trace(b, subject);
+    assert_no_sealed_trace(b, &[subject, "DanaMarker"]);
     // Control: the same scan does find a recipient who was not erased, so the
     // absence above means something.
     let bob = hex(&keyed_hash(b, "bob@client.test"));

@@ -265,6 +265,35 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     );
     assert!(!store.add_reply(70, &k1, r(5_000)).await.unwrap());
     assert_eq!(store.replies_for(71).await.unwrap().len(), 1);
+    // A data-subject erase deletes one recipient's reply facts only.
+    let k3 = store.reply_key("r3@client.test");
+    let other = Reply {
+        recipient: 1,
+        at_ms: 4_100,
+    };
+    assert!(store.add_reply(71, &k3, other).await.unwrap());
+    assert_eq!(store.erase_replies(71, 0).await.unwrap(), 1);
+    assert_eq!(store.erase_replies(71, 0).await.unwrap(), 0);
+    assert_eq!(store.replies_for(71).await.unwrap(), [other]);
+    // The feed rewritten for an erase: the old text is gone (rewritten in
+    // place, or on Redis the entry deleted), the other entries stay.
+    let now = 1_000_000_000_000;
+    store.feed_append("keep-me", now).await.unwrap();
+    store.feed_append("names-dana", now).await.unwrap();
+    let changed = store
+        .feed_rewrite(|t| t.contains("dana").then(|| "named-no-one".to_string()))
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let texts: Vec<String> = store
+        .feed_read(Default::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(texts.contains(&"keep-me".to_string()), "{texts:?}");
+    assert!(!texts.iter().any(|t| t.contains("dana")), "{texts:?}");
 
     // Connected mailboxes, listed for the reply watcher (secrets opened).
     let mbx = |user: &str| MailboxConfig {

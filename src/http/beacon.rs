@@ -13,10 +13,31 @@
 //!   sent only after the event is durably committed (an answered hit is stored).
 //!   A recording failure is logged; the image and the redirect still work, since
 //!   links in mailboxes must keep working through a store outage.
+//! - **No timing oracle.** A hit that is not recorded (an invalid pixel token,
+//!   HEAD, a prefetch, Email Engagement off) waits for a recorder barrier: the
+//!   next group commit, writing nothing. So it is answered when a recorded hit
+//!   of the same moment would be, and the response time does not tell a valid
+//!   token from an invalid one. (An erased recipient's hit is recorded like any
+//!   other and dropped at indexing, so it takes the same path too.) The click's
+//!   answer to a bad signature is a 404 and tells that anyway, so it answers at
+//!   once.
+//! - **Bounded wait** (`commit_wait`, `MAILBEACON_COMMIT_WAIT_MS`, default
+//!   2000 ms). With a stalled disk (or Redis and its spool), a commit may not end
+//!   for a long time; the pixel must not hang with it. Past the limit the pixel
+//!   answers its GIF and the click redirects anyway. The event is not dropped:
+//!   it stays in the recorder's queue and is written when the store recovers.
+//!   Decision: this is the one case where a hit is answered before it is
+//!   durable, and only under a stall longer than the limit, because a mail
+//!   client waiting seconds for an image (or a person for a redirect) is
+//!   broken for them while the event is still on its way to disk; a crash
+//!   during such a stall loses those events. Each such answer is counted in
+//!   `mailbeacon_hits_answered_before_commit_total`, and logged at most once
+//!   per `STALL_LOG_EVERY_MS`.
 //!
 //! Nothing here touches the store except through the recorder.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -31,6 +52,7 @@ use super::Resp;
 use crate::ids::now_ms;
 use crate::ipnet::IpNet;
 use crate::model::{Event, EventKind};
+use crate::recorder::Outcome;
 use crate::state::App;
 use crate::token::{decode_destination, Claims};
 
@@ -45,20 +67,21 @@ const NO_STORE: &str = "no-store, no-cache, must-revalidate, max-age=0";
 const NOT_FOUND_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title></head>\
 <body><h1>Link not found</h1><p>This link is not valid. Please check that you copied it completely.</p></body></html>";
 const MAX_UA: usize = 512;
+/// Answers given before their commit are logged at most this often.
+const STALL_LOG_EVERY_MS: u64 = 10_000;
+/// When such an answer was last logged (ms since the epoch).
+static STALL_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
 
 pub async fn pixel(app: &App, req: &Request<Incoming>, rest: &str, peer: IpAddr) -> Resp {
     if let Some(r) = reject_method(req.method()) {
         return r;
     }
-    if counts(req) && app.engagement_enabled() {
-        let token = rest.strip_suffix(".gif").unwrap_or(rest);
-        if let Some(claims) = app.keys().verify_open(token) {
-            let ev = event(app, req, peer, EventKind::Open, &claims);
-            if !app.recorder.record(ev).await {
-                tracing::error!("open could not be recorded");
-            }
-        }
-    }
+    let token = rest.strip_suffix(".gif").unwrap_or(rest);
+    let claims = app.keys().verify_open(token);
+    let ev = claims
+        .filter(|_| counts(req) && app.engagement_enabled())
+        .map(|c| event(app, req, peer, EventKind::Open, &c));
+    settle(app, ev).await;
     gif()
 }
 
@@ -84,12 +107,9 @@ pub async fn click(app: &App, req: &Request<Incoming>, rest: &str, peer: IpAddr)
     let Ok(location) = HeaderValue::from_str(&dest) else {
         return not_found();
     };
-    if counts(req) && app.engagement_enabled() {
-        let ev = event(app, req, peer, EventKind::Click, &claims);
-        if !app.recorder.record(ev).await {
-            tracing::error!("click could not be recorded");
-        }
-    }
+    let ev = (counts(req) && app.engagement_enabled())
+        .then(|| event(app, req, peer, EventKind::Click, &claims));
+    settle(app, ev).await;
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::FOUND;
     let h = r.headers_mut();
@@ -97,6 +117,38 @@ pub async fn click(app: &App, req: &Request<Incoming>, rest: &str, peer: IpAddr)
     h.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     r
+}
+
+/// Waits for the event's group commit (or, with no event, for a barrier at the
+/// next one), at most `commit_wait`.
+async fn settle(app: &App, ev: Option<Event>) {
+    let limit = app.config.commit_wait;
+    let Some(ev) = ev else {
+        app.recorder.barrier_within(limit).await;
+        return;
+    };
+    let kind = ev.kind;
+    match app.recorder.record_within(ev, limit).await {
+        Outcome::Committed => {}
+        Outcome::Failed => tracing::error!(?kind, "a hit could not be recorded"),
+        Outcome::Pending => {
+            crate::metrics::METRICS
+                .answered_before_commit
+                .fetch_add(1, Ordering::Relaxed);
+            let now = now_ms();
+            let last = STALL_LOGGED_MS.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= STALL_LOG_EVERY_MS
+                && STALL_LOGGED_MS
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    limit_ms = limit.as_millis() as u64,
+                    "the store did not commit within the wait limit; hits are answered before they are durable and written when it recovers"
+                );
+            }
+        }
+    }
 }
 
 fn reject_method(m: &Method) -> Option<Resp> {

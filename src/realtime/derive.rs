@@ -35,6 +35,9 @@ pub struct Deriver {
     store: Store,
     heuristics: Heuristics,
     cache: Mutex<HashMap<u64, Option<Arc<EmailInfo>>>>,
+    /// `Store::erasures` when the cache was last emptied: an erase empties it,
+    /// so no event is told with an erased recipient's address.
+    erasures: std::sync::atomic::AtomicU64,
 }
 
 impl Deriver {
@@ -43,15 +46,21 @@ impl Deriver {
             store,
             heuristics,
             cache: Mutex::new(HashMap::new()),
+            erasures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn cached(&self, id: u64) -> Option<Option<Arc<EmailInfo>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let erasures = self.store.erasures();
+        if self
+            .erasures
+            .swap(erasures, std::sync::atomic::Ordering::Relaxed)
+            != erasures
+        {
+            cache.clear();
+        }
+        cache.get(&id).cloned()
     }
 
     async fn info(&self, id: u64) -> Option<Arc<EmailInfo>> {

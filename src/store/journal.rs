@@ -6,6 +6,10 @@
 //! decoding stops there and the caller truncates the file to the last whole
 //! record. The embedded store's `events.journal` uses the same layout; the Redis
 //! store's local spool (`redis_spool`) uses these functions.
+//!
+//! `hold` is a test hook: while held, every journal commit of the embedded
+//! store waits (as on a stalled disk), so a test can check what the pixel does
+//! while no batch can become durable, by order of events rather than by timing.
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -78,6 +82,44 @@ pub fn read_record(file: &mut File, at: u64) -> std::io::Result<Option<(Vec<u8>,
         return Ok(None);
     }
     Ok(Some((body, at + (HEADER + len) as u64)))
+}
+
+/// Test hook: stalls journal commits, like a disk that stopped answering.
+#[doc(hidden)]
+pub mod hold {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    static LOCK: Mutex<()> = Mutex::new(());
+    static RELEASED: Condvar = Condvar::new();
+
+    /// Holds (true) or releases (false) every journal commit of this process.
+    pub fn set(held: bool) {
+        let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        HELD.store(held, Ordering::SeqCst);
+        RELEASED.notify_all();
+    }
+
+    /// How many commits are waiting at the hold now.
+    pub fn waiting() -> usize {
+        WAITING.load(Ordering::SeqCst)
+    }
+
+    /// Called by a journal writer before it writes and syncs: returns at once
+    /// unless held (one relaxed load on the hot path).
+    pub(crate) fn pass() {
+        if !HELD.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        WAITING.fetch_add(1, Ordering::SeqCst);
+        while HELD.load(Ordering::SeqCst) {
+            g = RELEASED.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

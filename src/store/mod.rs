@@ -77,6 +77,9 @@ pub enum Backend {
 pub struct Store {
     backend: Backend,
     sealer: Arc<RwLock<Arc<Sealer>>>,
+    /// Counts data-subject erasures (`scrub`), so caches of records can tell
+    /// that what they hold may name an erased address.
+    erasures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Calls the backend: the embedded one with `$s` bound to it off the async
@@ -103,7 +106,14 @@ impl Store {
         Store {
             backend,
             sealer: Arc::new(RwLock::new(Arc::new(sealer))),
+            erasures: Arc::default(),
         }
+    }
+
+    /// How many erasures finished in this process (see `scrub`): a cache of
+    /// records empties itself when this changes.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A short name for logs and `/healthz`.
@@ -444,9 +454,13 @@ impl Store {
     }
 
     /// Makes sure deleted data is gone from the backend's files too (the embedded
-    /// store compacts; Redis has nothing to do).
+    /// store compacts and empties its journal; a single Redis node rewrites its
+    /// AOF), and tells caches of records (`erasures`) to let go of what they hold.
     pub async fn scrub(&self) -> Result<()> {
-        on_backend!(self, |s| s.scrub(), |r| r.scrub().await)
+        let res = on_backend!(self, |s| s.scrub(), |r| r.scrub().await);
+        self.erasures
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        res
     }
 
     /// Blanks the subject of every audit entry about `address`. Returns how many.

@@ -198,6 +198,44 @@ impl Store {
             .collect())
     }
 
+    /// Rewrites retained feed entries (a data-subject erase): `f` gets each
+    /// entry's text and returns its replacement, or `None` to leave it. The
+    /// embedded feed is rewritten in place (positions, hence event ids, kept).
+    /// A Redis stream entry cannot be edited, so a changed entry is deleted
+    /// (its other events leave the 24 h resume buffer; their webhook deliveries
+    /// were queued already). Returns how many entries changed.
+    pub async fn feed_rewrite(&self, f: impl Fn(&str) -> Option<String>) -> Result<u64> {
+        const READ: usize = 256;
+        let k = self.sealer();
+        let mut from = FeedPos::default();
+        let mut changed: Vec<(FeedPos, String)> = Vec::new();
+        loop {
+            let raw = on_backend!(self, |s| s.feed_read(from, READ), |r| r
+                .feed_read(from, READ)
+                .await)?;
+            let Some(last) = raw.last().map(|(p, _)| *p) else {
+                break;
+            };
+            let full = raw.len() >= READ;
+            for (pos, sealed) in raw {
+                if let Some(new) = k.open(&sealed).ok().and_then(|text| f(&text)) {
+                    changed.push((pos, k.seal(&new)));
+                }
+            }
+            if !full {
+                break;
+            }
+            from = last.next();
+        }
+        let n = changed.len() as u64;
+        if n > 0 {
+            on_backend!(self, |s| s.feed_replace(&changed), |r| r
+                .feed_delete(&changed)
+                .await)?;
+        }
+        Ok(n)
+    }
+
     /// The newest entry's position (`FeedPos::default()` when empty).
     pub async fn feed_end(&self) -> Result<FeedPos> {
         on_backend!(self, |s| s.feed_end(), |r| r.feed_end().await)

@@ -44,6 +44,14 @@ impl Store {
             .await)
     }
 
+    /// Deletes the reply facts of one recipient of `email` (a data-subject
+    /// erase). Returns how many were deleted.
+    pub async fn erase_replies(&self, email: u64, recipient: u32) -> Result<u64> {
+        on_backend!(self, |s| s.erase_replies(email, recipient), |r| r
+            .erase_replies(email, recipient)
+            .await)
+    }
+
     /// The replies recorded for one email, oldest first.
     pub async fn replies_for(&self, email: u64) -> Result<Vec<Reply>> {
         let mut out = on_backend!(self, |s| s.replies_for(email), |r| r

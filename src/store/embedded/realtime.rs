@@ -205,6 +205,21 @@ impl Embedded {
         Ok(rows)
     }
 
+    /// Replaces entries that are still there (one trimmed meanwhile stays gone).
+    pub(crate) fn feed_replace(&self, entries: &[(FeedPos, String)]) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        {
+            let mut t = tx.open_table(FEED)?;
+            for (pos, sealed) in entries {
+                if t.get((pos.ms, pos.seq))?.is_some() {
+                    t.insert((pos.ms, pos.seq), sealed.as_str())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn feed_end(&self) -> Result<FeedPos> {
         let tx = self.db().begin_read()?;
         let Some(t) = missing_is_empty(tx.open_table(FEED))? else {

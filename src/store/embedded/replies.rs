@@ -55,6 +55,32 @@ impl Embedded {
         Ok(new)
     }
 
+    pub fn erase_replies(&self, email: u64, recipient: u32) -> Result<u64> {
+        let tx = self.db().begin_write()?;
+        let mut n = 0;
+        {
+            let mut t = tx.open_table(REPLIES)?;
+            let mut keys = Vec::new();
+            for row in t.range((email, "")..)? {
+                let (k, v) = row?;
+                let (e, h) = k.value();
+                if e != email {
+                    break;
+                }
+                let reply: Reply = serde_json::from_slice(v.value())?;
+                if reply.recipient == recipient {
+                    keys.push(h.to_string());
+                }
+            }
+            for h in keys {
+                t.remove((email, h.as_str()))?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     pub fn replies_for(&self, email: u64) -> Result<Vec<Reply>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(REPLIES)?;

@@ -586,9 +586,22 @@ return 1";
         Ok(())
     }
 
-    /// Nothing to do: a deleted Redis key leaves nothing readable behind (the
-    /// AOF is rewritten by Redis itself).
+    /// A deleted key or field is gone from Redis's memory, but the append-only
+    /// file keeps the commands that wrote it until the AOF is rewritten (and an
+    /// RDB snapshot keeps what it saw). On a single node this asks for the
+    /// rewrite (`BGREWRITEAOF`: a fork, in the background; refused harmlessly
+    /// while one runs). On Cluster a keyless command reaches one node only: the
+    /// operator runs `BGREWRITEAOF` on every master (and deletes old RDB
+    /// snapshots and backups) after an erase; see the README.
     pub async fn scrub(&self) -> Result<()> {
+        if self.kind() == "redis" {
+            let res: ::redis::RedisResult<::redis::Value> = ::redis::cmd("BGREWRITEAOF")
+                .query_async(&mut self.c())
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "BGREWRITEAOF after an erase was refused; run it on the server");
+            }
+        }
         Ok(())
     }
 

@@ -238,6 +238,20 @@ impl Redis {
             .collect()
     }
 
+    /// Deletes entries (a stream entry cannot be rewritten in place).
+    pub(crate) async fn feed_delete(&self, entries: &[(FeedPos, String)]) -> Result<()> {
+        let mut c = self.c();
+        for chunk in entries.chunks(500) {
+            let mut cmd = ::redis::cmd("XDEL");
+            cmd.arg(FEED);
+            for (pos, _) in chunk {
+                cmd.arg(pos.to_string());
+            }
+            let _: i64 = cmd.query_async(&mut c).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn feed_end(&self) -> Result<FeedPos> {
         let mut c = self.c();
         let v: Value = ::redis::cmd("XREVRANGE")

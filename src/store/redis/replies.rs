@@ -34,6 +34,22 @@ impl Redis {
         Ok(added == 1)
     }
 
+    pub async fn erase_replies(&self, email: u64, recipient: u32) -> Result<u64> {
+        let all: HashMap<String, Vec<u8>> = self.c().hgetall(keys::replies(email)).await?;
+        let mut gone = Vec::new();
+        for (field, json) in all {
+            let reply: Reply = serde_json::from_slice(&json)?;
+            if reply.recipient == recipient {
+                gone.push(field);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let n: u64 = self.c().hdel(keys::replies(email), &gone).await?;
+        Ok(n)
+    }
+
     pub async fn replies_for(&self, email: u64) -> Result<Vec<Reply>> {
         let all: HashMap<String, Vec<u8>> = self.c().hgetall(keys::replies(email)).await?;
         all.values()
