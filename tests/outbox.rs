@@ -2,7 +2,8 @@
 //! (aiosmtpd in its modes: accepting, 451 once per recipient, refusing, slow):
 //! queued → sent, retries after temporary failures, permanent failures, bare-LF
 //! messages leaving with CRLF, `kill -9` mid-queue, two processes on one Redis,
-//! send later (in real time), reschedule, cancel, bad times, and reminders.
+//! send later (in real time), reschedule, cancel, bad times, reminders, and a
+//! crash right after the record is stored (embedded and Redis).
 
 mod support;
 
@@ -557,4 +558,67 @@ fn reminders_become_due_or_skipped() {
         (st, v["error"]["code"].as_str()),
         (400, Some("invalid_reminder"))
     );
+}
+
+/// A crash right after the record is stored (the test hook aborts the
+/// process there, before the request is answered) loses no copy and no
+/// reminder: the jobs were written before the record, so after the restart
+/// every copy reaches the relay and the reminder fires.
+fn a_crash_after_the_record_loses_nothing(redis: Option<&RedisServer>) {
+    let sink = SmtpSink::start();
+    let smtp = sink.url();
+    let mut env = vec![
+        ("MAILBEACON_SMTP_URL", smtp.as_str()),
+        ("MAILBEACON_TEST_ABORT_AFTER_RECORD", "1"),
+    ];
+    let url = redis.map(RedisServer::url);
+    if let Some(u) = &url {
+        env.push(("MAILBEACON_REDIS_URL", u.as_str()));
+    }
+    let mut s = Server::start_env(&env);
+    let tok = s.user("ann@sales.test");
+    let to = recipients(2);
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let raw = email("ann@sales.test", &to, &[], &[], &["https://a.example/"]);
+    let body = json!({
+        "mime": STANDARD.encode(&raw),
+        "deliver": "smtp",
+        "reminder": {"when": "always", "at": rfc3339_in(0)},
+    });
+    let res = agent()
+        .post(&s.url("/api/v1/emails"))
+        .set("Authorization", &format!("Bearer {tok}"))
+        .send_json(body);
+    assert!(
+        matches!(res, Err(ureq::Error::Transport(_))),
+        "the hook should have ended the process before the answer"
+    );
+    s.kill9();
+    assert!(s.log_text().contains("aborting after the record"));
+    assert!(sink.received().is_empty(), "nothing sent before the crash");
+    s.env
+        .retain(|(k, _)| k != "MAILBEACON_TEST_ABORT_AFTER_RECORD");
+    s.restart();
+    let got = wait_received(&sink, 2, 30);
+    let mut rcpts: Vec<String> = got.iter().map(|(_, r, _)| r[0].clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, to);
+    let (st, list) = s.api("GET", "/api/v1/emails", Some(&tok), None);
+    assert_eq!(st, 200, "{list}");
+    let id = list["emails"][0]["id"].as_str().expect("the stored email");
+    let rep = wait_report(&s, &tok, id, "sent and reminded after the restart", |r| {
+        r["state"] == "sent" && r["reminder"]["state"] == "due"
+    });
+    assert!(states(&rep).iter().all(|x| x == "sent"), "{rep}");
+}
+
+#[test]
+fn a_crash_after_the_record_loses_nothing_embedded() {
+    a_crash_after_the_record_loses_nothing(None);
+}
+
+#[test]
+fn a_crash_after_the_record_loses_nothing_redis() {
+    let redis = RedisServer::start();
+    a_crash_after_the_record_loses_nothing(Some(&redis));
 }

@@ -61,6 +61,10 @@ impl ReminderInput {
 #[derive(Serialize, Deserialize)]
 struct TimerJob {
     email: String,
+    /// Until when a missing record is waited for (0: not at all; see
+    /// `outbox`, "No crash window").
+    #[serde(default)]
+    record_by_ms: u64,
 }
 
 fn timer_id(email: u64) -> String {
@@ -98,11 +102,34 @@ pub async fn arm(app: &App, email: u64, at_ms: u64) -> Result<(), ReminderError>
                 at_ms,
                 &TimerJob {
                     email: id_to_text(email),
+                    record_by_ms: 0,
                 },
             )?;
             app.timers.enqueue(vec![job]).await?;
         }
     }
+    Ok(())
+}
+
+/// Arms the timer of a reminder on an email that is about to be stored (the
+/// job before the record, see `outbox`): the timer waits for the record until
+/// `record_by_ms`. Wakes no worker: the caller calls `app.timers.notify()`
+/// once the record is stored.
+pub async fn arm_new(
+    app: &App,
+    email: u64,
+    at_ms: u64,
+    record_by_ms: u64,
+) -> Result<(), StoreError> {
+    let job = NewJob::json(
+        timer_id(email),
+        at_ms,
+        &TimerJob {
+            email: id_to_text(email),
+            record_by_ms,
+        },
+    )?;
+    app.store.enqueue(app.timers.queue(), vec![job]).await?;
     Ok(())
 }
 
@@ -172,16 +199,22 @@ pub fn opened_by_anyone(
 /// Runs one reminder's timer.
 pub async fn run(app: &App, job: Leased) -> Outcome {
     let now = app.clock.now_ms();
-    let Some(email) = job
+    let Some((email, record_by_ms)) = job
         .json::<TimerJob>()
         .ok()
-        .and_then(|t| id_from_text(&t.email))
+        .and_then(|t| Some((id_from_text(&t.email)?, t.record_by_ms)))
     else {
         return Outcome::Fail;
     };
     let rec = match app.store.get_email(email).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Done,
+        // Not stored yet (the timer comes first), or gone.
+        Ok(None) => {
+            return match super::await_record(record_by_ms, job.attempts, now) {
+                Some(at) => Outcome::RetryAt(at),
+                None => Outcome::Done,
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "reminder: reading the email failed; retrying");
             return Outcome::RetryAt(now + 5_000);
