@@ -93,6 +93,7 @@ macro_rules! on_backend {
 // After the macro, which it uses.
 pub mod addin;
 pub mod cards;
+pub mod lease;
 pub mod queue;
 pub mod realtime;
 pub mod replies;
