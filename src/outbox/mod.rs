@@ -43,8 +43,10 @@
 //! `RECORD_GRACE_MS` after its jobs (the store hung that long and then
 //! succeeded) would find its jobs dropped.
 //!
-//! `reminder` is the timers' side: "remind me if no reply by …".
+//! `reminder` is the timers' side: "remind me if no reply by …"; `notify`
+//! the email a due reminder sends the sender (a job on this queue too).
 
+pub mod notify;
 pub mod reminder;
 
 use std::collections::VecDeque;
@@ -254,6 +256,9 @@ pub fn start(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Joi
 impl Outbox {
     async fn send_copy(&self, job: Leased) -> Outcome {
         let app = &self.app;
+        if let Some(n) = notify::parse(&job) {
+            return notify::send(app, &self.backoff, &job, n).await;
+        }
         let now = app.clock.now_ms();
         let Ok(cj) = job.json::<CopyJob>() else {
             tracing::error!(job = %job.id, "an outbox job cannot be read; dropped");

@@ -14,7 +14,8 @@
 //! - `always`.
 //!
 //! The reminder becomes `due` (and raises `reminder.due`, id
-//! `rem_<email>_<at ms>`, through `realtime`) or `skipped`. `PUT` moves it
+//! `rem_<email>_<at ms>`, through `realtime`; with `notify: "email"` it also
+//! queues a short email to the sender, `super::notify`) or `skipped`. `PUT` moves it
 //! (back to `pending`), `DELETE` makes it `cancelled`.
 
 use serde::{Deserialize, Serialize};
@@ -31,17 +32,21 @@ use crate::store::StoreError;
 
 pub const WHEN: [&str; 3] = ["no_reply", "not_opened", "always"];
 
-/// A reminder as the API takes it: `{"when", "at": RFC 3339}`.
+/// A reminder as the API takes it: `{"when", "at": RFC 3339, "notify"}`
+/// (`notify`: `"email"` or `"none"`, the default).
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ReminderInput {
     pub when: String,
     pub at: String,
+    #[serde(default)]
+    pub notify: Option<String>,
 }
 
 impl ReminderInput {
-    /// The reminder (`pending`), checked against `now_ms`; else why not.
-    pub fn check(&self, now_ms: u64) -> Result<Reminder, String> {
+    /// The reminder (`pending`), checked against `now_ms` and whether an SMTP
+    /// relay is configured (`notify: "email"` needs one); else why not.
+    pub fn check(&self, now_ms: u64, smtp: bool) -> Result<Reminder, String> {
         if !WHEN.contains(&self.when.as_str()) {
             return Err(format!(
                 "reminder.when must be \"no_reply\", \"not_opened\" or \"always\", not {:?}",
@@ -50,10 +55,25 @@ impl ReminderInput {
         }
         let at_ms =
             super::future_time(&self.at, now_ms).map_err(|m| format!("reminder.at: {m}"))?;
+        let notify = match self.notify.as_deref() {
+            None | Some("none") => None,
+            Some("email") if smtp => Some("email".to_string()),
+            Some("email") => {
+                return Err(
+                    "reminder.notify \"email\" needs an SMTP relay (MAILBEACON_SMTP_URL)".into(),
+                )
+            }
+            Some(other) => {
+                return Err(format!(
+                    "reminder.notify must be \"email\" or \"none\", not {other:?}"
+                ))
+            }
+        };
         Ok(Reminder {
             when: self.when.clone(),
             at_ms,
             state: "pending".into(),
+            notify,
         })
     }
 }
@@ -133,18 +153,14 @@ pub async fn arm_new(
     Ok(())
 }
 
-/// `PUT /api/v1/emails/{id}/reminder`: sets (or moves) the reminder.
+/// `PUT /api/v1/emails/{id}/reminder`: sets (or moves) the reminder (as
+/// `ReminderInput::check` made it: `pending`).
 pub async fn set(
     app: &App,
     email: u64,
-    when: &str,
-    at_ms: u64,
+    reminder: Reminder,
 ) -> Result<Option<EmailRecord>, ReminderError> {
-    let reminder = Reminder {
-        when: when.to_owned(),
-        at_ms,
-        state: "pending".into(),
-    };
+    let at_ms = reminder.at_ms;
     let rec = app
         .store
         .update_email(email, |r| {
@@ -263,6 +279,14 @@ pub async fn run(app: &App, job: Leased) -> Outcome {
             extra,
         }]);
         tracing::info!(email = %id_to_text(email), when = %rem.when, "reminder due");
+        // The sender's email, queued before the outcome is recorded (the job
+        // id makes a second enqueue after a crash harmless).
+        if rem.notify.as_deref() == Some("email") {
+            if let Err(e) = super::notify::enqueue(app, email, rem.at_ms, now).await {
+                tracing::warn!(error = %e, "reminder: queueing the email failed; retrying");
+                return Outcome::RetryAt(now + 5_000);
+            }
+        }
     }
     let state = if due { "due" } else { "skipped" };
     let updated = app
