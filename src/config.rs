@@ -183,6 +183,10 @@ pub struct Opts {
     /// requests; beyond it 503 `busy` [default: 2 × max_body_bytes].
     #[arg(long, env = "MAILBEACON_BODY_BUDGET_BYTES", global = true)]
     pub body_budget_bytes: Option<usize>,
+    /// Reminders with `"notify": "email"`: the From address of the email sent
+    /// to the sender [default: the sender's own address].
+    #[arg(long, env = "MAILBEACON_NOTIFY_FROM", global = true)]
+    pub notify_from: Option<String>,
     /// Outbox: copies sent at once by each process [default: 4].
     #[arg(long, env = "MAILBEACON_OUTBOX_CONCURRENCY", global = true)]
     pub outbox_concurrency: Option<usize>,
@@ -250,6 +254,7 @@ struct FileOpts {
     body_read_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     body_budget_bytes: Option<usize>,
+    notify_from: Option<String>,
     outbox_concurrency: Option<usize>,
     outbox_retry_secs: Option<u64>,
     outbox_give_up_secs: Option<u64>,
@@ -340,6 +345,9 @@ pub struct Config {
     /// (`MAILBEACON_COMMIT_WAIT_MS`, default 2000 ms); past it the hit is answered
     /// anyway and its event committed when the store recovers (`http::beacon`).
     pub commit_wait: Duration,
+    /// The From address of reminder emails (`outbox::notify`); `None`: the
+    /// sender's own address.
+    pub notify_from: Option<String>,
     /// The outbox (see `outbox`): copies in flight per process, retry backoff
     /// after temporary failures, and the lease that hands a dead process's
     /// copy to another.
@@ -842,6 +850,23 @@ impl Config {
         if !(10..=86_400).contains(&insights_feed_secs) {
             problems.push("insights_feed_secs must be from 10 to 86400".into());
         }
+        let notify_from = opts
+            .notify_from
+            .clone()
+            .or(file.notify_from)
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty());
+        if let Some(a) = &notify_from {
+            let ok = a.len() <= 254
+                && a.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+                && !a.contains(|c: char| {
+                    c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)
+                });
+            if !ok {
+                problems.push(format!("notify_from: {a:?} is not an email address"));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -887,6 +912,7 @@ impl Config {
                     .filter(|&ms: &u64| ms > 0)
                     .unwrap_or(2_000),
             ),
+            notify_from,
             outbox,
             outbound,
             sse_heartbeat: Duration::from_millis(

@@ -56,7 +56,8 @@ pub fn delivery_json(d: &Delivery) -> Value {
 
 /// A reminder: `{"when", "at", "state"}`.
 pub fn reminder_json(r: &Reminder) -> Value {
-    json!({"when": r.when, "at": rfc3339(r.at_ms), "state": r.state})
+    json!({"when": r.when, "at": rfc3339(r.at_ms), "state": r.state,
+        "notify": r.notify.as_deref().unwrap_or("none")})
 }
 
 /// The summary line of an email for listings (no events).

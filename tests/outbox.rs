@@ -2,7 +2,8 @@
 //! (aiosmtpd in its modes: accepting, 451 once per recipient, refusing, slow):
 //! queued → sent, retries after temporary failures, permanent failures, bare-LF
 //! messages leaving with CRLF, `kill -9` mid-queue, two processes on one Redis,
-//! send later (in real time), reschedule, cancel, bad times, and reminders.
+//! send later (in real time), reschedule, cancel, bad times, reminders, and a
+//! crash right after the record is stored (embedded and Redis).
 
 mod support;
 
@@ -556,5 +557,173 @@ fn reminders_become_due_or_skipped() {
     assert_eq!(
         (st, v["error"]["code"].as_str()),
         (400, Some("invalid_reminder"))
+    );
+    // An email reminder needs a relay, and this server has none.
+    let (st, v) = s.api(
+        "PUT",
+        &path,
+        Some(&tok),
+        Some(json!({"when": "always", "at": rfc3339_in(5), "notify": "email"})),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_reminder")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("SMTP"),
+        "{v}"
+    );
+}
+
+/// A crash right after the record is stored (the test hook aborts the
+/// process there, before the request is answered) loses no copy and no
+/// reminder: the jobs were written before the record, so after the restart
+/// every copy reaches the relay and the reminder fires.
+fn a_crash_after_the_record_loses_nothing(redis: Option<&RedisServer>) {
+    let sink = SmtpSink::start();
+    let smtp = sink.url();
+    let mut env = vec![
+        ("MAILBEACON_SMTP_URL", smtp.as_str()),
+        ("MAILBEACON_TEST_ABORT_AFTER_RECORD", "1"),
+    ];
+    let url = redis.map(RedisServer::url);
+    if let Some(u) = &url {
+        env.push(("MAILBEACON_REDIS_URL", u.as_str()));
+    }
+    let mut s = Server::start_env(&env);
+    let tok = s.user("ann@sales.test");
+    let to = recipients(2);
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let raw = email("ann@sales.test", &to, &[], &[], &["https://a.example/"]);
+    let body = json!({
+        "mime": STANDARD.encode(&raw),
+        "deliver": "smtp",
+        "reminder": {"when": "always", "at": rfc3339_in(0)},
+    });
+    let res = agent()
+        .post(&s.url("/api/v1/emails"))
+        .set("Authorization", &format!("Bearer {tok}"))
+        .send_json(body);
+    assert!(
+        matches!(res, Err(ureq::Error::Transport(_))),
+        "the hook should have ended the process before the answer"
+    );
+    s.kill9();
+    assert!(s.log_text().contains("aborting after the record"));
+    assert!(sink.received().is_empty(), "nothing sent before the crash");
+    s.env
+        .retain(|(k, _)| k != "MAILBEACON_TEST_ABORT_AFTER_RECORD");
+    s.restart();
+    let got = wait_received(&sink, 2, 30);
+    let mut rcpts: Vec<String> = got.iter().map(|(_, r, _)| r[0].clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, to);
+    let (st, list) = s.api("GET", "/api/v1/emails", Some(&tok), None);
+    assert_eq!(st, 200, "{list}");
+    let id = list["emails"][0]["id"].as_str().expect("the stored email");
+    let rep = wait_report(&s, &tok, id, "sent and reminded after the restart", |r| {
+        r["state"] == "sent" && r["reminder"]["state"] == "due"
+    });
+    assert!(states(&rep).iter().all(|x| x == "sent"), "{rep}");
+}
+
+#[test]
+fn a_crash_after_the_record_loses_nothing_embedded() {
+    a_crash_after_the_record_loses_nothing(None);
+}
+
+#[test]
+fn a_crash_after_the_record_loses_nothing_redis() {
+    let redis = RedisServer::start();
+    a_crash_after_the_record_loses_nothing(Some(&redis));
+}
+
+/// `"notify": "email"`: when the reminder is due, a plain-text email goes to
+/// the sender through the outbox (From the configured address), with the
+/// condition and a link to the report. Without it, nothing is sent; a bad
+/// value is refused.
+#[test]
+fn a_due_reminder_can_email_the_sender() {
+    let sink = SmtpSink::start();
+    let s = Server::start_env(&[
+        ("MAILBEACON_SMTP_URL", &sink.url()),
+        ("MAILBEACON_NOTIFY_FROM", "reminders@mailbeacon.test"),
+        ("MAILBEACON_PUBLIC_URL", "https://beacon.example"),
+    ]);
+    let tok = s.user("ann@sales.test");
+    let msg = email(
+        "ann@sales.test",
+        &["bob@client.test"],
+        &[],
+        &[],
+        &["https://a.example/"],
+    );
+    let follow = |reminder: Value| {
+        post(
+            &s,
+            &tok,
+            json!({"mime": STANDARD.encode(&msg), "reminder": reminder}),
+        )
+    };
+    let (st, v) = follow(json!({"when": "always", "at": rfc3339_in(0), "notify": "sms"}));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_reminder")),
+        "{v}"
+    );
+    // Without notify: due, no email.
+    let (st, v) = follow(json!({"when": "always", "at": rfc3339_in(0)}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["reminder"]["notify"], "none", "{v}");
+    let quiet = v["id"].as_str().unwrap().to_string();
+    wait_report(&s, &tok, &quiet, "reminder due", |r| {
+        r["reminder"]["state"] == "due"
+    });
+    // With notify: due, and the sender gets the email.
+    let (st, v) = follow(json!({"when": "no_reply", "at": rfc3339_in(0), "notify": "email"}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["reminder"]["notify"], "email", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let rep = wait_report(&s, &tok, &id, "reminder due", |r| {
+        r["reminder"]["state"] == "due"
+    });
+    assert_eq!(rep["reminder"]["notify"], "email", "{rep}");
+    let got = wait_received(&sink, 1, 30);
+    std::thread::sleep(Duration::from_secs(2));
+    let got_later = sink.received();
+    assert_eq!(
+        got_later.len(),
+        1,
+        "one email, for the notifying reminder only"
+    );
+    let (mail_from, rcpts, data) = &got[0];
+    assert_eq!(mail_from, "reminders@mailbeacon.test");
+    assert_eq!(rcpts, &vec!["ann@sales.test".to_string()]);
+    let m = mail_parser::MessageParser::default()
+        .parse(data)
+        .expect("an email");
+    assert_eq!(m.subject(), Some("Reminder: Quarterly update"));
+    let from = m.from().and_then(|f| f.first()).and_then(|a| a.address());
+    assert_eq!(from, Some("reminders@mailbeacon.test"));
+    let text = m.body_text(0).expect("a text body").to_string();
+    assert!(text.contains("Nobody has replied"), "{text}");
+    assert!(
+        text.contains(&format!("https://beacon.example/api/v1/emails/{id}")),
+        "{text}"
+    );
+    assert!(m.date().is_some() && m.message_id().is_some());
+    // PUT keeps the option; "none" turns it off.
+    let path = format!("/api/v1/emails/{id}/reminder");
+    let (st, v) = s.api(
+        "PUT",
+        &path,
+        Some(&tok),
+        Some(json!({"when": "always", "at": rfc3339_in(3600), "notify": "email"})),
+    );
+    assert_eq!(
+        (st, v["reminder"]["notify"].as_str()),
+        (200, Some("email")),
+        "{v}"
     );
 }

@@ -6,7 +6,9 @@
 //! disconnecting the mailbox or switching Auto Capture or Email Engagement off
 //! must close the watcher's connection (Dovecot's log shows every session,
 //! and how many message bodies each one read). Both waiting modes: IDLE
-//! (Dovecot offers it) and polling (`MAILBEACON_REPLY_IDLE=false`).
+//! (Dovecot offers it) and polling (`MAILBEACON_REPLY_IDLE=false`). Two
+//! processes on one Redis: one connection for the mailbox, and the other
+//! process takes over when the holder dies.
 
 mod support;
 
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::dovecot::{Dovecot, PASSWORD, USER};
+use support::redis::RedisServer;
 use support::*;
 
 /// How long a test waits for something that should happen within 60 s.
@@ -365,4 +368,71 @@ fn polling_reads_headers_only_and_the_switches_stop_watching() {
         "the watcher read headers: {}",
         log(&imap)
     );
+}
+
+#[test]
+fn two_processes_one_connection_and_the_other_takes_over() {
+    let imap = Dovecot::start();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let env = [LOCAL_OUTBOUND, ("MAILBEACON_REDIS_URL", url.as_str())];
+    let mut a = Server::start_env(&env);
+    let alice = a.user(USER);
+    let (id, mid) = follow(&a, &alice, &["bob@client.test", "carol@client.test"]);
+    connect(&a, &alice, &imap);
+    let ctx = |a: &Server, b: Option<&Server>| {
+        format!(
+            "--- A ---\n{}\n--- B ---\n{}\n--- dovecot ---\n{}",
+            a.log_text(),
+            b.map(Server::log_text).unwrap_or_default(),
+            log(&imap)
+        )
+    };
+    wait_until(
+        "A's watcher",
+        || watching(&a, "idle").then_some(()),
+        || ctx(&a, None),
+    );
+    // B reads the mailbox list as it starts: its watcher finds the lease held.
+    let b = Server::start_env(&env);
+    wait_until(
+        "B to find the mailbox watched",
+        || {
+            b.log_text()
+                .contains("another process watches this mailbox")
+                .then_some(())
+        },
+        || ctx(&a, Some(&b)),
+    );
+    // Past B's next look and A's next renewal: still one connection.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(sessions(&imap).1, 1, "{}", ctx(&a, Some(&b)));
+    assert!(!watching(&b, "idle"), "{}", ctx(&a, Some(&b)));
+
+    // A reply is counted once (seen from B).
+    append(&imap, &reply("bob@client.test", &mid, "t1@client.test"));
+    let v = wait_until(
+        "Bob's reply",
+        || Some(report(&b, &alice, &id)).filter(|v| replies_of(v, 0) == 1),
+        || ctx(&a, Some(&b)),
+    );
+    assert_eq!(v["totals"]["replies"], 1, "{v}");
+
+    // The holder dies: B takes over within the lease's life and counts the
+    // next reply (and Bob's, read again, still once).
+    a.kill9();
+    wait_until(
+        "B to take over",
+        || watching(&b, "idle").then_some(()),
+        || ctx(&a, Some(&b)),
+    );
+    append(&imap, &reply("carol@client.test", &mid, "t2@client.test"));
+    let v = wait_until(
+        "Carol's reply",
+        || Some(report(&b, &alice, &id)).filter(|v| replies_of(v, 1) == 1),
+        || ctx(&a, Some(&b)),
+    );
+    assert_eq!(replies_of(&v, 0), 1, "{v}");
+    assert_eq!(v["totals"]["replies"], 2, "{v}");
+    assert_eq!(sessions(&imap).1, 1, "{}", ctx(&a, Some(&b)));
 }

@@ -687,6 +687,20 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     assert!(store.put_keyring(Some(&ring), &rotated).await.unwrap());
     assert_eq!(store.keyring().await.unwrap(), Some(rotated.clone()));
 
+    // Leases: one holder at a time, extended by its holder, freed only by it,
+    // free again once expired.
+    assert!(store.take_lease("watch:t", 1, 60_000).await.unwrap());
+    assert!(!store.take_lease("watch:t", 2, 60_000).await.unwrap());
+    assert!(store.take_lease("watch:t", 1, 60_000).await.unwrap());
+    store.release_lease("watch:t", 2).await.unwrap();
+    assert!(!store.take_lease("watch:t", 2, 60_000).await.unwrap());
+    store.release_lease("watch:t", 1).await.unwrap();
+    assert!(store.take_lease("watch:t", 2, 300).await.unwrap());
+    assert!(!store.take_lease("watch:t", 1, 60_000).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(store.take_lease("watch:t", 1, 60_000).await.unwrap());
+    store.release_lease("watch:t", 1).await.unwrap();
+
     store.close().await.unwrap();
     drop(store);
 

@@ -152,14 +152,22 @@
      expires. token(force) is silent (a token source for setTokenSource; force: not
      the one you have); popup() shows Microsoft's window (the pane's button only:
      event handlers cannot show UI). Both reject with MSAL's error. */
-  function microsoftSignIn(entra, scriptUrl) {
+  function microsoftSignIn(entra, scriptUrl, opts) {
     var st = { pca: null, token: null, expires: 0, account: null };
+    // opts.standard: a page outside Outlook (the dashboard): MSAL's standard
+    // client, redirecting the popup back to opts.redirectUri, its cache in memory.
+    var standard = !!(opts && opts.standard);
 
     function app() {
       if (st.pca) return Promise.resolve(st.pca);
       return loadMsal(scriptUrl).then(function (m) {
+        var auth = { clientId: entra.client_id, authority: entra.authority };
+        if (standard) {
+          auth.redirectUri = opts.redirectUri;
+          return m.createStandardPublicClientApplication({ auth: auth, cache: { cacheLocation: "memoryStorage" } });
+        }
         // Resolves an initialized client; NAA when Outlook brokers it.
-        return m.createNestablePublicClientApplication({ auth: { clientId: entra.client_id, authority: entra.authority } });
+        return m.createNestablePublicClientApplication({ auth: auth });
       }).then(function (pca) { st.pca = pca; return pca; });
     }
 

@@ -51,10 +51,41 @@
     $("token").focus();
   }
 
+  /* "Sign in with Microsoft" where the pane's Entra sign-in is configured: the
+     same api.js code (MSAL's standard client and a popup here, outside Outlook);
+     the access token stays in memory. */
+  var ms = null;
+  api.loadConfig("../addin/config.json").then(function (c) {
+    if (!c.entra) return;
+    ms = api.microsoftSignIn(c.entra, "../addin/vendor/msal-browser-4.30.0.min.js",
+      { standard: true, redirectUri: location.origin + location.pathname });
+    show("ms-signin", true);
+  });
+  $("ms-button").addEventListener("click", function () {
+    if (!ms) return;
+    notice("");
+    ms.popup().then(function () {
+      api.setTokenSource(ms.token);
+      entraOn = true;
+      return boot();
+    }, function (e) {
+      notice("Microsoft sign-in did not finish: " + ((e && (e.errorMessage || e.message)) || "unknown error"), "error");
+    }).then(function () { if (!$("main").hidden) $("main").focus(); });
+  });
+  var entraOn = false;
+  var entraSignedIn = function () { return entraOn; };
+
   function boot() {
     notice("");
-    if (!api.getToken()) { showSignin(); return Promise.resolve(); }
+    if (!api.getToken() && !entraSignedIn()) { showSignin(); return Promise.resolve(); }
     return api.call("GET", "/me/settings").then(function (res) {
+      if (res.status !== 200 && !api.getToken() && entraSignedIn()) {
+        // Signed in with Microsoft, but not someone this server knows.
+        api.setTokenSource(null); ms.forget(); entraOn = false;
+        showSignin();
+        notice(api.errorText(res), "error");
+        return;
+      }
       if (res.status === 401) {
         return api.setToken(null).then(function () {
           showSignin();
@@ -76,7 +107,10 @@
     $("token").value = "";
     api.setToken(t).then(boot).then(function () { if (!$("main").hidden) $("main").focus(); });
   });
-  $("signout").addEventListener("click", function () { api.setToken(null).then(boot); });
+  $("signout").addEventListener("click", function () {
+    if (ms) { ms.forget(); api.setTokenSource(null); entraOn = false; }
+    api.setToken(null).then(boot);
+  });
   $("days").addEventListener("change", function () { loadStats(); loadTopEmails(); });
   $("interval").addEventListener("change", loadStats);
 

@@ -6,11 +6,13 @@
 //! configured when asked for, the message (parsed off the runtime), the
 //! recipient cap, that the caller may send as the message's sender; then it adds
 //! a missing Message-ID and Date, applies the contacts' "Follow email"
-//! preferences, **stores the record before any copy exists**, then:
+//! preferences, **stores the record before any copy exists**:
 //! `Deliver::Return` renders every copy within [`MAX_RETURN_BYTES`] (checked
-//! before storing); `Deliver::Smtp` hands the copies to the `outbox` (each
-//! recipient `queued`, or `scheduled` until `send_at`), which renders and sends
-//! each after the request is answered. A reminder is armed for either.
+//! before storing); `Deliver::Smtp` queues the copies in the `outbox` (each
+//! recipient `queued`, or `scheduled` until `send_at`) *before* storing the
+//! record, and the outbox renders and sends each once the record is stored,
+//! after the request is answered. A reminder's timer is armed the same way,
+//! before the record, for either (why: `outbox`, "No crash window").
 //! Failures are a [`FollowError`]; `http` turns each into its JSON error.
 //!
 //! `crate::render` is the pure part: the record and each recipient's copy with its own
@@ -323,10 +325,12 @@ async fn follow_message(
             r.delivery = Some(Delivery::new(state, None, now));
         }
     }
-    // The record is durable before any copy leaves: every token handed out
-    // belongs to a stored email.
-    app.store.put_email(record.clone()).await?;
+    // The jobs first, then the record (see `outbox`: no crash window between
+    // them). A worker that leases a copy before the record is stored waits for
+    // it; nothing is sent before the record is durable, so every token handed
+    // out belongs to a stored email.
     let id = record.id;
+    let record_by_ms = now + outbox::RECORD_GRACE_MS;
     if deliver == Deliver::Smtp {
         let source = outbox::Source {
             public_url: job.plan.public_url.clone(),
@@ -335,13 +339,15 @@ async fn follow_message(
             opted_out: job.plan.not_followed.iter().map(Option::is_some).collect(),
         };
         let due = record.send_at_ms.unwrap_or(now);
-        outbox::enqueue_copies(app, &record, &source, &raw, due).await?;
+        outbox::enqueue_copies(app, &record, &source, &raw, due, record_by_ms).await?;
     }
     if let Some(rem) = &record.reminder {
-        if let Err(e) = outbox::reminder::arm(app, id, rem.at_ms).await {
-            tracing::error!(?e, "could not arm a reminder");
-        }
+        outbox::reminder::arm_new(app, id, rem.at_ms, record_by_ms).await?;
     }
+    app.store.put_email(record.clone()).await?;
+    crash_point();
+    app.outbox.notify();
+    app.timers.notify();
     let schedule = Schedule {
         state: record.state(),
         send_at_ms: record.send_at_ms,
@@ -366,6 +372,22 @@ async fn follow_message(
         not_followed: None,
         schedule: Some(schedule),
     })
+}
+
+/// A test hook: with `MAILBEACON_TEST_ABORT_AFTER_RECORD=1` in the
+/// environment (read once), the process aborts right after a followed
+/// message's record is stored, the way a crash there would end it, so a test can
+/// check that nothing is lost (`tests/outbox.rs`). Not a setting.
+#[doc(hidden)]
+fn crash_point() {
+    static ABORT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let abort = *ABORT.get_or_init(|| {
+        std::env::var("MAILBEACON_TEST_ABORT_AFTER_RECORD").is_ok_and(|v| v == "1")
+    });
+    if abort {
+        tracing::error!("MAILBEACON_TEST_ABORT_AFTER_RECORD: aborting after the record");
+        std::process::abort();
+    }
 }
 
 fn malformed(message: &str) -> FollowError {

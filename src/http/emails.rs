@@ -82,7 +82,12 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             Err(m) => return bad("invalid_send_at", format!("send_at: {m}")),
         },
     };
-    let reminder = match body.reminder.as_ref().map(|r| r.check(now)).transpose() {
+    let reminder = match body
+        .reminder
+        .as_ref()
+        .map(|r| r.check(now, app.mailer.is_some()))
+        .transpose()
+    {
         Ok(r) => r,
         Err(m) => return bad("invalid_reminder", m),
     };

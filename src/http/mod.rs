@@ -137,7 +137,9 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         // The dashboard's files (public; its API calls carry the token).
         ("dashboard", None) => dashboard::redirect(),
         ("dashboard", Some(file)) => {
-            dashboard::static_file(req.method(), file, &app.config.public_url)
+            let authority = app.config.entra.as_ref().and_then(|e| e.pane.as_ref());
+            let authority = authority.map(|p| p.authority.as_str());
+            dashboard::static_file(req.method(), file, &app.config.public_url, authority)
         }
         ("api", Some(rest)) => match rest.strip_prefix("v1/") {
             Some(rest) => {

@@ -138,11 +138,11 @@ pub async fn put_reminder(app: &App, user: &User, id: &str, req: Request<Incomin
         Ok(b) => b,
         Err(r) => return r,
     };
-    let rem = match body.check(app.clock.now_ms()) {
+    let rem = match body.check(app.clock.now_ms(), app.mailer.is_some()) {
         Ok(r) => r,
         Err(m) => return bad("invalid_reminder", m),
     };
-    match reminder::set(app, rec.id, &rem.when, rem.at_ms).await {
+    match reminder::set(app, rec.id, rem).await {
         Ok(rec) => reminder_answer(rec, id),
         Err(e) => reminder_failed(e),
     }

@@ -77,6 +77,10 @@ pub struct Reminder {
     pub at_ms: u64,
     /// "pending", then "due" or "skipped"; "cancelled" once deleted.
     pub state: String,
+    /// `Some("email")`: when due, a short email also goes to the sender
+    /// (`outbox::notify`). `None`: the `reminder.due` event only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

@@ -26,8 +26,27 @@
 //! `Store::update_email` (compare-and-set), so workers in several processes
 //! update one email safely.
 //!
-//! `reminder` is the timers' side: "remind me if no reply by …".
+//! **No crash window between the record and its jobs.** `follow` writes the
+//! jobs *before* the record: the source, the copies' jobs and the reminder's
+//! timer, then the record (then it wakes the workers). A crash after the
+//! record therefore leaves every job in place, and the worker sends the copies
+//! after the restart; a crash before it leaves jobs whose email does not exist,
+//! and the request was never answered. So a worker that finds no record waits
+//! for it (retrying, sooner at first) until the deadline the job carries
+//! (`record_by_ms`, [`RECORD_GRACE_MS`] after the enqueue), then drops the job
+//! and the source. Nothing is sent before the record is stored, so every
+//! token still belongs to a stored email. Chosen over a recovery pass with an
+//! index of "emails with pending delivery": no extra index to keep in step
+//! with every recipient state change, no scan at start or periodically, and
+//! the cost falls only on the crash case (a few leases of a job that finds no
+//! record). The one gap: a record whose write took longer than
+//! `RECORD_GRACE_MS` after its jobs (the store hung that long and then
+//! succeeded) would find its jobs dropped.
+//!
+//! `reminder` is the timers' side: "remind me if no reply by …"; `notify`
+//! the email a due reminder sends the sender (a job on this queue too).
 
+pub mod notify;
 pub mod reminder;
 
 use std::collections::VecDeque;
@@ -60,6 +79,20 @@ pub const MAX_AHEAD_MS: u64 = 365 * 86_400_000;
 const CACHE: usize = 4;
 /// A store failure while sending: try the copy again this much later.
 const STORE_RETRY_MS: u64 = 5_000;
+/// How long a job written before its record (see "No crash window") waits
+/// for the record before it is dropped.
+pub const RECORD_GRACE_MS: u64 = 10 * 60_000;
+
+/// A job whose email is not stored (yet): when to look again, or `None` to
+/// drop it (past `record_by_ms`, or a job that was never written ahead of its
+/// record, `record_by_ms` 0). Doubling from 0.5 s, at most 30 s apart.
+pub(crate) fn await_record(record_by_ms: u64, attempts: u32, now_ms: u64) -> Option<u64> {
+    if now_ms >= record_by_ms {
+        return None;
+    }
+    let wait = (250u64 << attempts.clamp(1, 7)).min(30_000);
+    Some((now_ms + wait).min(record_by_ms))
+}
 
 /// What rendering an email's copies needs, stored until every copy is final.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -82,6 +115,9 @@ struct CopyJob {
     recipient: u32,
     /// When the copy was first due (the retry deadline counts from it).
     due_ms: u64,
+    /// Until when a missing record is waited for (0: not at all).
+    #[serde(default)]
+    record_by_ms: u64,
 }
 
 /// A source as stored: its JSON header line, then the raw message.
@@ -102,15 +138,18 @@ fn copy_id(email: u64, i: usize) -> String {
     format!("{}:{i}", id_to_text(email))
 }
 
-/// Stores the source of a just-stored SMTP email and queues one job per
-/// recipient copy, due at `due_ms` (now, or `send_at`). The record must
-/// already be stored (every token handed out belongs to a stored email).
+/// Stores the source of an SMTP email and queues one job per recipient copy,
+/// due at `due_ms` (now, or `send_at`), *before* the record is stored (see
+/// "No crash window"): the worker waits for the record until `record_by_ms`.
+/// Wakes no worker: the caller calls `app.outbox.notify()` once the record
+/// is stored.
 pub async fn enqueue_copies(
     app: &App,
     rec: &EmailRecord,
     source: &Source,
     raw: &[u8],
     due_ms: u64,
+    record_by_ms: u64,
 ) -> Result<(), StoreError> {
     let src = NewJob {
         id: id_to_text(rec.id),
@@ -127,11 +166,12 @@ pub async fn enqueue_copies(
                     email: id_to_text(rec.id),
                     recipient: i as u32,
                     due_ms,
+                    record_by_ms,
                 },
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    app.outbox.enqueue(jobs).await?;
+    app.store.enqueue(app.outbox.queue(), jobs).await?;
     Ok(())
 }
 
@@ -216,6 +256,9 @@ pub fn start(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Joi
 impl Outbox {
     async fn send_copy(&self, job: Leased) -> Outcome {
         let app = &self.app;
+        if let Some(n) = notify::parse(&job) {
+            return notify::send(app, &self.backoff, &job, n).await;
+        }
         let now = app.clock.now_ms();
         let Ok(cj) = job.json::<CopyJob>() else {
             tracing::error!(job = %job.id, "an outbox job cannot be read; dropped");
@@ -227,8 +270,17 @@ impl Outbox {
         let i = cj.recipient as usize;
         let rec = match app.store.get_email(email).await {
             Ok(Some(r)) => r,
-            // Expired or never stored: nothing to send.
-            Ok(None) => return Outcome::Fail,
+            // Not stored yet (the jobs come first), or expired, or never
+            // stored (a crash before the record): wait, then drop.
+            Ok(None) => {
+                return match await_record(cj.record_by_ms, job.attempts, now) {
+                    Some(at) => Outcome::RetryAt(at),
+                    None => {
+                        forget_source(app, email).await;
+                        Outcome::Fail
+                    }
+                };
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox: reading the email failed; retrying");
                 return Outcome::RetryAt(now + STORE_RETRY_MS);
@@ -679,6 +731,17 @@ mod tests {
             .unwrap_err()
             .contains("365"));
         assert!(future_time("soon", now).is_err());
+    }
+
+    #[test]
+    fn a_missing_record_is_awaited_until_its_deadline() {
+        let now = 1_000_000;
+        assert_eq!(await_record(0, 1, now), None, "not written ahead");
+        assert_eq!(await_record(now, 1, now), None, "past the deadline");
+        assert_eq!(await_record(now + 60_000, 1, now), Some(now + 500));
+        assert_eq!(await_record(now + 60_000, 2, now), Some(now + 1000));
+        assert_eq!(await_record(now + 600_000, 40, now), Some(now + 30_000));
+        assert_eq!(await_record(now + 100, 3, now), Some(now + 100));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - `always`.
 //!
 //! The reminder becomes `due` (and raises `reminder.due`, id
-//! `rem_<email>_<at ms>`, through `realtime`) or `skipped`. `PUT` moves it
+//! `rem_<email>_<at ms>`, through `realtime`; with `notify: "email"` it also
+//! queues a short email to the sender, `super::notify`) or `skipped`. `PUT` moves it
 //! (back to `pending`), `DELETE` makes it `cancelled`.
 
 use serde::{Deserialize, Serialize};
@@ -31,17 +32,21 @@ use crate::store::StoreError;
 
 pub const WHEN: [&str; 3] = ["no_reply", "not_opened", "always"];
 
-/// A reminder as the API takes it: `{"when", "at": RFC 3339}`.
+/// A reminder as the API takes it: `{"when", "at": RFC 3339, "notify"}`
+/// (`notify`: `"email"` or `"none"`, the default).
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ReminderInput {
     pub when: String,
     pub at: String,
+    #[serde(default)]
+    pub notify: Option<String>,
 }
 
 impl ReminderInput {
-    /// The reminder (`pending`), checked against `now_ms`; else why not.
-    pub fn check(&self, now_ms: u64) -> Result<Reminder, String> {
+    /// The reminder (`pending`), checked against `now_ms` and whether an SMTP
+    /// relay is configured (`notify: "email"` needs one); else why not.
+    pub fn check(&self, now_ms: u64, smtp: bool) -> Result<Reminder, String> {
         if !WHEN.contains(&self.when.as_str()) {
             return Err(format!(
                 "reminder.when must be \"no_reply\", \"not_opened\" or \"always\", not {:?}",
@@ -50,10 +55,25 @@ impl ReminderInput {
         }
         let at_ms =
             super::future_time(&self.at, now_ms).map_err(|m| format!("reminder.at: {m}"))?;
+        let notify = match self.notify.as_deref() {
+            None | Some("none") => None,
+            Some("email") if smtp => Some("email".to_string()),
+            Some("email") => {
+                return Err(
+                    "reminder.notify \"email\" needs an SMTP relay (MAILBEACON_SMTP_URL)".into(),
+                )
+            }
+            Some(other) => {
+                return Err(format!(
+                    "reminder.notify must be \"email\" or \"none\", not {other:?}"
+                ))
+            }
+        };
         Ok(Reminder {
             when: self.when.clone(),
             at_ms,
             state: "pending".into(),
+            notify,
         })
     }
 }
@@ -61,6 +81,10 @@ impl ReminderInput {
 #[derive(Serialize, Deserialize)]
 struct TimerJob {
     email: String,
+    /// Until when a missing record is waited for (0: not at all; see
+    /// `outbox`, "No crash window").
+    #[serde(default)]
+    record_by_ms: u64,
 }
 
 fn timer_id(email: u64) -> String {
@@ -98,6 +122,7 @@ pub async fn arm(app: &App, email: u64, at_ms: u64) -> Result<(), ReminderError>
                 at_ms,
                 &TimerJob {
                     email: id_to_text(email),
+                    record_by_ms: 0,
                 },
             )?;
             app.timers.enqueue(vec![job]).await?;
@@ -106,18 +131,36 @@ pub async fn arm(app: &App, email: u64, at_ms: u64) -> Result<(), ReminderError>
     Ok(())
 }
 
-/// `PUT /api/v1/emails/{id}/reminder`: sets (or moves) the reminder.
+/// Arms the timer of a reminder on an email that is about to be stored (the
+/// job before the record, see `outbox`): the timer waits for the record until
+/// `record_by_ms`. Wakes no worker: the caller calls `app.timers.notify()`
+/// once the record is stored.
+pub async fn arm_new(
+    app: &App,
+    email: u64,
+    at_ms: u64,
+    record_by_ms: u64,
+) -> Result<(), StoreError> {
+    let job = NewJob::json(
+        timer_id(email),
+        at_ms,
+        &TimerJob {
+            email: id_to_text(email),
+            record_by_ms,
+        },
+    )?;
+    app.store.enqueue(app.timers.queue(), vec![job]).await?;
+    Ok(())
+}
+
+/// `PUT /api/v1/emails/{id}/reminder`: sets (or moves) the reminder (as
+/// `ReminderInput::check` made it: `pending`).
 pub async fn set(
     app: &App,
     email: u64,
-    when: &str,
-    at_ms: u64,
+    reminder: Reminder,
 ) -> Result<Option<EmailRecord>, ReminderError> {
-    let reminder = Reminder {
-        when: when.to_owned(),
-        at_ms,
-        state: "pending".into(),
-    };
+    let at_ms = reminder.at_ms;
     let rec = app
         .store
         .update_email(email, |r| {
@@ -172,16 +215,22 @@ pub fn opened_by_anyone(
 /// Runs one reminder's timer.
 pub async fn run(app: &App, job: Leased) -> Outcome {
     let now = app.clock.now_ms();
-    let Some(email) = job
+    let Some((email, record_by_ms)) = job
         .json::<TimerJob>()
         .ok()
-        .and_then(|t| id_from_text(&t.email))
+        .and_then(|t| Some((id_from_text(&t.email)?, t.record_by_ms)))
     else {
         return Outcome::Fail;
     };
     let rec = match app.store.get_email(email).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Done,
+        // Not stored yet (the timer comes first), or gone.
+        Ok(None) => {
+            return match super::await_record(record_by_ms, job.attempts, now) {
+                Some(at) => Outcome::RetryAt(at),
+                None => Outcome::Done,
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "reminder: reading the email failed; retrying");
             return Outcome::RetryAt(now + 5_000);
@@ -230,6 +279,14 @@ pub async fn run(app: &App, job: Leased) -> Outcome {
             extra,
         }]);
         tracing::info!(email = %id_to_text(email), when = %rem.when, "reminder due");
+        // The sender's email, queued before the outcome is recorded (the job
+        // id makes a second enqueue after a crash harmless).
+        if rem.notify.as_deref() == Some("email") {
+            if let Err(e) = super::notify::enqueue(app, email, rem.at_ms, now).await {
+                tracing::warn!(error = %e, "reminder: queueing the email failed; retrying");
+                return Outcome::RetryAt(now + 5_000);
+            }
+        }
     }
     let state = if due { "due" } else { "skipped" };
     let updated = app

@@ -16,6 +16,16 @@
 //! Auto Capture off, and all of them while the organization has Auto Capture or
 //! Email Engagement off.
 //!
+//! **One watcher per mailbox across processes.** Every process runs the
+//! supervisor, but a watcher connects only while it holds the mailbox's lease
+//! in the store (`store::lease`, name `watch:<user id>`, 15 s, renewed every
+//! 5 s); the others look again every 5 s. A renewal that fails or finds
+//! another holder closes the connection at once, so two processes never both
+//! watch past a renewal; when the holder dies, another takes over within the
+//! lease's life plus a look (at most ~20 s), and rereads the last messages
+//! (facts are idempotent: nothing counts twice). A stopped watcher frees its
+//! lease.
+//!
 //! Architecture invariant: **the watcher stores only facts.** A reply is a
 //! recipient index and a time, keyed by a keyed hash of the reply's Message-ID;
 //! a bounce is the delivery state and the DSN's diagnostic. Nothing else of a

@@ -7,7 +7,8 @@
 //! nothing is marked seen), plus for a delivery status notification the first
 //! 16 KiB of its status part and returned header. Never a body of an ordinary
 //! message. Errors reconnect after a growing delay (5 s doubling, at most 10
-//! minutes).
+//! minutes). All of it only while this task holds the mailbox's lease
+//! (`Lease`, see `replies`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,6 +36,11 @@ pub struct Options {
     pub idle: bool,
 }
 
+/// A mailbox's lease lives this long without renewal (renewed every third):
+/// another process takes over a dead holder's mailbox within it.
+const LEASE_MS: u64 = 15_000;
+/// How often a process without the lease looks whether it is free.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// Time limit for each command.
 const STEP: Duration = Duration::from_secs(20);
 /// IDLE is re-issued this often (RFC 2177 asks for less than 29 minutes).
@@ -83,13 +89,49 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Watches the mailbox of `owner` until the task is aborted (the supervisor
-/// does that; dropping the connection closes it).
+/// does that; dropping the connection closes it), while this process holds
+/// the mailbox's lease (see `replies`, "One watcher per mailbox").
 pub async fn run(app: Arc<App>, owner: u64, cfg: MailboxConfig, opts: Options) {
+    let lease = Lease {
+        app: app.clone(),
+        name: format!("watch:{}", id_to_text(owner)),
+        owner: crate::ids::random_id(),
+    };
     let mut cursor = None;
     let mut failures = 0u32;
+    let mut waiting = false;
     loop {
+        match lease.take().await {
+            Ok(true) => waiting = false,
+            Ok(false) => {
+                if !waiting {
+                    tracing::info!(
+                        user = %id_to_text(owner),
+                        "reply watcher: another process watches this mailbox"
+                    );
+                    waiting = true;
+                }
+                tokio::time::sleep(LEASE_RETRY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(user = %id_to_text(owner), error = %e,
+                    "reply watcher: cannot take the mailbox's lease");
+                tokio::time::sleep(LEASE_RETRY).await;
+                continue;
+            }
+        }
         let started = Instant::now();
-        let Err(e) = session(&app, owner, &cfg, opts, &mut cursor).await;
+        let e = tokio::select! {
+            Err(e) = session(&app, owner, &cfg, opts, &mut cursor) => e,
+            () = lease.hold() => {
+                // Lost (another process has it) or not renewable: the
+                // connection closes now; the loop takes the lease again when
+                // it is free.
+                tracing::warn!(user = %id_to_text(owner), "reply watcher: lost the mailbox's lease");
+                continue;
+            }
+        };
         // A connection that worked for a while starts the delays over.
         failures = if started.elapsed() > Duration::from_secs(600) {
             1
@@ -105,6 +147,57 @@ pub async fn run(app: Arc<App>, owner: u64, cfg: MailboxConfig, opts: Options) {
             "reply watcher: the mailbox failed"
         );
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// A mailbox's lease, as one watcher task holds it. The owner is per task,
+/// not per process: a watcher the supervisor replaces (the mailbox changed)
+/// frees its lease as it is dropped, which must never free its successor's.
+struct Lease {
+    app: Arc<App>,
+    name: String,
+    owner: u64,
+}
+
+impl Lease {
+    async fn take(&self) -> Result<bool, crate::store::StoreError> {
+        self.app
+            .store
+            .take_lease(&self.name, self.owner, LEASE_MS)
+            .await
+    }
+
+    /// Renews the lease every third of its life; returns when a renewal
+    /// fails or finds another holder (the watching must stop).
+    async fn hold(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
+            match self.take().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reply watcher: renewing the lease failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    /// The watcher stopped (aborted by the supervisor, or shutdown): free the
+    /// lease at once, so another process need not wait for its expiry.
+    fn drop(&mut self) {
+        let (store, name, owner) = (
+            self.app.store.clone(),
+            std::mem::take(&mut self.name),
+            self.owner,
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store.release_lease(&name, owner).await;
+            });
+        }
     }
 }
 

@@ -97,6 +97,7 @@ macro_rules! on_backend {
 pub mod addin;
 pub mod cards;
 pub mod dump;
+pub mod lease;
 pub mod queue;
 pub mod realtime;
 pub mod replies;

@@ -1,7 +1,8 @@
 /* A stand-in for @azure/msal-browser's UMD bundle (window.msal), served instead of
    /addin/vendor/msal-browser-*.min.js when tests/addin/pane-entra.test.mjs drives the
    pane: Entra cannot be reached from the test machine. It models only what the pane
-   uses: createNestablePublicClientApplication -> a client with initialize,
+   and the dashboard use: createNestablePublicClientApplication (and, for the
+   dashboard, createStandardPublicClientApplication) -> a client with initialize,
    getActiveAccount, getAllAccounts, setActiveAccount, acquireTokenSilent and
    acquireTokenPopup, and the InteractionRequiredAuthError / BrowserAuthError classes.
    The access tokens it hands out are real RS256 JWTs minted by the Rust test, which
@@ -64,6 +65,11 @@
   window.msal = {
     createNestablePublicClientApplication: function (conf) {
       calls.push({ kind: "create", auth: conf && conf.auth });
+      return Promise.resolve(pca);
+    },
+    // The dashboard (a page outside Outlook) uses the standard client.
+    createStandardPublicClientApplication: function (conf) {
+      calls.push({ kind: "create-standard", auth: conf && conf.auth, cache: conf && conf.cache });
       return Promise.resolve(pca);
     },
     AuthError: AuthError,

@@ -49,6 +49,7 @@ use super::{Result, StoreError, StoreStats};
 mod addin;
 mod cards;
 mod events;
+mod lease;
 mod queue;
 mod realtime;
 mod records;
@@ -115,6 +116,8 @@ pub struct Embedded {
     committed: AtomicU64,
     /// Highest event seq applied to redb (visible to readers).
     applied: watch::Receiver<u64>,
+    /// The leases (`store::lease`), in memory.
+    leases: Mutex<lease::Leases>,
 }
 
 impl Embedded {
@@ -203,6 +206,7 @@ impl Embedded {
             indexer: Mutex::new(Some((tx, handle))),
             committed: AtomicU64::new(applied),
             applied: applied_rx,
+            leases: Mutex::default(),
         }))
     }
 

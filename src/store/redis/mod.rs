@@ -23,6 +23,7 @@ mod cards;
 pub mod conn;
 mod events;
 pub mod keys;
+mod lease;
 pub mod node;
 mod queue;
 mod realtime;
