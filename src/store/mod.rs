@@ -92,6 +92,7 @@ macro_rules! on_backend {
 
 // After the macro, which it uses.
 pub mod addin;
+pub mod attachments;
 pub mod cards;
 pub mod queue;
 pub mod realtime;
