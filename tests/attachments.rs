@@ -462,8 +462,27 @@ fn returned_copies_and_opted_out_recipients() {
             .expect("base64")
     };
     let bob = links_of(&copy(0), &s.base).remove(0);
+    let events = stream(&s, &tok);
     let (st, _, body) = raw("GET", &bob, &[("User-Agent", BROWSER_UA)]);
     assert_eq!((st, body == pdf()), (200, true));
+    // The live stream tells of the view.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let data = loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("no email.attachment_viewed within 10 s");
+        let frame = events.recv_timeout(left).expect("a frame");
+        if frame.contains("event: email.attachment_viewed") {
+            let line = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data");
+            break serde_json::from_str::<Value>(line).expect("JSON");
+        }
+    };
+    assert_eq!(data["data"]["recipient"], "bob@client.test", "{data}");
+    assert_eq!(data["data"]["attachment"], 0, "{data}");
+    assert_eq!(data["data"]["machine"], false, "{data}");
     // Carol's copy is the untracked original: the PDF is still in it.
     let carol = MessageParser::default().parse(&copy(1)).map(|m| {
         m.parts
@@ -486,4 +505,151 @@ fn returned_copies_and_opted_out_recipients() {
     assert!(!String::from_utf8_lossy(&kept).contains("/a/"));
     let m = MessageParser::default().parse(&kept).expect("parses");
     assert!(m.parts.iter().any(|p| p.contents() == pdf()));
+}
+
+/// The caller's live event stream, one frame per message.
+fn stream(s: &Server, tok: &str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let resp = support::agent()
+        .get(&s.url("/api/v1/events"))
+        .set("Authorization", &format!("Bearer {tok}"))
+        .set("Accept", "text/event-stream")
+        .call()
+        .expect("the stream opens");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(resp.into_reader());
+        let mut frame = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line == "\n" {
+                if tx.send(std::mem::take(&mut frame)).is_err() {
+                    return;
+                }
+            } else {
+                frame.push_str(&line);
+            }
+            line.clear();
+        }
+    });
+    rx
+}
+
+/// The store side on each backend, through the sealing `Store`: files are
+/// written only for an existing email, read back byte for byte by index,
+/// deleted on their own, and removed by the retention sweep with their email.
+fn store_contract(kind: Kind) {
+    use mailbeacon::model::{Attachment, EmailRecord, RecipientRecord};
+    use mailbeacon::seal::Sealer;
+    use mailbeacon::store::embedded::Embedded;
+    use mailbeacon::store::redis::conn::Target;
+    use mailbeacon::store::redis::Redis;
+    use mailbeacon::store::{Backend, Store as S};
+
+    let store = Store::new(kind);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = store.tmp.path().join("data");
+        let backend = match (&store.redis, &store.cluster) {
+            (Some(r), _) => Backend::Redis(
+                Redis::open(&Target::Single(r.url()), &dir, 1 << 20)
+                    .await
+                    .expect("redis"),
+            ),
+            (_, Some(c)) => Backend::Redis(
+                Redis::open(
+                    &Target::Cluster(c.nodes.iter().map(|n| n.url()).collect()),
+                    &dir,
+                    1 << 20,
+                )
+                .await
+                .expect("cluster"),
+            ),
+            _ => Backend::Embedded(Embedded::open(&dir).expect("embedded")),
+        };
+        let st = S::new(
+            backend,
+            Sealer::new(&[(1, vec![9; 32])], 1, b"lookup").expect("sealer"),
+        );
+        let now = mailbeacon::ids::now_ms();
+        let rec = |id: u64, expires_ms: u64| EmailRecord {
+            id,
+            owner: 1,
+            from: "ann@sales.test".into(),
+            subject: None,
+            message_id: None,
+            created_ms: now,
+            expires_ms,
+            deliver: "return".into(),
+            recipients: vec![RecipientRecord {
+                address: "bob@client.test".into(),
+                name: None,
+                field: "to".into(),
+                followed: true,
+                reason: None,
+                delivery: None,
+                erased: false,
+            }],
+            links: Vec::new(),
+            lookups: Vec::new(),
+            template: None,
+            send_at_ms: None,
+            reminder: None,
+        };
+        let files = vec![
+            Attachment {
+                name: "Q3 report.pdf".into(),
+                content_type: "application/pdf".into(),
+                data: pdf(),
+            },
+            Attachment {
+                name: "Überblick.txt".into(),
+                content_type: "text/plain".into(),
+                data: Vec::new(),
+            },
+        ];
+        assert!(
+            !st.put_attachments(41, &files).await.expect("put"),
+            "no such email"
+        );
+        assert_eq!(st.attachment(41, 0).await.expect("get"), None);
+
+        st.put_email(rec(42, now + 3_600_000)).await.expect("email");
+        st.put_email(rec(43, now + 7_200_000)).await.expect("email");
+        assert!(st.put_attachments(42, &files).await.expect("put"));
+        assert!(st.put_attachments(43, &files[..1]).await.expect("put"));
+        assert_eq!(
+            st.attachment(42, 0).await.expect("get").as_ref(),
+            Some(&files[0])
+        );
+        assert_eq!(
+            st.attachment(42, 1).await.expect("get").as_ref(),
+            Some(&files[1])
+        );
+        assert_eq!(st.attachment(42, 2).await.expect("get"), None);
+
+        st.delete_attachments(43).await.expect("delete");
+        assert_eq!(st.attachment(43, 0).await.expect("get"), None);
+        assert!(st.attachment(42, 0).await.expect("get").is_some());
+
+        // Retention: the sweep removes the email and its files.
+        assert_eq!(st.sweep(now + 3_600_001, 0).await.expect("sweep"), 1);
+        assert!(st.get_email(42).await.expect("get").is_none());
+        assert_eq!(st.attachment(42, 0).await.expect("get"), None);
+        assert_eq!(st.attachment(42, 1).await.expect("get"), None);
+        st.close().await.expect("close");
+    });
+    if kind != Kind::Embedded {
+        assert!(store.email_keys("000000000000002a").is_empty());
+    }
+}
+
+#[test]
+fn store_keeps_files_with_their_email_on_each_backend() {
+    for kind in [Kind::Embedded, Kind::Redis, Kind::Cluster] {
+        store_contract(kind);
+    }
 }
