@@ -6,8 +6,8 @@
 //!   tampered, truncated or foreign token, or an `index` that is not the one
 //!   it signs, answers the neutral 404 page and never a byte of any file. The
 //!   `name` segment is for people and download managers and is not checked.
-//! - A valid token whose email is gone (retention, deletion) or whose file is
-//!   no longer stored answers `410` with a neutral page.
+//! - A valid token whose email is gone or past its retention, or whose file
+//!   is no longer stored, answers `410` with a neutral page.
 //! - Otherwise `200` with the original bytes, the stored type, `attachment`
 //!   disposition (the name as given, RFC 6266 `filename*`), `no-store`,
 //!   `nosniff` and a sandboxing CSP.
@@ -65,6 +65,10 @@ pub async fn download(app: &App, req: &Request<Incoming>, rest: &str, peer: IpAd
         return page(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     };
     let rec = match app.store.get_email(claims.email).await {
+        // Past its retention but not swept yet: gone all the same.
+        Ok(Some(rec)) if rec.expires_ms <= app.clock.now_ms() => {
+            return page(StatusCode::GONE, GONE_PAGE)
+        }
         Ok(Some(rec)) => rec,
         Ok(None) => return page(StatusCode::GONE, GONE_PAGE),
         Err(e) => {
