@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::ids::{id_from_text, id_to_text};
 use crate::jobs::{self, Backoff, Outcome, WorkerOptions};
 use crate::model::{Delivery, EmailRecord};
-use crate::prepare::{Draft, Limits};
+use crate::prepare::{AttachmentMode, Draft, Limits};
 use crate::realtime::{AppEvent, EventType};
 use crate::render::{encoded_links, render_copy, Plan};
 use crate::state::App;
@@ -72,6 +72,10 @@ pub struct Source {
     pub date: String,
     /// Per recipient: true if a contact preference says not to follow them.
     pub opted_out: Vec<bool>,
+    /// `"attachments": "link"`: parse with attachment links (the files are
+    /// stored with the email).
+    #[serde(default)]
+    pub link_attachments: bool,
 }
 
 /// One recipient copy's job.
@@ -442,7 +446,12 @@ impl Outbox {
         let parsed = tokio::task::spawn_blocking(move || {
             let (source, raw) = decode_source(&job.payload)?;
             let prefix = format!("{}/c/", source.public_url);
-            let mut draft = Draft::parse(raw, &prefix, &Limits::default()).ok()?;
+            let mode = if source.link_attachments {
+                AttachmentMode::Link
+            } else {
+                AttachmentMode::Keep
+            };
+            let mut draft = Draft::parse_with(raw, &prefix, &Limits::default(), mode).ok()?;
             draft.add_missing_headers(&source.message_id, &source.date);
             let links = encoded_links(&draft);
             Some(Prepared {
@@ -688,6 +697,7 @@ mod tests {
             message_id: "<a@b>".into(),
             date: "Thu, 1 Jan 1970 00:00:00 +0000".into(),
             opted_out: vec![false, true],
+            link_attachments: false,
         };
         let raw = b"From: a@b\nTo: c@d\n\nbody\n\xff";
         let enc = encode_source(&src, raw).unwrap();
