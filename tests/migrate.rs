@@ -301,12 +301,14 @@ Date: {}\r\n\r\nThanks.\r\n",
         Some(json!({"mime": STANDARD.encode(attached(USER)), "deliver": "return", "attachments": "link"})),
     );
     assert_eq!(st, 201, "{v}");
-    let copy = String::from_utf8(
-        STANDARD
-            .decode(v["recipients"][0]["mime"].as_str().expect("a copy"))
-            .expect("base64"),
-    )
-    .expect("utf-8");
+    let mime = STANDARD
+        .decode(v["recipients"][0]["mime"].as_str().expect("a copy"))
+        .expect("base64");
+    // Decoded: the body may be quoted-printable, with soft line breaks.
+    let copy = mail_parser::MessageParser::default()
+        .parse(&mime)
+        .and_then(|m| m.body_html(0).map(|h| h.into_owned()))
+        .expect("an HTML body in the copy");
     let at = copy
         .find(&format!("{}/a/", s.base))
         .unwrap_or_else(|| panic!("no attachment link in the copy:\n{copy}"));
@@ -315,6 +317,8 @@ Date: {}\r\n\r\nThanks.\r\n",
         .next()
         .unwrap()
         .to_string();
+    let (st, _, _) = support::raw("GET", &attachment, &[("User-Agent", BROWSER_UA)]);
+    assert_eq!(st, 200, "the attachment link before any move: {attachment}");
     let audit = audit_len(s);
     assert!(audit >= 2, "contact update and erase are audited");
     World {
@@ -388,7 +392,7 @@ fn check(s: &Server, w: &World, stage: &str) {
         &w.attachment.replace(&w.base, &s.base),
         &[("User-Agent", BROWSER_UA)],
     );
-    assert_eq!(st, 200, "{stage}: the attachment link");
+    assert_eq!(st, 200, "{stage}: the attachment link {}", w.attachment);
     assert!(
         String::from_utf8_lossy(&body).contains("MIGRATED-ATTACHMENT-BYTES"),
         "{stage}: the attachment's bytes"
