@@ -136,7 +136,9 @@ pub fn classify(e: &Event, h: &Heuristics) -> Option<Machine> {
     if SCANNER_MARKERS.iter().any(|m| lower.contains(m)) || declares_bot(&lower) {
         return Some(Machine::Scanner);
     }
-    if e.kind == EventKind::Click && e.since_prepared_s < h.too_fast_s {
+    // Gateways fetch attachments on delivery as they follow links.
+    let fetch = matches!(e.kind, EventKind::Click | EventKind::Attachment);
+    if fetch && e.since_prepared_s < h.too_fast_s {
         return Some(Machine::TooFast);
     }
     None
@@ -271,6 +273,17 @@ mod tests {
             Some(Machine::TooFast)
         );
         assert_eq!(super::classify(&click, &h.for_delivery("return")), None);
+    }
+
+    #[test]
+    fn attachment_views_follow_the_click_rules() {
+        let h = Heuristics::default().for_delivery("smtp");
+        let fast = ev(EventKind::Attachment, FIREFOX, 0, Some(0), 1);
+        assert_eq!(super::classify(&fast, &h), Some(Machine::TooFast));
+        let later = ev(EventKind::Attachment, FIREFOX, 0, Some(0), 100);
+        assert_eq!(super::classify(&later, &h), None);
+        let scanner = ev(EventKind::Attachment, "Barracuda Sentinel", 0, Some(0), 100);
+        assert_eq!(super::classify(&scanner, &h), Some(Machine::Scanner));
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! becomes `{public}/c/{click token}/{base64url(original URL)}`; the click token's
 //! signature covers the original URL, so the link redirects correctly forever,
 //! without a lookup (after retention, erasure, or during a store outage).
-//! Recipients who are not followed get the untracked copy.
+//! Recipients who are not followed get the untracked copy. A draft parsed with
+//! attachment links (`AttachmentMode::Link`) gives each followed recipient's
+//! copy `{public}/a/{attachment token}/{index}/{file name}` per attachment
+//! instead of the file (the name is only for people and download managers; the
+//! token says which file).
 //!
 //! A draft from compose ([`HtmlBody`]) gets one copy for everyone, its HTML
 //! alone ([`render_html`]), and a message-level record
@@ -14,7 +18,7 @@
 //! Pure: no I/O. Callers decide who is followed and store the record.
 
 use crate::model::{EmailRecord, RecipientRecord};
-use crate::prepare::{Draft, Field, HtmlBody, Tracking};
+use crate::prepare::{url_name, Draft, Field, HtmlBody, Tracking};
 use crate::token::{encode_destination, KeyRing};
 
 /// What the caller already decided about the email.
@@ -67,7 +71,23 @@ pub fn render_copy(
         return draft.render(None);
     }
     let urls = TrackingUrls::mint(keys, plan, draft.links(), encoded_links, i);
-    draft.render(Some(&urls.tracking()))
+    let files = attachment_urls(draft, keys, plan, i);
+    draft.render_with(Some(&urls.tracking()), &files)
+}
+
+/// Recipient `i`'s download links of the draft's attachments (none unless it
+/// was parsed with attachment links).
+fn attachment_urls(draft: &Draft, keys: &KeyRing, plan: &Plan, i: usize) -> Vec<String> {
+    let issued = (plan.created_ms / 1000).min(u64::from(u32::MAX)) as u32;
+    draft
+        .attachments()
+        .iter()
+        .enumerate()
+        .map(|(n, a)| {
+            let t = keys.mint_attachment(plan.id, i as u32, issued, n as u32);
+            format!("{}/a/{t}/{n}/{}", plan.public_url, url_name(&a.name))
+        })
+        .collect()
 }
 
 /// A draft from compose with recipient `i`'s tokens (`i` is 0: one copy

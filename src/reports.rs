@@ -2,7 +2,7 @@
 //! the API returns (per recipient, per link, totals, timeline), and totals over
 //! many emails (`Totals`: per user or organization, and per template).
 //!
-//! Human activity is what `opens` and `clicks` count; machine activity (see
+//! Human activity is what `opens`, `clicks` and `attachment_views` count; machine activity (see
 //! `classify`) is counted beside it, never mixed in, never dropped. Replies
 //! (facts from the reply watcher) are counted per recipient; a recipient with a
 //! reply or a human click but no human open has an *inferred open* (their
@@ -34,13 +34,17 @@ struct Tally {
     links: BTreeMap<u32, (u64, u64)>,
     replies: u64,
     first_reply: Option<u64>,
+    attachment_views: u64,
+    machine_attachment_views: u64,
 }
 
 impl Tally {
     /// 1 when the recipient replied or clicked (as a human) with no human open
     /// recorded: their client blocked the pixel.
     fn inferred_opens(&self) -> u64 {
-        u64::from(self.opens == 0 && (self.replies > 0 || self.clicks > 0))
+        u64::from(
+            self.opens == 0 && (self.replies > 0 || self.clicks > 0 || self.attachment_views > 0),
+        )
     }
 }
 
@@ -125,6 +129,8 @@ pub fn engagement_with_replies(
                     slot.1 += 1;
                 }
             }
+            EventKind::Attachment if human => t.attachment_views += 1,
+            EventKind::Attachment => t.machine_attachment_views += 1,
         }
     }
     for r in replies {
@@ -157,6 +163,8 @@ pub fn engagement_with_replies(
                 "replies": t.replies,
                 "first_reply_at": opt_time(t.first_reply),
                 "inferred_opens": t.inferred_opens(),
+                "attachment_views": t.attachment_views,
+                "machine_attachment_views": t.machine_attachment_views,
                 "links": t.links.iter().map(|(i, (h, m))| json!({
                     "index": i, "url": link_url(*i), "clicks": h, "machine_clicks": m
                 })).collect::<Vec<_>>(),
@@ -215,6 +223,8 @@ pub fn engagement_with_replies(
         "machine_clicks": sum(|t| t.machine_clicks),
         "replies": sum(|t| t.replies),
         "inferred_opens": sum(Tally::inferred_opens),
+        "attachment_views": sum(|t| t.attachment_views),
+        "machine_attachment_views": sum(|t| t.machine_attachment_views),
     });
     out["recipients"] = Value::Array(recipients);
     out["links"] = Value::Array(links);
@@ -234,6 +244,7 @@ pub struct Totals {
     pub unique_clicks: u64,
     pub machine_opens: u64,
     pub machine_clicks: u64,
+    pub attachment_views: u64,
 }
 
 impl Totals {
@@ -252,6 +263,7 @@ impl Totals {
             unique_clicks: n("unique_clicks"),
             machine_opens: n("machine_opens"),
             machine_clicks: n("machine_clicks"),
+            attachment_views: n("attachment_views"),
         }
     }
 
@@ -265,6 +277,7 @@ impl Totals {
         self.unique_clicks += o.unique_clicks;
         self.machine_opens += o.machine_opens;
         self.machine_clicks += o.machine_clicks;
+        self.attachment_views += o.attachment_views;
     }
 
     /// The counts, plus rates over followed recipients (human activity only;
@@ -288,6 +301,7 @@ impl Totals {
             "unique_clicks": self.unique_clicks,
             "machine_opens": self.machine_opens,
             "machine_clicks": self.machine_clicks,
+            "attachment_views": self.attachment_views,
             "open_rate": rate(self.unique_opens, self.followed),
             "click_rate": rate(self.unique_clicks, self.followed),
             "click_to_open_rate": rate(self.unique_clicks, self.unique_opens),

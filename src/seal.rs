@@ -142,6 +142,48 @@ impl Sealer {
         String::from_utf8(plain.to_vec()).map_err(|_| SealError::Malformed)
     }
 
+    /// Seals bytes (a stored file): `key id u16 | nonce | ciphertext+tag`,
+    /// binary, under the current data key, like [`Sealer::seal`] without the
+    /// text form.
+    pub fn seal_bytes(&self, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.nonce_high);
+        let low = self.nonce_low.fetch_add(1, Ordering::Relaxed);
+        nonce[4..].copy_from_slice(&low.to_be_bytes());
+        let mut out = Vec::with_capacity(2 + NONCE_LEN + plain.len() + 16);
+        out.extend_from_slice(&self.current.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        // `current` is in the ring by construction.
+        if let Some(key) = self.key(self.current) {
+            let _ = key.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut body,
+            );
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Opens what [`Sealer::seal_bytes`] sealed.
+    pub fn open_bytes(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        if sealed.len() < 2 + NONCE_LEN + 16 {
+            return Err(SealError::Malformed);
+        }
+        let id = u16::from_be_bytes([sealed[0], sealed[1]]);
+        let key = self.key(id).ok_or(SealError::UnknownKey(id))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[2..2 + NONCE_LEN]);
+        let mut body = sealed[2 + NONCE_LEN..].to_vec();
+        let plain = key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .map_err(|_| SealError::Forged)?;
+        let n = plain.len();
+        body.truncate(n);
+        Ok(body)
+    }
+
     /// Opens a value, or gives a placeholder (and logs) when it cannot: a report
     /// must not fail because one stored value is unreadable.
     pub fn open_lossy(&self, sealed: &str) -> String {

@@ -5,11 +5,11 @@
 //! ids (never an address or anything personal):
 //!
 //! ```text
-//! version u8 | purpose u8 | key id u16 | email id u64 | recipient u32 | issued (unix s) u32 [| link u32]
+//! version u8 | purpose u8 | key id u16 | email id u64 | recipient u32 | issued (unix s) u32 [| link or attachment u32]
 //! ```
 //!
-//! Purposes are separated (an open token never verifies as a click token), and a
-//! click token's tag also covers the destination URL, so the click route can
+//! Purposes are separated (open, click and attachment tokens never verify as one
+//! another), and a click token's tag also covers the destination URL, so the click route can
 //! redirect to exactly the URL the server signed and nothing else, with no lookup.
 //! Keys carry ids: rotating the minting key leaves every older key verifying, so
 //! links already sitting in mailboxes keep working.
@@ -26,6 +26,8 @@ const TAG_LEN: usize = 16;
 const HEAD_LEN: usize = 1 + 1 + 2 + 8 + 4 + 4;
 const OPEN_LEN: usize = HEAD_LEN;
 const CLICK_LEN: usize = HEAD_LEN + 4;
+/// An attachment token carries the attachment's index where a click carries the link's.
+const ATTACHMENT_LEN: usize = HEAD_LEN + 4;
 /// The longest token text we will try to decode; anything longer is garbage.
 const MAX_TOKEN_CHARS: usize = 64;
 /// The longest destination URL a click link may carry (bytes, decoded).
@@ -37,6 +39,8 @@ pub const MAX_DESTINATION_BYTES: usize = 8 * 1024;
 pub enum Purpose {
     Open = 1,
     Click = 2,
+    /// A tracked download link of one attachment (`/a/{token}/…`).
+    Attachment = 3,
 }
 
 /// What a valid token says.
@@ -47,7 +51,8 @@ pub struct Claims {
     pub recipient: u32,
     /// Unix seconds when the copy carrying this token was prepared.
     pub issued: u32,
-    /// The link's index in the email; `Some` exactly for click tokens.
+    /// The link's index in the email for click tokens, the attachment's index
+    /// for attachment tokens; `None` exactly for open tokens.
     pub link: Option<u32>,
 }
 
@@ -120,6 +125,20 @@ impl KeyRing {
         self.seal(&payload, destination.as_bytes())
     }
 
+    /// Mints an attachment token: the download link of attachment `index` of
+    /// `email` in recipient `recipient`'s copy.
+    pub fn mint_attachment(&self, email: u64, recipient: u32, issued: u32, index: u32) -> String {
+        let payload = encode_payload(
+            Purpose::Attachment,
+            self.current,
+            email,
+            recipient,
+            issued,
+            Some(index),
+        );
+        self.seal(&payload, b"")
+    }
+
     fn seal(&self, payload: &[u8], extra: &[u8]) -> String {
         let tag = tag(self.current_key(), payload, extra);
         let mut raw = Vec::with_capacity(payload.len() + TAG_LEN);
@@ -140,6 +159,12 @@ impl KeyRing {
         self.verify(token, Purpose::Click, destination.as_bytes())
     }
 
+    /// Returns the claims (`link` is the attachment's index) if and only if
+    /// `token` is a well-formed attachment token signed by a key in this ring.
+    pub fn verify_attachment(&self, token: &str) -> Option<Claims> {
+        self.verify(token, Purpose::Attachment, b"")
+    }
+
     fn verify(&self, token: &str, purpose: Purpose, extra: &[u8]) -> Option<Claims> {
         if token.len() > MAX_TOKEN_CHARS {
             return None;
@@ -148,6 +173,7 @@ impl KeyRing {
         let want = match purpose {
             Purpose::Open => OPEN_LEN,
             Purpose::Click => CLICK_LEN,
+            Purpose::Attachment => ATTACHMENT_LEN,
         };
         if raw.len() != want + TAG_LEN || raw[0] != VERSION || raw[1] != purpose as u8 {
             return None;
@@ -184,7 +210,8 @@ fn encode_payload(
     p
 }
 
-/// Decodes a payload whose length was already checked to be OPEN_LEN or CLICK_LEN.
+/// Decodes a payload whose length was already checked to be OPEN_LEN, CLICK_LEN
+/// or ATTACHMENT_LEN (the same as CLICK_LEN).
 fn decode_payload(p: &[u8]) -> Claims {
     let be32 = |at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
     let mut email = [0u8; 8];
@@ -326,6 +353,38 @@ mod tests {
             let click = r.mint_click(email, rcpt, 1, 0, "");
             prop_assert!(r.verify_click(&open, "").is_none());
             prop_assert!(r.verify_open(&click).is_none());
+        }
+
+        #[test]
+        fn attachment_round_trip(email: u64, rcpt: u32, issued: u32, index: u32) {
+            let r = ring(&[3, 4], 4);
+            let t = r.mint_attachment(email, rcpt, issued, index);
+            prop_assert_eq!(t.len(), 54);
+            let c = r.verify_attachment(&t).expect("valid");
+            prop_assert_eq!(c, Claims { key_id: 4, email, recipient: rcpt, issued, link: Some(index) });
+        }
+
+        #[test]
+        fn purposes_never_verify_as_one_another(email: u64, rcpt: u32, issued: u32, n: u32) {
+            let r = ring(&[1], 1);
+            let open = r.mint_open(email, rcpt, issued);
+            let click = r.mint_click(email, rcpt, issued, n, "");
+            let attachment = r.mint_attachment(email, rcpt, issued, n);
+            prop_assert!(r.verify_attachment(&open).is_none());
+            prop_assert!(r.verify_attachment(&click).is_none());
+            prop_assert!(r.verify_open(&attachment).is_none());
+            prop_assert!(r.verify_click(&attachment, "").is_none());
+            prop_assert!(r.verify_attachment(&attachment).is_some());
+        }
+
+        #[test]
+        fn any_changed_byte_of_an_attachment_token_is_rejected(email: u64, idx: u32, pos in 0usize..40, bit in 0u8..8) {
+            let r = ring(&[1], 1);
+            let t = r.mint_attachment(email, 1, 1, idx);
+            let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+            let i = pos % raw.len();
+            raw[i] ^= 1 << bit;
+            prop_assert!(r.verify_attachment(&URL_SAFE_NO_PAD.encode(&raw)).is_none());
         }
 
         #[test]

@@ -33,6 +33,7 @@ const ROUTES: &[(&str, Access)] = &[
     ("/healthz", Access::Public),
     ("/o/{token}.gif", Access::Public),
     ("/c/{token}/{destination}", Access::Public),
+    ("/a/{token}/{index}/{name}", Access::Public),
     ("/addin/config.json", Access::Public),
     ("/addin/{file}", Access::Public),
     ("/dashboard/", Access::Public),

@@ -104,6 +104,8 @@ struct World {
     webhook: String,
     card: String,
     scheduled: String,
+    /// Bob's download link of a file sent with `"attachments": "link"`.
+    attachment: String,
 }
 
 /// The environment every server of the test gets (Redis added by the caller).
@@ -291,6 +293,32 @@ Date: {}\r\n\r\nThanks.\r\n",
     );
     assert_eq!(st, 201, "{v}");
     let scheduled = v["id"].as_str().unwrap().to_string();
+    // A file sent as a tracked link: the stored file must come along.
+    let (st, v) = s.api(
+        "POST",
+        "/api/v1/emails",
+        Some(&tok),
+        Some(json!({"mime": STANDARD.encode(attached(USER)), "deliver": "return", "attachments": "link"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let mime = STANDARD
+        .decode(v["recipients"][0]["mime"].as_str().expect("a copy"))
+        .expect("base64");
+    // Decoded: the body may be quoted-printable, with soft line breaks.
+    let copy = mail_parser::MessageParser::default()
+        .parse(&mime)
+        .and_then(|m| m.body_html(0).map(|h| h.into_owned()))
+        .expect("an HTML body in the copy");
+    let at = copy
+        .find(&format!("{}/a/", s.base))
+        .unwrap_or_else(|| panic!("no attachment link in the copy:\n{copy}"));
+    let attachment = copy[at..]
+        .split(|c: char| c == '"' || c.is_whitespace())
+        .next()
+        .unwrap()
+        .to_string();
+    let (st, _, _) = support::raw("GET", &attachment, &[("User-Agent", BROWSER_UA)]);
+    assert_eq!(st, 200, "the attachment link before any move: {attachment}");
     let audit = audit_len(s);
     assert!(audit >= 2, "contact update and erase are audited");
     World {
@@ -305,7 +333,22 @@ Date: {}\r\n\r\nThanks.\r\n",
         webhook,
         card,
         scheduled,
+        attachment,
     }
+}
+
+/// A message from `from` with one attachment (served back by its link after
+/// each move).
+fn attached(from: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: bob@client.test\r\n\
+Subject: Notes\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n\
+--b0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Notes attached.</p>\r\n\
+--b0\r\nContent-Type: text/plain; name=\"notes.txt\"\r\n\
+Content-Disposition: attachment; filename=\"notes.txt\"\r\n\r\n\
+MIGRATED-ATTACHMENT-BYTES\r\n--b0--\r\n"
+    )
 }
 
 fn raw_get(url: &str) -> u16 {
@@ -343,6 +386,17 @@ fn check(s: &Server, w: &World, stage: &str) {
         .unwrap();
     assert_eq!(raw_get(&w.dave_pixel.replace(&w.base, &s.base)), 200);
     assert_eq!(raw_get(&w.bob_pixel.replace(&w.base, &s.base)), 200);
+    // The attachment link still serves its file.
+    let (st, _, body) = raw(
+        "GET",
+        &w.attachment.replace(&w.base, &s.base),
+        &[("User-Agent", BROWSER_UA)],
+    );
+    assert_eq!(st, 200, "{stage}: the attachment link {}", w.attachment);
+    assert!(
+        String::from_utf8_lossy(&body).contains("MIGRATED-ATTACHMENT-BYTES"),
+        "{stage}: the attachment's bytes"
+    );
     wait_until("Bob's open", || {
         report(s, tok, &w.email)["totals"]["opens"].as_u64() >= Some(opens + 1)
     });
@@ -438,6 +492,7 @@ fn assert_every_kind(out: &str) {
         "card marks",
         "reply facts",
         "first marks",
+        "attachment files",
         "queued jobs",
     ] {
         let line = out

@@ -15,6 +15,12 @@
 //! before the record, for either (why: `outbox`, "No crash window").
 //! Failures are a [`FollowError`]; `http` turns each into its JSON error.
 //!
+//! With `"attachments": "link"` the message is parsed with attachment links
+//! (`AttachmentMode::Link`): the files taken out of the tracked copies are
+//! stored (sealed, once per email) right after the record and before any copy
+//! is sent (the outbox stores them again from the source if a crash came
+//! between), so every download link handed out serves its file.
+//!
 //! `crate::render` is the pure part: the record and each recipient's copy with its own
 //! tokens (also used by the outbox at send time).
 
@@ -28,9 +34,11 @@ pub use crate::render::{encoded_links, prepare, record, render_copy, Plan};
 
 use crate::address::normalize_address;
 use crate::ids::{id_to_text, now_ms, random_id, rfc5322};
-use crate::model::{Delivery, FollowEmail, OrgSettings, RecipientRecord, Reminder, Role, User};
+use crate::model::{
+    Attachment, Delivery, FollowEmail, OrgSettings, RecipientRecord, Reminder, Role, User,
+};
 use crate::outbox;
-use crate::prepare::{Draft, ErrorKind, HtmlBody, Limits, PrepareError};
+use crate::prepare::{AttachmentMode, Draft, ErrorKind, HtmlBody, Limits, PrepareError};
 use crate::state::App;
 use crate::store::StoreError;
 use crate::token::KeyRing;
@@ -87,6 +95,8 @@ pub enum FollowInput {
         send_at_ms: Option<u64>,
         /// A reminder (state `pending`), checked by the caller.
         reminder: Option<Reminder>,
+        /// Whether tracked copies keep the attachments or link to them.
+        attachments: AttachmentMode,
     },
     /// An Outlook draft: Outlook sends one copy to everyone.
     Compose(ComposeDraft),
@@ -187,10 +197,12 @@ pub async fn follow(app: &App, user: &User, input: FollowInput) -> Result<Follow
             template,
             send_at_ms,
             reminder,
+            attachments,
         } => {
             let later = Later {
                 send_at_ms,
                 reminder,
+                attachments,
             };
             follow_message(app, user, &settings, &mime_base64, deliver, template, later).await
         }
@@ -213,10 +225,12 @@ impl Job {
     }
 }
 
-/// What happens after the follow: a send time and a reminder.
+/// What happens after the follow: a send time and a reminder (and what the
+/// copies do with attachments).
 struct Later {
     send_at_ms: Option<u64>,
     reminder: Option<Reminder>,
+    attachments: AttachmentMode,
 }
 
 async fn follow_message(
@@ -240,8 +254,9 @@ async fn follow_message(
         _ => return Err(FollowError::InvalidMime),
     };
     let prefix = format!("{}/c/", app.config.public_url);
+    let mode = later.attachments;
     let parsed = tokio::task::spawn_blocking(move || {
-        let draft = Draft::parse(&raw, &prefix, &Limits::default());
+        let draft = Draft::parse_with(&raw, &prefix, &Limits::default(), mode);
         (draft, raw)
     })
     .await;
@@ -337,6 +352,7 @@ async fn follow_message(
             message_id: added_id,
             date: added_date,
             opted_out: job.plan.not_followed.iter().map(Option::is_some).collect(),
+            link_attachments: mode == AttachmentMode::Link,
         };
         let due = record.send_at_ms.unwrap_or(now);
         outbox::enqueue_copies(app, &record, &source, &raw, due, record_by_ms).await?;
@@ -345,6 +361,25 @@ async fn follow_message(
         outbox::reminder::arm_new(app, id, rem.at_ms, record_by_ms).await?;
     }
     app.store.put_email(record.clone()).await?;
+    // The files right after the record (they expire with it), before any
+    // worker is woken; should a crash come between the two, the outbox
+    // stores them again from the source before it sends a copy.
+    let files: Vec<Attachment> = job
+        .draft
+        .attachments()
+        .iter()
+        .map(|a| Attachment {
+            name: a.name.clone(),
+            content_type: a.content_type.clone(),
+            data: a.data.clone(),
+        })
+        .collect();
+    if !app.store.put_attachments(id, &files).await? {
+        return Err(FollowError::Store(StoreError::Backend(
+            "the email vanished before its attachments were stored".into(),
+        )));
+    }
+    drop(files);
     crash_point();
     app.outbox.notify();
     app.timers.notify();

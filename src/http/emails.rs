@@ -18,6 +18,7 @@ use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
 use crate::insights::series;
 use crate::model::{Role, User};
 use crate::outbox;
+use crate::prepare::AttachmentMode;
 use crate::reports;
 use crate::state::App;
 
@@ -38,6 +39,10 @@ struct FollowRequest {
     send_at: Option<String>,
     #[serde(default)]
     reminder: Option<outbox::reminder::ReminderInput>,
+    /// "keep" (the default) or "link": attachments become tracked download
+    /// links in each followed recipient's copy.
+    #[serde(default)]
+    attachments: Option<String>,
 }
 
 /// `POST /api/v1/emails`: checks the request's own fields, then the
@@ -68,6 +73,16 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
             }
         },
     };
+    let attachments = match body.attachments.as_deref() {
+        None | Some("keep") => AttachmentMode::Keep,
+        Some("link") => AttachmentMode::Link,
+        Some(other) => {
+            return bad(
+                "invalid_attachments",
+                format!("attachments must be \"keep\" or \"link\", not {other:?}"),
+            )
+        }
+    };
     let now = app.clock.now_ms();
     let send_at_ms = match &body.send_at {
         None => None,
@@ -97,6 +112,7 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
         template: body.template,
         send_at_ms,
         reminder,
+        attachments,
     };
     let followed = match follow::follow(app, user, input).await {
         Ok(f) => f,

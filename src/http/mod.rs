@@ -1,21 +1,24 @@
 //! HTTP: the router, and the handlers by resource.
 //!
 //! This file is the only router: [`handle`] matches every path, `/o/…` and
-//! `/c/…` first (the hot path, straight to `beacon`), then `/healthz`,
+//! `/c/…` first (the hot path, straight to `beacon`), attachment links `/a/…`
+//! (to `attachments`), then `/healthz`,
 //! `/metrics`, the pane's files under `/addin/`, the dashboard's under
 //! `/dashboard/`, and the JSON API under
 //! `/api/v1/`, where the bearer token is checked once, before the path is looked
 //! at (401 before 404), and [`api`] dispatches by method and path segments.
 //! Every request is counted in `metrics` (a few atomic adds).
 //!
-//! Below the router, one file per resource: `beacon` (pixel, click), `users`,
+//! Below the router, one file per resource: `beacon` (pixel, click),
+//! `attachments` (attachment links), `users`,
 //! `emails` (follow, list, engagement, stats), `outbox` (an email's schedule
 //! and reminder), `settings`, `privacy` (contacts,
 //! data subjects, audit log), `activities` (tracked emails, Auto Capture),
 //! `compose` (follow from compose), `mailbox` (the user's mailbox and own
 //! settings), `pane` (the task pane's files), `insights` (cards, scores, send
 //! time), `dashboard` (the dashboard's files). Handler files use only the helpers
-//! `request`, `response` and `audit` and modules below HTTP, never each other.
+//! `request`, `response`, `audit` and `hit` (what a tracked hit records) and
+//! modules below HTTP, never each other.
 //!
 //! Every error an API client can see is JSON `{"error":{"code","message"}}` with
 //! the right status; nothing answers 500 for bad input.
@@ -25,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod activities;
+pub mod attachments;
 pub mod audit;
 pub mod beacon;
 pub mod budget;
@@ -32,6 +36,7 @@ pub mod compose;
 pub mod dashboard;
 pub mod emails;
 pub mod events;
+pub mod hit;
 pub mod insights;
 pub mod mailbox;
 pub mod outbox;
@@ -100,6 +105,8 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         // the destination); `beacon` answers every method itself.
         ("o", Some(rest)) => beacon::pixel(app, &req, rest, peer.ip()).await,
         ("c", Some(rest)) => beacon::click(app, &req, rest, peer.ip()).await,
+        // Attachment links: the token, the index, the file's name.
+        ("a", Some(rest)) => attachments::download(app, &req, rest, peer.ip()).await,
         // 200 while serving; "degraded" while events are spooled locally because
         // the store (Redis) cannot take them.
         ("healthz" | "metrics", None)

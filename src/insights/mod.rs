@@ -134,16 +134,20 @@ impl<'a> Tracked<'a> {
             .iter()
             .zip(classes)
             .filter(|(e, _)| self.address(e.recipient).is_some())
-            .map(|(e, class)| Act {
-                recipient: e.recipient,
-                kind: match e.kind {
-                    EventKind::Open => ActKind::Open,
-                    EventKind::Click => ActKind::Click,
-                },
-                at_ms: e.at_ms,
-                link: e.link,
-                human: class.is_none(),
-                net: e.ip.as_str(),
+            .filter_map(|(e, class)| {
+                Some(Act {
+                    recipient: e.recipient,
+                    kind: match e.kind {
+                        EventKind::Open => ActKind::Open,
+                        EventKind::Click => ActKind::Click,
+                        // Not (yet) a signal of the scores and cards.
+                        EventKind::Attachment => return None,
+                    },
+                    at_ms: e.at_ms,
+                    link: e.link,
+                    human: class.is_none(),
+                    net: e.ip.as_str(),
+                })
             })
             .collect();
         for r in self.replies.unwrap_or_default() {

@@ -136,6 +136,9 @@ impl Delivery {
 pub enum EventKind {
     Open,
     Click,
+    /// A view (download) of an attachment's tracked link; the event's `link`
+    /// is the attachment's index.
+    Attachment,
 }
 
 /// One recorded open or click, with what machine-activity classification needs.
@@ -149,6 +152,7 @@ pub struct Event {
     pub kind: EventKind,
     pub email: u64,
     pub recipient: u32,
+    /// The link's index for a click, the attachment's for an attachment view.
     pub link: Option<u32>,
     /// HTTP method of the counted request (HEAD and prefetches are never counted).
     pub method: String,
@@ -174,4 +178,17 @@ pub struct Reply {
     pub recipient: u32,
     /// When the reply arrived (its INTERNALDATE), ms since the epoch.
     pub at_ms: u64,
+}
+
+/// A file taken out of the copies of an email followed with `"attachments":
+/// "link"` and served by its tracked download link (`/a/{token}/…`). Stored
+/// once per email, sealed as a whole, removed with the email.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The file name as the message gave it.
+    pub name: String,
+    /// `type/subtype`.
+    pub content_type: String,
+    /// The original (decoded) bytes.
+    pub data: Vec<u8>,
 }

@@ -21,6 +21,8 @@ pub use addin::{
     Regarding, UserSettings,
 };
 pub use contacts::{AuditEntry, Contact, FollowEmail};
-pub use emails::{Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder, Reply};
+pub use emails::{
+    Attachment, Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder, Reply,
+};
 pub use users::{OrgSettings, Role, User};
 pub use webhooks::{Attempt, Webhook};

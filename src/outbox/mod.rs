@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 use crate::ids::{id_from_text, id_to_text};
 use crate::jobs::{self, Backoff, Outcome, WorkerOptions};
 use crate::model::{Delivery, EmailRecord};
-use crate::prepare::{Draft, Limits};
+use crate::prepare::{AttachmentMode, Draft, Limits};
 use crate::realtime::{AppEvent, EventType};
 use crate::render::{encoded_links, render_copy, Plan};
 use crate::state::App;
@@ -105,6 +105,10 @@ pub struct Source {
     pub date: String,
     /// Per recipient: true if a contact preference says not to follow them.
     pub opted_out: Vec<bool>,
+    /// `"attachments": "link"`: parse with attachment links (the files are
+    /// stored with the email).
+    #[serde(default)]
+    pub link_attachments: bool,
 }
 
 /// One recipient copy's job.
@@ -494,7 +498,12 @@ impl Outbox {
         let parsed = tokio::task::spawn_blocking(move || {
             let (source, raw) = decode_source(&job.payload)?;
             let prefix = format!("{}/c/", source.public_url);
-            let mut draft = Draft::parse(raw, &prefix, &Limits::default()).ok()?;
+            let mode = if source.link_attachments {
+                AttachmentMode::Link
+            } else {
+                AttachmentMode::Keep
+            };
+            let mut draft = Draft::parse_with(raw, &prefix, &Limits::default(), mode).ok()?;
             draft.add_missing_headers(&source.message_id, &source.date);
             let links = encoded_links(&draft);
             Some(Prepared {
@@ -510,11 +519,32 @@ impl Outbox {
             tracing::error!(email = %id_to_text(email), "outbox: a stored source cannot be parsed");
             return Ok(None);
         };
+        ensure_attachments(&self.app, email, &p.draft).await?;
         let mut cache = self.lock_cache();
         cache.push_front((email, p.clone()));
         cache.truncate(CACHE);
         Ok(Some(p))
     }
+}
+
+/// Stores an email's attachment-link files again from its source when they
+/// are missing (a crash between the record and the files), so no copy goes
+/// out with a link to nothing. One read when they are there.
+async fn ensure_attachments(app: &App, email: u64, draft: &Draft) -> Result<(), StoreError> {
+    let files = draft.attachments();
+    if files.is_empty() || app.store.attachment(email, 0).await?.is_some() {
+        return Ok(());
+    }
+    let files: Vec<crate::model::Attachment> = files
+        .iter()
+        .map(|a| crate::model::Attachment {
+            name: a.name.clone(),
+            content_type: a.content_type.clone(),
+            data: a.data.clone(),
+        })
+        .collect();
+    tracing::warn!(email = %id_to_text(email), "outbox: attachment files missing; stored again from the source");
+    app.store.put_attachments(email, &files).await.map(drop)
 }
 
 /// True when no copy of `rec` is waiting or in flight.
@@ -751,6 +781,7 @@ mod tests {
             message_id: "<a@b>".into(),
             date: "Thu, 1 Jan 1970 00:00:00 +0000".into(),
             opted_out: vec![false, true],
+            link_attachments: false,
         };
         let raw = b"From: a@b\nTo: c@d\n\nbody\n\xff";
         let enc = encode_source(&src, raw).unwrap();

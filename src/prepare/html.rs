@@ -58,7 +58,7 @@ pub(crate) struct Options<'a> {
 }
 
 /// The pixel image. Invisible, and `display:block` so it adds no line box.
-const PIXEL_BEFORE: &str = "<img src=\"";
+pub(crate) const PIXEL_BEFORE: &str = "<img src=\"";
 const PIXEL_AFTER: &str = "\" width=\"1\" height=\"1\" alt=\"\" \
 style=\"display:block;border:0;width:1px;height:1px\">";
 

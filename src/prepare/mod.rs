@@ -17,11 +17,19 @@
 //! messages, the preamble and boundaries), except the `Bcc` header, which is
 //! removed from every copy.
 //!
+//! With [`AttachmentMode::Link`] (see [`attachments`]), tracked copies also
+//! leave out every attachment part (delimiter line included, so the
+//! multipart stays well formed) and list the files in an "Attachments" block
+//! before the pixel in the HTML body and at the end of each text/plain body
+//! (7bit, 8bit or quoted-printable ones; a base64 text body is left as it
+//! is), each with a hole for the recipient's download URL.
+//!
 //! Architecture invariant: this module does no I/O and does not know about
 //! tokens, storage or delivery. It never panics on any input; every index
 //! into the input is checked, and the few `unwrap`s carry a comment saying
 //! why they cannot fire.
 
+mod attachments;
 mod body;
 mod html;
 mod links;
@@ -31,6 +39,7 @@ use std::fmt;
 
 use mail_parser::{Address, HeaderName, MessageParser, MimeHeaders, PartType};
 
+pub use attachments::{url_name, Attachment, AttachmentMode};
 pub use body::HtmlBody;
 pub use links::SkipReason;
 
@@ -145,6 +154,10 @@ enum Seg {
     Link(usize),
     /// The encoded pixel URL.
     Pixel,
+    /// The download URL of attachment `n`, quoted-printable (HTML-escaped).
+    Attach(usize),
+    /// The download URL of attachment `n`, as is (a 7bit or 8bit text part).
+    AttachRaw(usize),
 }
 
 /// A replacement of `start..end` of the source by `with`.
@@ -187,6 +200,8 @@ pub struct Draft {
     links: Vec<String>,
     untouched: Vec<Untouched>,
     has_html: bool,
+    /// The attachments left out of tracked copies (`AttachmentMode::Link`).
+    attachments: Vec<Attachment>,
 }
 
 impl Draft {
@@ -199,6 +214,16 @@ impl Draft {
         raw: &[u8],
         own_click_prefix: &str,
         limits: &Limits,
+    ) -> Result<Draft, PrepareError> {
+        Draft::parse_with(raw, own_click_prefix, limits, AttachmentMode::Keep)
+    }
+
+    /// [`Draft::parse`], saying what tracked copies do with attachments.
+    pub fn parse_with(
+        raw: &[u8],
+        own_click_prefix: &str,
+        limits: &Limits,
+        attachments: AttachmentMode,
     ) -> Result<Draft, PrepareError> {
         let src = skip_leading_junk(raw);
         if src.len() >= u32::MAX as usize {
@@ -325,6 +350,13 @@ impl Draft {
             }
         }
 
+        let selected = match attachments {
+            AttachmentMode::Link if !candidates.is_empty() => attachments::select(&msg, src),
+            _ => Vec::new(),
+        };
+        let linked: Vec<Attachment> = selected.iter().map(|s| s.attachment.clone()).collect();
+        let mut block_placed = false;
+
         let mut sink = html::LinkSink::default();
         let mut lit: Vec<u8> = Vec::new();
         let mut tracked_edits: Vec<Edit> = Vec::new();
@@ -376,22 +408,28 @@ impl Draft {
                 nl = part_nl;
             }
             header_edits(p, src, part_nl, charset_ok, &mut lit, &mut tracked_edits);
+            let pieces = if k == 0 && !linked.is_empty() {
+                with_block(pieces, &linked, &mut block_placed)
+            } else {
+                pieces.into_iter().map(Hole::from).collect()
+            };
             // The body.
             let mut with = Vec::new();
             for (i, piece) in pieces.iter().enumerate() {
                 match piece {
-                    html::Piece::Text(t) => {
+                    Hole::Text(t) => {
                         let next_is_hole = pieces
                             .get(i + 1)
-                            .is_some_and(|p| !matches!(p, html::Piece::Text(_)));
+                            .is_some_and(|p| !matches!(p, Hole::Text(_)));
                         let start = lit.len();
                         qp::encode_literal(t, part_nl, next_is_hole, &mut lit);
                         if lit.len() > start {
                             with.push(Seg::Lit(start, lit.len()));
                         }
                     }
-                    html::Piece::Link(n) => with.push(Seg::Link(*n)),
-                    html::Piece::PixelUrl => with.push(Seg::Pixel),
+                    Hole::Link(n) => with.push(Seg::Link(*n)),
+                    Hole::Pixel => with.push(Seg::Pixel),
+                    Hole::Attach(n) => with.push(Seg::Attach(*n)),
                 }
             }
             tracked_edits.push(Edit {
@@ -403,6 +441,19 @@ impl Draft {
         if sink.links.len() > limits.max_links {
             return Err(too_many(sink.links.len(), limits));
         }
+        let linked = if block_placed {
+            for s in &selected {
+                tracked_edits.push(Edit {
+                    start: s.start,
+                    end: s.end,
+                    with: Vec::new(),
+                });
+            }
+            text_blocks(&msg, src, nl, &linked, &mut lit, &mut tracked_edits);
+            linked
+        } else {
+            Vec::new()
+        };
 
         // Fallback encodings of the original hrefs.
         let mut fallback = Vec::with_capacity(sink.original.len());
@@ -441,6 +492,7 @@ impl Draft {
             links: sink.links,
             untouched: sink.untouched,
             has_html,
+            attachments: linked,
         })
     }
 
@@ -523,6 +575,23 @@ impl Draft {
         self.has_html
     }
 
+    /// The attachments tracked copies leave out and link to instead
+    /// (`AttachmentMode::Link`; empty otherwise), in order: index `i` is the
+    /// `i`th entry of [`Draft::render_with`]'s `attachment_urls`.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Renders one copy, with `attachment_urls[i]` as the download link of
+    /// `attachments()[i]` in a tracked copy (see [`Draft::render`]).
+    pub fn render_with(
+        &self,
+        tracking: Option<&Tracking<'_>>,
+        attachment_urls: &[String],
+    ) -> Vec<u8> {
+        self.render_plan(tracking, attachment_urls)
+    }
+
     /// Renders one copy.
     ///
     /// `None`: the untracked copy, the original with only the Bcc header
@@ -531,12 +600,22 @@ impl Draft {
     /// the untracked copy. For a message without an HTML body both are the
     /// same.
     pub fn render(&self, tracking: Option<&Tracking<'_>>) -> Vec<u8> {
+        self.render_plan(tracking, &[])
+    }
+
+    fn render_plan(&self, tracking: Option<&Tracking<'_>>, attachment_urls: &[String]) -> Vec<u8> {
         let (plan, t) = match (tracking, &self.tracked) {
             (Some(t), Some(plan)) => (plan, Some(t)),
             _ => (&self.untracked, None),
         };
         let holes: usize = t.map_or(0, |t| {
-            t.click_urls.iter().map(|u| u.len() + 8).sum::<usize>() + t.pixel_url.len() + 8
+            t.click_urls.iter().map(|u| u.len() + 8).sum::<usize>()
+                + t.pixel_url.len()
+                + 8
+                + attachment_urls
+                    .iter()
+                    .map(|u| 2 * u.len() + 16)
+                    .sum::<usize>()
         });
         let fixed = if t.is_some() {
             self.tracked_fixed_len
@@ -560,6 +639,14 @@ impl Draft {
                     if let Some(t) = t {
                         qp::encode_splice(t.pixel_url, self.nl, &mut out);
                     }
+                }
+                Seg::Attach(n) => {
+                    let url = attachment_urls.get(n).map_or("#", String::as_str);
+                    qp::encode_splice(url, self.nl, &mut out);
+                }
+                Seg::AttachRaw(n) => {
+                    let url = attachment_urls.get(n).map_or("#", String::as_str);
+                    out.extend_from_slice(url.as_bytes());
                 }
             }
         }
@@ -836,9 +923,154 @@ fn seg_len(plan: &[Seg]) -> usize {
     plan.iter()
         .map(|s| match *s {
             Seg::Src(a, b) | Seg::Lit(a, b) => b - a,
-            Seg::Link(_) | Seg::Pixel => 0,
+            Seg::Link(_) | Seg::Pixel | Seg::Attach(_) | Seg::AttachRaw(_) => 0,
         })
         .sum()
+}
+
+/// A piece of a rewritten HTML body, with the attachment holes.
+enum Hole {
+    Text(String),
+    Link(usize),
+    Pixel,
+    Attach(usize),
+}
+
+impl From<html::Piece> for Hole {
+    fn from(p: html::Piece) -> Hole {
+        match p {
+            html::Piece::Text(t) => Hole::Text(t),
+            html::Piece::Link(n) => Hole::Link(n),
+            html::Piece::PixelUrl => Hole::Pixel,
+        }
+    }
+}
+
+/// The pieces with the "Attachments" block put right before the pixel's
+/// `<img` (`placed` set when it was).
+fn with_block(pieces: Vec<html::Piece>, atts: &[Attachment], placed: &mut bool) -> Vec<Hole> {
+    let mut out: Vec<Hole> = Vec::with_capacity(pieces.len() + 2 * atts.len());
+    let mut pieces = pieces.into_iter().peekable();
+    while let Some(p) = pieces.next() {
+        let before_pixel = matches!(pieces.peek(), Some(html::Piece::PixelUrl));
+        match p {
+            html::Piece::Text(t) if before_pixel && !*placed && t.ends_with(html::PIXEL_BEFORE) => {
+                let mut head = t[..t.len() - html::PIXEL_BEFORE.len()].to_string();
+                for b in attachments::html_block(atts) {
+                    match b {
+                        attachments::BlockPiece::Text(x) => head.push_str(&x),
+                        attachments::BlockPiece::Url(n) => {
+                            out.push(Hole::Text(std::mem::take(&mut head)));
+                            out.push(Hole::Attach(n));
+                        }
+                    }
+                }
+                head.push_str(html::PIXEL_BEFORE);
+                out.push(Hole::Text(head));
+                *placed = true;
+            }
+            p => out.push(Hole::from(p)),
+        }
+    }
+    out.retain(|h| !matches!(h, Hole::Text(t) if t.is_empty()));
+    out
+}
+
+/// Appends the "Attachments" block to every text/plain body whose encoding
+/// allows it (7bit, 8bit, binary or quoted-printable; an ASCII-compatible
+/// charset; the same line breaks as the HTML part).
+fn text_blocks(
+    msg: &mail_parser::Message<'_>,
+    src: &[u8],
+    nl: &'static [u8],
+    atts: &[Attachment],
+    lit: &mut Vec<u8>,
+    edits: &mut Vec<Edit>,
+) {
+    let mut done: Vec<u32> = Vec::new();
+    for &id in &msg.text_body {
+        let Some(p) = msg.parts.get(id as usize) else {
+            continue;
+        };
+        let plain = p.content_type().is_none_or(|ct| {
+            ct.ctype().eq_ignore_ascii_case("text")
+                && ct.subtype().is_none_or(|s| s.eq_ignore_ascii_case("plain"))
+        });
+        let attached = p.content_disposition().is_some_and(|d| d.is_attachment());
+        if done.contains(&id)
+            || !matches!(p.body, PartType::Text(_))
+            || !plain
+            || attached
+            || p.is_encoding_problem
+        {
+            continue;
+        }
+        let cte = p
+            .content_transfer_encoding()
+            .map(|c| c.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let qp = match cte.as_str() {
+            "quoted-printable" => true,
+            "" | "7bit" | "8bit" | "binary" => false,
+            _ => continue,
+        };
+        let charset = p
+            .content_type()
+            .and_then(|ct| ct.attribute("charset"))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let utf8 = charset == "utf-8" || charset == "utf8";
+        let ascii_compatible = charset.is_empty()
+            || utf8
+            || charset == "us-ascii"
+            || charset.starts_with("iso-8859-")
+            || charset.starts_with("windows-125");
+        if !ascii_compatible {
+            continue;
+        }
+        let Some(at) = attachments::text_end(msg, src, id as usize, p) else {
+            continue;
+        };
+        let part_nl = src
+            .get(p.offset_header as usize..p.offset_body as usize)
+            .filter(|h| !h.is_empty())
+            .map_or(nl, detect_nl);
+        if part_nl != nl {
+            continue;
+        }
+        let unicode = utf8 && (qp || cte == "8bit" || cte == "binary");
+        let block = attachments::text_block(atts, unicode);
+        let mut with = Vec::new();
+        for (i, b) in block.iter().enumerate() {
+            match b {
+                attachments::BlockPiece::Text(t) => {
+                    let start = lit.len();
+                    if qp {
+                        let next_is_hole = block.get(i + 1).is_some();
+                        qp::encode_literal(t, nl, next_is_hole, lit);
+                    } else {
+                        for (j, line) in t.split('\n').enumerate() {
+                            if j > 0 {
+                                lit.extend_from_slice(nl);
+                            }
+                            lit.extend_from_slice(line.as_bytes());
+                        }
+                    }
+                    if lit.len() > start {
+                        with.push(Seg::Lit(start, lit.len()));
+                    }
+                }
+                attachments::BlockPiece::Url(n) if qp => with.push(Seg::Attach(*n)),
+                attachments::BlockPiece::Url(n) => with.push(Seg::AttachRaw(*n)),
+            }
+        }
+        edits.push(Edit {
+            start: at,
+            end: at,
+            with,
+        });
+        done.push(id);
+    }
 }
 
 #[cfg(test)]

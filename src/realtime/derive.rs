@@ -118,12 +118,15 @@ impl Deriver {
             let (kind, mark_kind) = match h.kind {
                 EventKind::Open => (EventType::EmailOpened, 0),
                 EventKind::Click => (EventType::EmailClicked, 1),
+                EventKind::Attachment => (EventType::EmailAttachmentViewed, 2),
             };
             let mut extra = Map::new();
             if let Some(s) = &info.subject {
                 extra.insert("subject".into(), json!(s));
             }
-            if let Some(link) = h.link {
+            if let (EventKind::Attachment, Some(index)) = (h.kind, h.link) {
+                extra.insert("attachment".into(), json!(index));
+            } else if let Some(link) = h.link {
                 extra.insert("link".into(), json!(link));
                 if let Some(url) = info.links.get(link as usize) {
                     extra.insert("url".into(), json!(url));

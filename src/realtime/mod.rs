@@ -37,16 +37,19 @@ pub enum EventType {
     EmailDeliveryFailed,
     EmailOpened,
     EmailClicked,
+    /// A human or machine view of an attachment's tracked link.
+    EmailAttachmentViewed,
     EmailReplied,
     ReminderDue,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::EmailSent,
         EventType::EmailDeliveryFailed,
         EventType::EmailOpened,
         EventType::EmailClicked,
+        EventType::EmailAttachmentViewed,
         EventType::EmailReplied,
         EventType::ReminderDue,
     ];
@@ -57,6 +60,7 @@ impl EventType {
             EventType::EmailDeliveryFailed => "email.delivery_failed",
             EventType::EmailOpened => "email.opened",
             EventType::EmailClicked => "email.clicked",
+            EventType::EmailAttachmentViewed => "email.attachment_viewed",
             EventType::EmailReplied => "email.replied",
             EventType::ReminderDue => "reminder.due",
         }

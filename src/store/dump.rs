@@ -15,8 +15,8 @@
 //! which source records the destination holds.
 //!
 //! Enumeration without a global index: activities and card marks are listed per
-//! user (the users table), erased recipients, reply facts and first marks per
-//! live email, jobs per known queue name (`QUEUES`), so the same calls work on
+//! user (the users table), erased recipients, reply facts, first marks and
+//! attachment-link files per live email, jobs per known queue name (`QUEUES`), so the same calls work on
 //! one Redis node and on a Cluster (no `SCAN`).
 
 use super::cards::Mark;
@@ -40,11 +40,12 @@ pub enum Kind {
     Cards,
     Replies,
     FirstMarks,
+    Attachments,
     Jobs,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Contacts,
         Kind::Erased,
         Kind::Activities,
@@ -56,6 +57,7 @@ impl Kind {
         Kind::Cards,
         Kind::Replies,
         Kind::FirstMarks,
+        Kind::Attachments,
         Kind::Jobs,
     ];
 
@@ -73,6 +75,7 @@ impl Kind {
             Kind::Cards => "card marks",
             Kind::Replies => "reply facts",
             Kind::FirstMarks => "first marks",
+            Kind::Attachments => "attachment files",
             Kind::Jobs => "queued jobs",
         }
     }
@@ -107,6 +110,8 @@ pub enum Item {
     Reply(u64, String, Reply),
     /// Email, recipient, kind (0 open, 1 click), the email's expiry.
     First(u64, u32, u8, u64),
+    /// Email, its attachment-link files in index order (each sealed as stored).
+    Attachments(u64, Vec<Vec<u8>>),
     /// Queue name, the job (payload sealed; the lease is dropped on import).
     Job(String, JobDump),
 }
@@ -151,6 +156,7 @@ impl Item {
             Item::Card(u, id, _) => format!("{u:016x}:{id}"),
             Item::Reply(e, h, _) => format!("{e:016x}:{h}"),
             Item::First(e, r, k, _) => format!("{e:016x}:{r}:{k}"),
+            Item::Attachments(e, files) => format!("{e:016x}:{}", files.len()),
             Item::Job(q, j) => format!("{q}:{}", j.id),
         }
     }
@@ -212,7 +218,7 @@ impl Store {
                     self.export_user(kind, user.id, now_ms, &mut out).await?;
                 }
             }
-            Kind::Erased | Kind::Replies | Kind::FirstMarks => {
+            Kind::Erased | Kind::Replies | Kind::FirstMarks | Kind::Attachments => {
                 let mut before = None;
                 loop {
                     let page = on_backend!(self, |s| s.list_emails(None, before, 200), |r| r
@@ -302,6 +308,23 @@ impl Store {
                     .await)?;
                 out.extend(all.into_iter().map(|(h, r)| Item::Reply(email, h, r)));
             }
+            Kind::Attachments => {
+                // Files are stored under indexes 0..n with no gap.
+                let mut files = Vec::new();
+                loop {
+                    let i = files.len() as u32;
+                    let Some(f) = on_backend!(self, |s| s.attachment(email, i), |r| r
+                        .attachment(email, i)
+                        .await)?
+                    else {
+                        break;
+                    };
+                    files.push(f);
+                }
+                if !files.is_empty() {
+                    out.push(Item::Attachments(email, files));
+                }
+            }
             _ => {
                 let all = on_backend!(self, |s| s.first_marks(email), |r| r
                     .first_marks(email)
@@ -385,6 +408,12 @@ impl Store {
                 .add_reply(e, &h, &reply)
                 .await)
             .map(drop),
+            Item::Attachments(e, files) => {
+                on_backend!(self, |s| s.put_attachments(e, &files), |r| r
+                    .put_attachments(e, &files)
+                    .await)
+                .map(drop)
+            }
             Item::First(email, recipient, kind, expires_ms) => {
                 let marks = vec![super::realtime::FirstMark {
                     email,

@@ -95,6 +95,7 @@ macro_rules! on_backend {
 
 // After the macro, which it uses.
 pub mod addin;
+pub mod attachments;
 pub mod cards;
 pub mod dump;
 pub mod lease;

@@ -62,7 +62,8 @@ impl std::fmt::Display for FeedPos {
     }
 }
 
-/// A first-activity mark: (email, recipient, kind: 0 open, 1 click), kept until
+/// A first-activity mark: (email, recipient, kind: 0 open, 1 click, 2
+/// attachment view), kept until
 /// the email expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirstMark {

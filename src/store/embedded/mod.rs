@@ -32,6 +32,7 @@
 //!   event reads, erasure and import.
 //! - `addin`: the Outlook add-in's tables.
 //! - `replies`: the reply watcher's reply facts.
+//! - `attachments`: the files of emails followed with attachment links.
 
 use std::fs::{self, OpenOptions};
 use std::io::Read as _;
@@ -47,6 +48,7 @@ use self::events::{apply, decode_journal, indexer, IndexMsg, Journal, Row};
 use super::{Result, StoreError, StoreStats};
 
 mod addin;
+mod attachments;
 mod cards;
 mod events;
 mod lease;
@@ -152,6 +154,7 @@ impl Embedded {
         tx.open_table(AUDIT)?;
         addin::create_tables(&tx)?;
         replies::create_tables(&tx)?;
+        attachments::create_tables(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(db));
 

@@ -373,6 +373,7 @@ impl Embedded {
                     }
                 }
                 super::replies::remove_for(&tx, id)?;
+                super::attachments::remove_for(&tx, id)?;
                 let keys: Vec<(u64, u64)> = events
                     .range((id, 0)..=(id, u64::MAX))?
                     .map(|x| x.map(|(k, _)| k.value()))

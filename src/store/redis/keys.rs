@@ -42,6 +42,12 @@ pub fn replies(id: u64) -> String {
     format!("mb:{{e:{}}}:replies", id_to_text(id))
 }
 
+/// Files of one email followed with attachment links: hash attachment index ->
+/// sealed header and bytes. TTL: the email's `expires_ms`.
+pub fn attachments(id: u64) -> String {
+    format!("mb:{{e:{}}}:att", id_to_text(id))
+}
+
 /// The emails that mention an address: set of ids, keyed by the address's keyed
 /// hash (hex). TTL: the latest expiry among its emails.
 pub fn subject(hash: &str) -> String {

@@ -19,6 +19,7 @@
 //! ring, and retention.
 
 mod addin;
+mod attachments;
 mod cards;
 pub mod conn;
 mod events;
@@ -805,6 +806,7 @@ return 0";
             .del(keys::events(id))
             .del(keys::erased(id))
             .del(keys::replies(id))
+            .del(keys::attachments(id))
             .query_async(c)
             .await?;
         c.zrem::<_, _, ()>(keys::BY_TIME, &text).await?;
