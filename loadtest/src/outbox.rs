@@ -28,6 +28,10 @@ use crate::compare::UA;
 use crate::hist::Histogram;
 use crate::procs::{self, Mailbeacon, Result};
 
+/// The probes' pace: they measure latency, they are not a load.
+const PIXEL_EVERY: Duration = Duration::from_millis(10);
+const GET_EVERY: Duration = Duration::from_millis(100);
+
 /// What an outbox run is told.
 #[derive(Clone, Debug)]
 pub struct OutboxSettings {
@@ -245,8 +249,8 @@ Verdict: {}.\n",
             if self.finished { "" } else { " (timed out)" },
             self.rate(),
             row("`POST /api/v1/emails` (deliver smtp)", &self.post),
-            row("`GET /api/v1/emails/{id}`, back to back", &self.get),
-            row("pixel, back to back", &self.pixel),
+            row("`GET /api/v1/emails/{id}`, every 100 ms", &self.get),
+            row("pixel, every 10 ms", &self.pixel),
             if self.ok() {
                 "every copy sent once"
             } else {
@@ -360,9 +364,11 @@ fn measure(s: &OutboxSettings, mb: &Mailbeacon, sink: &Sink) -> Result<OutboxFig
                         .map(|r| r.into_reader().read_to_end(&mut Vec::new()).is_ok())
                         .unwrap_or(false)
                 });
-                if !ok {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                std::thread::sleep(if ok {
+                    PIXEL_EVERY
+                } else {
+                    Duration::from_millis(10)
+                });
             }
         })
     };
@@ -403,6 +409,7 @@ fn measure(s: &OutboxSettings, mb: &Mailbeacon, sink: &Sink) -> Result<OutboxFig
                         _ => false,
                     }
                 });
+                std::thread::sleep(GET_EVERY);
                 if let Some(v) = got {
                     per.insert(id.clone(), states(&v));
                     let sum = per.values().fold((0, 0), |a, (s, f)| (a.0 + s, a.1 + f));
