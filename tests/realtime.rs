@@ -1,10 +1,11 @@
 //! Real time end to end, against the real binary: webhooks verified by the PyPI
 //! `standardwebhooks` package (`tests/support/webhook_receiver.py`), retries
 //! with the same `webhook-id`, a delivery pending across `kill -9`, two
-//! processes on one Redis (each delivery once, a stream on one process seeing
-//! hits recorded on the other), who sees what, refused targets, and the live
-//! event stream (an open arriving, `Last-Event-ID` resume, heartbeats, the end
-//! on shutdown).
+//! processes on one Redis and on a Redis Cluster (each delivery once, a stream
+//! on one process seeing hits recorded on the other), who sees what, refused
+//! targets, and the live event stream (an open arriving, `Last-Event-ID`
+//! resume, heartbeats, a burst reaching many streams whole and in order, the
+//! end on shutdown).
 
 mod support;
 
@@ -14,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::*;
 
 /// The receiver script, on a port of its own.
@@ -579,11 +580,88 @@ fn the_stream_carries_the_callers_events_resumes_and_beats() {
 }
 
 #[test]
+fn a_burst_reaches_every_stream_whole_and_in_order_and_no_one_else() {
+    let s = Server::start_env(&[ALLOW]);
+    let ann = s.user("ann@sales.test");
+    let bob = s.user("bob@sales.test");
+    let ann_streams: Vec<_> = (0..5).map(|_| stream(&s, &ann, None)).collect();
+    let bob_stream = stream(&s, &bob, None);
+    let (_, copy) = s.follow_one(&ann, "carol@client.test", "https://example.test/p");
+    let pixel = copy.pixel.unwrap();
+    // Opens from several threads at once: they share recorder batches and
+    // publisher passes, so streams receive several events per chunk.
+    const N: usize = 200;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let pixel = pixel.clone();
+            std::thread::spawn(move || {
+                for _ in 0..N / 8 {
+                    open(&pixel, BROWSER_UA);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut first = None;
+    for (i, st) in ann_streams.iter().enumerate() {
+        let mut ids = Vec::new();
+        while ids.len() < N {
+            let (id, kind, data) =
+                next_event(st, 20).unwrap_or_else(|| panic!("stream {i}: {} of {N}", ids.len()));
+            assert_eq!(kind, "email.opened");
+            assert_eq!(data["id"], id.as_str());
+            ids.push(id);
+        }
+        assert!(next_event(st, 1).is_none(), "stream {i}: more than {N}");
+        // In feed order, each once.
+        let pos: Vec<(u64, u64, u64)> = ids
+            .iter()
+            .map(|id| {
+                let p: Vec<u64> = id
+                    .strip_prefix("evt_")
+                    .unwrap()
+                    .split('-')
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                (p[0], p[1], p[2])
+            })
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "stream {i}: {ids:?}");
+        // Every stream the same events.
+        match &first {
+            None => first = Some(ids),
+            Some(f) => assert_eq!(f, &ids, "stream {i}"),
+        }
+    }
+    assert!(
+        next_event(&bob_stream, 1).is_none(),
+        "bob sees ann's events"
+    );
+}
+
+#[test]
 fn two_processes_on_one_redis_share_streams_and_deliver_once() {
     let redis = RedisServer::start();
-    let env = [ALLOW, ("MAILBEACON_REDIS_URL", redis.url().leak() as &str)];
-    let a = Server::start_env(&env);
-    let b = Server::start_env(&env);
+    two_processes_share_streams_and_deliver_once(&[
+        ALLOW,
+        ("MAILBEACON_REDIS_URL", redis.url().leak() as &str),
+    ]);
+}
+
+#[test]
+fn two_processes_on_a_redis_cluster_share_streams_and_deliver_once() {
+    let cluster = RedisCluster::start();
+    two_processes_share_streams_and_deliver_once(&[
+        ALLOW,
+        ("MAILBEACON_REDIS_CLUSTER", cluster.seeds().leak() as &str),
+    ]);
+}
+
+fn two_processes_share_streams_and_deliver_once(env: &[(&str, &str)]) {
+    let a = Server::start_env(env);
+    let b = Server::start_env(env);
     let rx = Receiver::start();
     let ann = a.user("ann@sales.test");
     hook(&a, &ann, &rx, "ok", "ann", json!({}));

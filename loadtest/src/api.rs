@@ -51,7 +51,8 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> Result<Value> {
+/// One API call with a bearer token; the answer's JSON.
+pub fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> Result<Value> {
     let req = agent()
         .request(method, url)
         .set("Authorization", &format!("Bearer {token}"));

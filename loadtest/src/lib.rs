@@ -11,12 +11,15 @@
 //! - `procs`: the processes (mailbeacon, nginx, hyper-min, Redis) and `/proc`.
 //! - `hist`: the latency histogram; `report`: Markdown.
 //! - `realtime`: `compare --realtime`, webhook and stream latency, their cost.
+//! - `outbox`: `loadtest outbox`, copies per second to a local SMTP sink and
+//!   the API's latency meanwhile.
 
 pub mod api;
 pub mod check;
 pub mod compare;
 pub mod gen;
 pub mod hist;
+pub mod outbox;
 pub mod procs;
 pub mod realtime;
 pub mod report;

@@ -26,6 +26,31 @@ struct Cli {
 enum Cmd {
     /// Side-by-side comparison and fault modes.
     Compare(Box<Args>),
+    /// Copies per second through the outbox to a local SMTP sink, and the API's
+    /// and the pixel's latency meanwhile (embedded store).
+    Outbox {
+        /// The mailbeacon binary (default: beside this one).
+        #[arg(long)]
+        mailbeacon: Option<PathBuf>,
+        /// Emails sent with deliver "smtp".
+        #[arg(long, default_value_t = 1)]
+        emails: usize,
+        /// Recipients per email (at most 1000).
+        #[arg(long, default_value_t = 1000)]
+        recipients: usize,
+        /// Seconds to wait for every copy to be sent.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Also write the Markdown report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Scratch directory (data directory, logs).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// Keep the scratch directory.
+        #[arg(long)]
+        keep_scratch: bool,
+    },
     /// A few seconds on the embedded store: pixel, click, kill -9; nothing lost or doubled.
     Smoke {
         /// The mailbeacon binary (default: beside this one).
@@ -92,9 +117,10 @@ struct Args {
     /// data directories take gigabytes).
     #[arg(long)]
     keep_scratch: bool,
-    /// Measure real time instead: the pixel load (embedded store, the first
-    /// --conns) alone, then with a webhook and 100 event streams attached;
-    /// throughput ratio and pixel answer → webhook / stream latency.
+    /// Measure real time instead: the pixel load (the first --conns; on each of
+    /// the mailbeacon --targets, embedded if none) alone, then with another
+    /// user's webhook and 100 event streams attached; throughput ratio and that
+    /// user's pixel answer → webhook / stream latency.
     #[arg(long)]
     realtime: bool,
 }
@@ -151,6 +177,29 @@ fn settings(a: Args) -> Result<(Settings, Option<PathBuf>), String> {
 
 fn realtime(s: &Settings, out: Option<PathBuf>) -> ExitCode {
     match loadtest::realtime::run(s) {
+        Ok(figs) => {
+            let md: String = figs.iter().map(|f| f.markdown() + "\n").collect();
+            println!("{md}");
+            if let Some(p) = out {
+                if let Err(e) = std::fs::write(&p, &md) {
+                    eprintln!("loadtest: cannot write {}: {e}", p.display());
+                }
+            }
+            if figs.iter().all(|f| f.ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("loadtest: realtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn outbox(s: &loadtest::outbox::OutboxSettings, out: Option<PathBuf>) -> ExitCode {
+    match loadtest::outbox::run(s) {
         Ok(f) => {
             let md = f.markdown();
             println!("{md}");
@@ -166,7 +215,7 @@ fn realtime(s: &Settings, out: Option<PathBuf>) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("loadtest: realtime: {e}");
+            eprintln!("loadtest: outbox: {e}");
             ExitCode::FAILURE
         }
     }
@@ -183,6 +232,26 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Cmd::Outbox {
+            mailbeacon,
+            emails,
+            recipients,
+            timeout,
+            out,
+            scratch,
+            keep_scratch,
+        } => {
+            let d = Settings::defaults();
+            let s = loadtest::outbox::OutboxSettings {
+                mailbeacon: mailbeacon.unwrap_or(d.mailbeacon),
+                scratch: scratch.unwrap_or(d.scratch),
+                emails: emails.max(1),
+                recipients: recipients.clamp(1, 1000),
+                timeout: Duration::from_secs_f64(timeout.max(1.0)),
+                keep_scratch,
+            };
+            return outbox(&s, out);
+        }
         Cmd::Smoke { mailbeacon } => {
             let bin = mailbeacon.unwrap_or(Settings::defaults().mailbeacon);
             let scratch =

@@ -1,15 +1,18 @@
-//! `compare --realtime`: what real time costs and how fast it is, on the embedded
-//! store.
+//! `compare --realtime`: what real time costs and how fast it is, on the
+//! embedded store and, with `--targets redis` / `cluster`, on Redis.
 //!
-//! One mailbeacon (allowed to call 127.0.0.0/8) and one user's followed emails.
-//! First the pixel load alone; then the same load with a webhook pointing at a
-//! small receiver here and `STREAMS` open event streams (`GET /api/v1/events`,
-//! the user's token) attached. Throughout the second run a prober fetches the
-//! pixels of one reserved email (its recipients are not in the load), one
-//! recipient at a time, and keeps the moment each answer arrived; the receiver
-//! and every stream keep the moment the open of that recipient reached them. The
-//! figures: throughput with against without, and the webhook's and the streams'
-//! latency (answer → arrival) at p50 and p99.
+//! One mailbeacon (allowed to call 127.0.0.0/8) and two users: the *load* user's
+//! followed emails take the pixel load; the *watcher* owns one more email, whose
+//! recipients are the probes. First the pixel load alone; then the same load with
+//! a webhook of the watcher's (`email.opened`) pointing at a small receiver here
+//! and `STREAMS` of the watcher's event streams (`GET /api/v1/events`) attached.
+//! The server derives an event from every hit of the load (and appends it to the
+//! feed) either way it is attached; what reaches the watcher is only the probes'.
+//! Throughout the second run a prober fetches the probe pixels, one recipient at
+//! a time, and keeps the moment each answer arrived; the receiver and every
+//! stream keep the moment the open of that recipient reached them. The figures:
+//! throughput with against without, and the webhook's and the streams' latency
+//! (answer → arrival) at p50 and p99, with the load average before and after.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,9 +24,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api::{self, Shape};
+use crate::compare::Target;
 use crate::compare::{Settings, UA};
 use crate::gen::{self, Load};
-use crate::procs::{self, Mailbeacon, Result};
+use crate::procs::{self, Mailbeacon, Redis, RedisCluster, Result};
 
 /// Event streams held open during the second run.
 pub const STREAMS: usize = 100;
@@ -46,6 +50,8 @@ pub struct Latency {
 
 #[derive(Clone, Debug)]
 pub struct Figures {
+    pub target: &'static str,
+    pub bin: String,
     pub conns: usize,
     pub duration: Duration,
     pub rate_without: f64,
@@ -55,6 +61,7 @@ pub struct Figures {
     pub webhook: Latency,
     pub stream: Latency,
     pub loadavg: String,
+    pub loadavg_after: String,
 }
 
 impl Figures {
@@ -83,15 +90,18 @@ impl Figures {
             )
         };
         format!(
-            "## Real time (embedded store, pixel load, {} connections, {:.0} s)\n\n\
-Shared 2-core machine, other builds running: the figures are noisy (load average {}).\n\n\
+            "## Real time ({}, pixel load, {} connections, {:.0} s)\n\n\
+`{}`; load average {} before the second run, {} after it.\n\n\
 | pixel throughput | req/s |\n|---|---:|\n| without real time | {:.0} |\n\
 | with a webhook and {} streams | {:.0} |\n| ratio | {:.2} (target ≥ 0.90) |\n\n\
 | pixel answer → arrival | p50 ms | p99 ms | max ms | arrived |\n|---|---:|---:|---:|---:|\n{}{}\n\
 {} probes (target p99 < 1000 ms). Verdict: {}.\n",
+            self.target,
             self.conns,
             self.duration.as_secs_f64(),
+            self.bin,
             self.loadavg,
+            self.loadavg_after,
             self.rate_without,
             self.streams,
             self.rate_with,
@@ -302,36 +312,85 @@ fn pixel_requests(paths: &[String], port: u16) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Runs the real-time measurement with `s.conns[0]` connections for `s.duration`.
-pub fn run(s: &Settings) -> Result<Figures> {
-    let scratch = s.scratch.join(format!("realtime-{}", std::process::id()));
+/// The targets `--targets` names that run mailbeacon (embedded if none).
+pub fn targets(s: &Settings) -> Vec<Target> {
+    let t: Vec<Target> = s
+        .targets
+        .iter()
+        .copied()
+        .filter(|t| matches!(t, Target::Embedded | Target::Redis | Target::Cluster))
+        .collect();
+    if t.is_empty() {
+        vec![Target::Embedded]
+    } else {
+        t
+    }
+}
+
+/// Runs the real-time measurement with `s.conns[0]` connections for
+/// `s.duration` on each of `targets(s)`.
+pub fn run(s: &Settings) -> Result<Vec<Figures>> {
+    targets(s).into_iter().map(|t| run_on(s, t)).collect()
+}
+
+fn run_on(s: &Settings, target: Target) -> Result<Figures> {
+    let scratch = s
+        .scratch
+        .join(format!("realtime-{}-{:?}", std::process::id(), target));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let mut mb = Mailbeacon::start(
-        &s.mailbeacon,
-        &scratch,
-        vec![("MAILBEACON_OUTBOUND_ALLOW".into(), "127.0.0.0/8".into())],
-    )?;
-    let out = measure(s, &mut mb);
+    let mut env = vec![("MAILBEACON_OUTBOUND_ALLOW".into(), "127.0.0.0/8".into())];
+    // Kept until the end: dropping one stops it.
+    let mut redis: Vec<Redis> = Vec::new();
+    let (bin, want) = match target {
+        Target::Redis => {
+            let r = Redis::start(&scratch, false)?;
+            env.push(("MAILBEACON_REDIS_URL".into(), r.url()));
+            redis.push(r);
+            (&s.mailbeacon_redis, "redis")
+        }
+        Target::Cluster => {
+            let c = RedisCluster::start(&scratch)?;
+            env.push(("MAILBEACON_REDIS_CLUSTER".into(), c.seeds()));
+            redis = c.nodes;
+            (&s.mailbeacon_redis, "redis-cluster")
+        }
+        _ => (&s.mailbeacon, "embedded"),
+    };
+    let mut mb = Mailbeacon::start(bin, &scratch, env)?;
+    let got = api::store_kind(&mb.base())?;
+    let out = if got != want {
+        Err(format!("{} runs on {got:?}, not {want:?}", bin.display()))
+    } else {
+        measure(s, &mut mb, target)
+    };
     mb.stop();
+    drop(redis);
     if out.is_ok() && !s.keep_scratch {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     out
 }
 
-fn measure(s: &Settings, mb: &mut Mailbeacon) -> Result<Figures> {
+fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures> {
     let conns = s.conns.first().copied().unwrap_or(64);
     let base = mb.base();
     let tag = format!("rt{:x}", std::process::id());
-    // One more email than the load uses: its recipients are the probes.
-    let shape = Shape {
-        emails: s.shape.emails.max(1) + 1,
-        ..s.shape
-    };
-    let prep = api::prepare(&base, &mb.admin, shape, &tag)?;
-    let (probe_email, load_emails) = prep.emails.split_last().ok_or("no emails prepared")?;
-    let marker = format!("-{}-{tag}@", shape.emails - 1);
-    let paths: Vec<String> = load_emails
+    let load_prep = api::prepare(&base, &mb.admin, s.shape, &tag)?;
+    // The watcher: another user, one email, its recipients the probes.
+    let probe_tag = format!("{tag}w");
+    let prep = api::prepare(
+        &base,
+        &mb.admin,
+        Shape {
+            emails: 1,
+            ..s.shape
+        },
+        &probe_tag,
+    )?;
+    let probe_email = prep.emails.first().ok_or("no probe email prepared")?;
+    let marker = format!("-{probe_tag}@");
+    let paths: Vec<String> = load_prep
+        .emails
         .iter()
         .flat_map(|e| e.recipients.iter().map(|r| r.pixel.clone()))
         .collect();
@@ -443,5 +502,8 @@ fn measure(s: &Settings, mb: &mut Mailbeacon) -> Result<Figures> {
         webhook: latency(&answers, &hooks),
         stream: latency(&answers, &streams),
         loadavg: la,
+        loadavg_after: procs::loadavg(),
+        target: target.name(),
+        bin: mb.bin.display().to_string(),
     })
 }

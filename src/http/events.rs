@@ -11,8 +11,10 @@
 //! the hub's capacity behind reloads what it missed from the feed. On shutdown
 //! the stream ends cleanly.
 //!
-//! Cost per stream: one broadcast receiver and this small state; frames are
-//! formatted once per event for all streams.
+//! Cost per stream: one receiver of its owner's channel in the hub and this
+//! small state; frames are formatted once per event for all streams, a stream
+//! wakes only for its owner's events, and whatever has arrived by the time it
+//! writes goes out as one chunk.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -24,26 +26,28 @@ use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
 use super::request::Query;
 use super::response::{bad, boxed, error, store_failed, Body};
 use crate::model::User;
-use crate::realtime::feed::{self, EventPos, LiveEvent};
+use crate::realtime::feed::{self, EventPos, LiveBatch, LiveEvent};
 use crate::state::App;
-use crate::store::realtime::FeedPos;
 use crate::store::Store;
 
 /// Most feed entries a resume replays.
 const RESUME_ENTRIES: usize = 10_000;
+/// Most bytes a stream writes in one chunk.
+const CHUNK_BYTES: usize = 256 * 1024;
 
 struct State {
     owner: u64,
     machine: bool,
     store: Store,
-    rx: Receiver<Arc<LiveEvent>>,
-    /// The last event sent (or skipped as the caller's position).
+    rx: Receiver<LiveBatch>,
+    /// The last event sent (or skipped as the caller's position, or handed
+    /// out before the stream subscribed).
     last: EventPos,
     queued: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
@@ -55,13 +59,63 @@ impl State {
         e.owner == self.owner && (self.machine || !e.machine) && e.pos > self.last
     }
 
-    fn take(&mut self, events: Vec<Arc<LiveEvent>>) {
+    fn take(&mut self, events: &[Arc<LiveEvent>]) {
         for e in events {
-            if self.wants(&e) {
+            if self.wants(e) {
                 self.last = e.pos;
                 self.queued.push_back(e.frame.clone());
             }
         }
+    }
+
+    /// Takes what the channel holds now, without waiting; false when the
+    /// stream must end.
+    async fn drain(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(b) => self.take(&b),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Lagged(n)) => {
+                    if !self.reload(n).await {
+                        return false;
+                    }
+                }
+                Err(TryRecvError::Closed) => return false,
+            }
+        }
+    }
+
+    /// The stream fell more than the channel holds behind: what it missed
+    /// comes from the feed.
+    async fn reload(&mut self, missed: u64) -> bool {
+        tracing::debug!(missed, "a live stream fell behind; reloading from the feed");
+        match feed::read_from(&self.store, self.last.entry, RESUME_ENTRIES, self.owner).await {
+            Ok(missed) => {
+                self.take(&missed);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload a stream from the feed; ending it");
+                false
+            }
+        }
+    }
+
+    /// Everything queued, as one chunk (at most about `CHUNK_BYTES`).
+    fn chunk(&mut self) -> Option<Bytes> {
+        let first = self.queued.pop_front()?;
+        if self.queued.is_empty() {
+            return Some(first);
+        }
+        let mut out = Vec::with_capacity(first.len() * (self.queued.len() + 1));
+        out.extend_from_slice(&first);
+        while out.len() < CHUNK_BYTES {
+            match self.queued.pop_front() {
+                Some(b) => out.extend_from_slice(&b),
+                None => break,
+            }
+        }
+        Some(Bytes::from(out))
     }
 }
 
@@ -121,7 +175,7 @@ pub async fn stream(
         }
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
-    let rx = hub.subscribe();
+    let (rx, start) = hub.subscribe(user.id);
     let mut heartbeat = tokio::time::interval(app.realtime.heartbeat());
     heartbeat.reset();
     let mut state = State {
@@ -129,10 +183,7 @@ pub async fn stream(
         machine,
         store: app.store.clone(),
         rx,
-        last: EventPos {
-            entry: FeedPos::default(),
-            index: 0,
-        },
+        last: start,
         queued: VecDeque::from([Bytes::from_static(b": connected\n\n")]),
         heartbeat,
         app_stop: Arc::new(app.realtime.clone()),
@@ -140,14 +191,13 @@ pub async fn stream(
     match resume {
         Some(pos) => {
             state.last = pos;
-            match feed::read_from(&app.store, pos.entry, RESUME_ENTRIES).await {
-                Ok(backlog) => state.take(backlog),
+            match feed::read_from(&app.store, pos.entry, RESUME_ENTRIES, user.id).await {
+                Ok(backlog) => state.take(&backlog),
                 Err(e) => return boxed(store_failed(e)),
             }
         }
         None => {
-            // From now: the first live event after subscribing.
-            state.last = EventPos::default();
+            // From now: the first live event after subscribing (`start`).
         }
     }
     let body = stream::unfold(state, next_frame);
@@ -161,7 +211,7 @@ pub async fn stream(
 
 async fn next_frame(mut s: State) -> Option<(Result<Frame<Bytes>, Infallible>, State)> {
     loop {
-        if let Some(b) = s.queued.pop_front() {
+        if let Some(b) = s.chunk() {
             return Some((Ok(Frame::data(b)), s));
         }
         let stop = s.app_stop.clone();
@@ -171,20 +221,16 @@ async fn next_frame(mut s: State) -> Option<(Result<Frame<Bytes>, Infallible>, S
                 return Some((Ok(Frame::data(Bytes::from_static(b": heartbeat\n\n"))), s));
             }
             got = s.rx.recv() => match got {
-                Ok(e) => {
-                    if s.wants(&e) {
-                        s.last = e.pos;
-                        return Some((Ok(Frame::data(e.frame.clone())), s));
+                Ok(b) => {
+                    s.take(&b);
+                    // What else has arrived goes out in the same chunk.
+                    if !s.drain().await {
+                        return None;
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "a live stream fell behind; reloading from the feed");
-                    match feed::read_from(&s.store, s.last.entry, RESUME_ENTRIES).await {
-                        Ok(missed) => s.take(missed),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot reload a stream from the feed; ending it");
-                            return None;
-                        }
+                    if !s.reload(n).await {
+                        return None;
                     }
                 }
                 Err(RecvError::Closed) => return None,

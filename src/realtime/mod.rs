@@ -299,8 +299,110 @@ impl Realtime {
     }
 }
 
+/// Most hits derived in one pass (one derivation, one feed entry).
+const PASS_HITS: usize = 16_384;
+
+/// Publisher passes, hits derived, events published, and the lag of the last
+/// pass and the worst seen: from the oldest hit's time to its entry's append
+/// (for `/metrics`).
+pub static PASSES: AtomicU64 = AtomicU64::new(0);
+pub static HITS_DERIVED: AtomicU64 = AtomicU64::new(0);
+pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+pub static LAST_PASS_HITS: AtomicU64 = AtomicU64::new(0);
+pub static LAG_MS: AtomicU64 = AtomicU64::new(0);
+pub static MAX_LAG_MS: AtomicU64 = AtomicU64::new(0);
+pub static PASS_US: AtomicU64 = AtomicU64::new(0);
+
+/// The real-time lines of `/metrics` (Prometheus text).
+pub fn metrics_text(streams: usize) -> String {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 12] = [
+        (
+            "mailbeacon_realtime_passes_total",
+            "counter",
+            "Publisher passes (each one derivation and one feed entry).",
+            get(&PASSES),
+        ),
+        (
+            "mailbeacon_realtime_hits_derived_total",
+            "counter",
+            "Committed hits turned into application events.",
+            get(&HITS_DERIVED),
+        ),
+        (
+            "mailbeacon_realtime_published_total",
+            "counter",
+            "Application events appended to the feed.",
+            get(&PUBLISHED),
+        ),
+        (
+            "mailbeacon_realtime_dropped_total",
+            "counter",
+            "Notifications dropped (a channel was full or the feed failed).",
+            get(&DROPPED),
+        ),
+        (
+            "mailbeacon_realtime_last_pass_hits",
+            "gauge",
+            "Hits derived in the last pass.",
+            get(&LAST_PASS_HITS),
+        ),
+        (
+            "mailbeacon_realtime_last_pass_microseconds",
+            "gauge",
+            "Duration of the last pass (derive, append, queue deliveries).",
+            get(&PASS_US),
+        ),
+        (
+            "mailbeacon_realtime_lag_milliseconds",
+            "gauge",
+            "Last pass: from its oldest hit to the feed append.",
+            get(&LAG_MS),
+        ),
+        (
+            "mailbeacon_realtime_max_lag_milliseconds",
+            "gauge",
+            "The largest lag of any pass so far.",
+            get(&MAX_LAG_MS),
+        ),
+        (
+            "mailbeacon_realtime_tail_reads_total",
+            "counter",
+            "Feed reads by this process's tail (one per wake-up, whatever the streams).",
+            get(&feed::TAIL_READS),
+        ),
+        (
+            "mailbeacon_realtime_tail_entries_total",
+            "counter",
+            "Feed entries those reads returned.",
+            get(&feed::TAIL_ENTRIES),
+        ),
+        (
+            "mailbeacon_realtime_tail_unpacked_total",
+            "counter",
+            "Entries unpacked because a stream here listens to someone.",
+            get(&feed::TAIL_UNPACKED),
+        ),
+        (
+            "mailbeacon_realtime_streams",
+            "gauge",
+            "Event streams open on this process.",
+            streams as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, v) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
+    out
+}
+
 /// Turns what arrives (committed hits, emitted events) into published events:
-/// one feed entry per round, then the delivery jobs.
+/// each pass takes everything waiting (up to `PASS_HITS` hits), derives it
+/// together (one email read per email not cached, one first-mark call), appends
+/// one feed entry, wakes the tail, then queues the webhook deliveries.
 async fn publish_loop(
     store: Store,
     deriver: derive::Deriver,
@@ -312,26 +414,36 @@ async fn publish_loop(
 ) {
     let (mut hits_open, mut app_open) = (true, true);
     while hits_open || app_open {
-        let mut events = tokio::select! {
+        let mut batch: Vec<Event> = Vec::new();
+        let mut events: Vec<AppEvent> = Vec::new();
+        tokio::select! {
             h = hits.recv(), if hits_open => match h {
-                Some(h) => deriver.derive(h).await,
+                Some(h) => batch = h,
                 None => { hits_open = false; continue; }
             },
             a = app.recv(), if app_open => match a {
-                Some(a) => a,
+                Some(a) => events = a,
                 None => { app_open = false; continue; }
             },
-        };
-        // Whatever else is waiting joins this entry.
+        }
+        // Whatever else is waiting joins this pass.
         while let Ok(a) = app.try_recv() {
             events.extend(a);
         }
-        while events.len() < 4096 {
+        while batch.len() < PASS_HITS {
             match hits.try_recv() {
-                Ok(h) => events.extend(deriver.derive(h).await),
+                Ok(h) => batch.extend(h),
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        let oldest = batch.iter().map(|h| h.at_ms).min();
+        let n_hits = batch.len() as u64;
+        if !batch.is_empty() {
+            events.extend(deriver.derive(batch).await);
+        }
+        HITS_DERIVED.fetch_add(n_hits, Ordering::Relaxed);
+        LAST_PASS_HITS.store(n_hits, Ordering::Relaxed);
         if events.is_empty() {
             continue;
         }
@@ -345,6 +457,13 @@ async fn publish_loop(
             }
         };
         hub.wake();
+        if let Some(oldest) = oldest {
+            let lag = crate::ids::now_ms().saturating_sub(oldest);
+            LAG_MS.store(lag, Ordering::Relaxed);
+            MAX_LAG_MS.fetch_max(lag, Ordering::Relaxed);
+        }
+        PASSES.fetch_add(1, Ordering::Relaxed);
+        PUBLISHED.fetch_add(n as u64, Ordering::Relaxed);
         let hooks = subs.get(&store).await;
         let due = webhooks::fan_out(&hooks, &published, crate::ids::now_ms());
         if !due.is_empty() {
@@ -352,6 +471,7 @@ async fn publish_loop(
                 tracing::error!(error = %e, "cannot queue webhook deliveries");
             }
         }
+        PASS_US.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 }
 

@@ -161,15 +161,20 @@ impl Subscriptions {
     }
 }
 
-/// The delivery jobs for published events.
-pub fn fan_out(hooks: &[Webhook], events: &[(AppEvent, Value)], now: u64) -> Vec<NewJob> {
+/// The delivery jobs for published events (ids set). An event's JSON is made
+/// only when some subscription wants it.
+pub fn fan_out(hooks: &[Webhook], events: &[AppEvent], now: u64) -> Vec<NewJob> {
     let mut jobs = Vec::new();
-    for (event, json) in events {
+    if hooks.is_empty() {
+        return jobs;
+    }
+    for event in events {
+        let mut json = None;
         for hook in hooks.iter().filter(|h| matches(h, event)) {
             let payload = DeliveryJob {
                 w: hook.id,
                 s: now,
-                e: json.clone(),
+                e: json.get_or_insert_with(|| event.to_json()).clone(),
                 manual: false,
             };
             match NewJob::json(job_id(&event.id, hook.id), now, &payload) {
