@@ -44,6 +44,12 @@ if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages standardwebhooks
 fi
 python3 -c 'import standardwebhooks' || { echo "standardwebhooks could not be installed" >&2; exit 1; }
+# schemathesis: the schema-driven API tests over docs/openapi.yaml (tests/schema.rs).
+if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "4.32.5" ]; then
+  python3 -m pip install -q schemathesis==4.32.5 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages schemathesis==4.32.5
+fi
+command -v schemathesis >/dev/null 2>&1 || { echo "schemathesis could not be installed" >&2; exit 1; }
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   python3 -m pip install -q openapi-spec-validator 2>/dev/null \
     || python3 -m pip install -q --break-system-packages openapi-spec-validator

@@ -6,7 +6,7 @@
 //! once instead of stopping at the first. Precedence: flag or environment, then the
 //! file, then the default.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -208,6 +208,13 @@ pub struct Opts {
     /// [default: true].
     #[arg(long, env = "MAILBEACON_REPLY_IDLE", global = true)]
     pub reply_idle: Option<bool>,
+    /// Outside insights: an http(s) URL of a JSON news feed (see
+    /// `insights::feed`), read through the outbound rules [default: none].
+    #[arg(long, env = "MAILBEACON_INSIGHTS_FEED_URL", global = true)]
+    pub insights_feed_url: Option<String>,
+    /// Outside insights: seconds between reads of the feed, 10-86400 [default: 900].
+    #[arg(long, env = "MAILBEACON_INSIGHTS_FEED_SECS", global = true)]
+    pub insights_feed_secs: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -250,6 +257,8 @@ struct FileOpts {
     outbound_allow: Option<String>,
     reply_poll_secs: Option<u64>,
     reply_idle: Option<bool>,
+    insights_feed_url: Option<String>,
+    insights_feed_secs: Option<u64>,
 }
 
 /// Parses a machine-network list: one `CIDR [label]` per line (a bare address
@@ -283,47 +292,7 @@ pub fn machine_networks(text: &str) -> std::result::Result<Vec<(IpNet, String)>,
     }
 }
 
-/// A validated IP network (address + prefix length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(IpNet { addr, prefix })
-    }
-
-    /// Returns true if and only if `ip` lies inside this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::ipnet::IpNet;
 
 /// Everything the server needs, validated.
 #[derive(Debug, Clone)]
@@ -381,6 +350,9 @@ pub struct Config {
     pub reply_poll: Duration,
     /// Replies: use IDLE where the server offers it.
     pub reply_idle: bool,
+    /// Outside insights: the news feed's URL, if any, and how often it is read.
+    pub insights_feed_url: Option<String>,
+    pub insights_feed_every: Duration,
 }
 
 /// The outbox's settings.
@@ -848,6 +820,24 @@ impl Config {
             ));
         }
         let reply_idle = opts.reply_idle.or(file.reply_idle).unwrap_or(true);
+        let insights_feed_url = opts
+            .insights_feed_url
+            .clone()
+            .or(file.insights_feed_url)
+            .filter(|u| !u.trim().is_empty());
+        if let Some(u) = &insights_feed_url {
+            let lower = u.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                problems.push("insights_feed_url must be an http:// or https:// URL".into());
+            }
+        }
+        let insights_feed_secs = opts
+            .insights_feed_secs
+            .or(file.insights_feed_secs)
+            .unwrap_or(900);
+        if !(10..=86_400).contains(&insights_feed_secs) {
+            problems.push("insights_feed_secs must be from 10 to 86400".into());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -897,6 +887,8 @@ impl Config {
             ),
             reply_poll: Duration::from_secs(reply_poll_secs),
             reply_idle,
+            insights_feed_url,
+            insights_feed_every: Duration::from_secs(insights_feed_secs),
         })
     }
 }

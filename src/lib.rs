@@ -15,10 +15,11 @@
 //! - `state`: what handlers share (config, store, recorder, key ring, settings).
 //! - `follow`: the follow use case (both follow endpoints): checks, contact
 //!   preferences, the record stored first, then the copies returned or handed
-//!   to the outbox; `follow::render`: a parsed email → record + per-recipient
-//!   copies with tokens (pure).
+//!   to the outbox.
+//! - `render` (pure): a parsed email → record + per-recipient copies with
+//!   tokens; used by `follow` (returned copies) and `outbox` (at send time).
 //! - `outbox`: SMTP copies sent by a durable queue after the request (retries,
-//!   send later, cancel; rendered at send time with `follow::render`), and
+//!   send later, cancel; rendered at send time with `render`), and
 //!   `outbox::reminder` (reminder timers).
 //! - `deliver`: SMTP delivery of copies (lettre), CRLF line ends.
 //! - `reports` and `classify`: engagement JSON; human vs machine activity.
@@ -38,7 +39,7 @@
 //! - `prepare`: MIME parsing and HTML link rewriting (pure).
 //! - `token` (pure) and `keyring` (its file): signed opaque tokens, key rotation.
 //! - `seal` (pure): sealing personal data, keyed hashes for lookups.
-//! - `config`: flags, environment and TOML; `ids`: ids and clocks; `address`:
+//! - `config`: flags, environment and TOML; `ipnet`: CIDR networks; `ids`: ids and clocks; `address`:
 //!   email-address checks.
 //! - Outlook add-in: `addin` (its server side: `activities`, tracked emails,
 //!   pure; `mailbox`, IMAP for Auto Capture, writes nothing; `entra`, Entra
@@ -57,6 +58,7 @@ pub mod follow;
 pub mod http;
 pub mod ids;
 pub mod insights;
+pub mod ipnet;
 pub mod jobs;
 pub mod keyring;
 pub mod keys_cmd;
@@ -68,6 +70,7 @@ pub mod outbox;
 pub mod prepare;
 pub mod realtime;
 pub mod recorder;
+pub mod render;
 pub mod replies;
 pub mod reports;
 pub mod seal;

@@ -114,6 +114,10 @@ async fn run(
             .map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?;
         background.push(tokio::spawn(server::serve_metrics(l, app.clone())));
     }
+    if let Some(feed) = app.news.clone() {
+        // Outside insights: read the news feed now and every `insights_feed_secs`.
+        background.push(tokio::spawn(feed.run(std::future::pending())));
+    }
     // The outbox and reminder workers: told to stop after the server stops,
     // they finish the copies in hand (SMTP commands time out after 30 s).
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);

@@ -57,6 +57,8 @@ pub struct App {
     /// Wakes the reply watcher's supervisor (`replies`): a mailbox was
     /// connected or disconnected, or a user's Auto Capture switch changed.
     pub mailboxes_changed: tokio::sync::Notify,
+    /// Outside news for `company_news` cards (`insights_feed_url`), if configured.
+    pub news: Option<Arc<crate::insights::feed::JsonFeed>>,
 }
 
 impl App {
@@ -79,6 +81,13 @@ impl App {
         ));
         let outbox = crate::jobs::Jobs::new(store.clone(), "outbox");
         let timers = crate::jobs::Jobs::new(store.clone(), "timers");
+        let news = config.insights_feed_url.clone().map(|url| {
+            Arc::new(crate::insights::feed::JsonFeed::new(
+                url,
+                config.outbound.clone(),
+                config.insights_feed_every,
+            ))
+        });
         App {
             config,
             store,
@@ -97,6 +106,7 @@ impl App {
             engagement: AtomicBool::new(settings.email_engagement),
             settings: RwLock::new(settings),
             mailboxes_changed: tokio::sync::Notify::new(),
+            news,
         }
     }
 

@@ -4,7 +4,8 @@
 //! `/usr/bin/chromium`, through `playwright-core`) with office.js replaced by
 //! a stub: sign-in, track → status flips → untrack, regarding, Auto Capture list
 //! → track one, the pinned pane following the selected item, engagement of a
-//! followed email, the "Today" cards (dismiss by keyboard, snooze), the compose
+//! followed email, the live stream (a pixel hit shows up in the "Live" list and
+//! the engagement counts; hidden pane stops it, shown resumes), the "Today" cards (dismiss by keyboard, snooze), the compose
 //! Follow switch and "Send at the best time", the OnMessageSend handler, and
 //! degrading without office.js. Screenshots (320 px wide) are kept in
 //! `target/addin-screenshots/`.
@@ -44,6 +45,7 @@ fn task_pane_in_headless_chromium() {
             "read-tracked",
             "capture",
             "read-engagement",
+            "live",
             "today",
             "compose",
             "compose-best-time",

@@ -525,7 +525,7 @@ async fn redis_concurrent_insert_activity_makes_one() {
             Inserted::Existing(a) => a.id == winner,
         }));
     }
-    assert_eq!(store.list_activities(9, 100).await.unwrap().len(), 5);
+    assert_eq!(store.list_activities(9, None, 100).await.unwrap().len(), 5);
     let left = redis.cli(&["--scan", "--pattern", "mb:{a:*"]);
     assert_eq!(left.lines().count(), 5, "{left}");
     store.close().await.unwrap();

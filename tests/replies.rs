@@ -180,7 +180,7 @@ fn store_bytes(s: &Server) -> Vec<u8> {
 #[test]
 fn replies_and_bounces_over_idle_and_disconnect_stops_watching() {
     let imap = Dovecot::start();
-    let s = Server::start();
+    let s = Server::start_local_outbound();
     let alice = s.user(USER);
     let (id, mid) = follow(
         &s,
@@ -284,6 +284,7 @@ fn replies_and_bounces_over_idle_and_disconnect_stops_watching() {
 fn polling_reads_headers_only_and_the_switches_stop_watching() {
     let imap = Dovecot::start();
     let s = Server::start_env(&[
+        LOCAL_OUTBOUND,
         ("MAILBEACON_REPLY_IDLE", "false"),
         ("MAILBEACON_REPLY_POLL_SECS", "1"),
     ]);

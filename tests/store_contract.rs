@@ -443,13 +443,42 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         [true, false]
     );
     let listed: Vec<u64> = store
-        .list_activities(7, 10)
+        .list_activities(7, None, 10)
         .await
         .unwrap()
         .iter()
         .map(|a| a.id)
         .collect();
     assert_eq!(listed, [102, 101]);
+    // Paging: `before` is exclusive, ties on created_ms are ordered by id, and
+    // walking the pages visits every activity once.
+    for (id, t) in [(201u64, 10u64), (202, 20), (203, 20), (204, 20), (205, 30)] {
+        let a = Activity {
+            owner: 9,
+            personal: ActivityPersonal::default(),
+            ..act(id, &format!("p{id}@x"), t)
+        };
+        store.insert_activity(a).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list_activities(9, before, 2).await.unwrap();
+        seen.extend(page.iter().map(|a| a.id));
+        match page.last() {
+            Some(l) if page.len() == 2 => before = Some((l.created_ms, l.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, [205, 204, 203, 202, 201]);
+    let after_tie: Vec<u64> = store
+        .list_activities(9, Some((20, 203)), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(after_tie, [202, 201]);
     let mut mentioning = store
         .activities_mentioning("dora@client.test")
         .await

@@ -205,7 +205,9 @@
   }
 
   global.MailbeaconApi = {
-    call: call, getToken: getToken, setToken: setToken, setTokenSource: setTokenSource, errorText: errorText,
+    call: call, getToken: getToken,
+    // The bearer token for calls made outside call() (the live stream).
+    bearer: function () { return bearer(false).then(function (b) { return b.token; }); }, setToken: setToken, setTokenSource: setTokenSource, errorText: errorText,
     loadConfig: loadConfig, naaSupported: naaSupported, microsoftSignIn: microsoftSignIn,
     isInteractionRequired: isInteractionRequired,
   };

@@ -5,6 +5,8 @@
    people on the open email, read live from the user's mailbox, each with a Track button.
    Today: the user's action cards with Dismiss and Snooze; in compose, "Send at the best
    time" shows the suggested time for the draft's recipients.
+   Live: the newest events on the user's emails, streamed (live.js) while the pane is
+   shown; the open email's engagement counts follow them.
    When the pane is pinned it follows the selected item (ItemChanged). */
 (function () {
   "use strict";
@@ -181,6 +183,7 @@
       show("who", true);
       renderItem();
       loadCards();
+      startLive();
     });
   }
 
@@ -198,6 +201,8 @@
     // Forgets the Microsoft token too, and does not sign in again silently.
     forget();
     signedOut = true;
+    stopLive();
+    liveLast = null; liveItems = []; renderLive();
     api.setToken(null).then(boot);
   });
 
@@ -538,6 +543,104 @@
       });
     });
   }
+
+  /* ---- Live --------------------------------------------------------------
+     GET /api/v1/events through fetch streaming (live.js), while the pane is shown:
+     hidden or closed stops it, shown again resumes from the last event seen. The
+     five newest events, newest first, with their time relative to now; an event for
+     the email whose engagement is shown reloads its counts. */
+
+  var LIVE_MAX = 5;
+  var live = null;
+  var liveLast = null;
+  var liveItems = [];
+
+  function ago(ms) {
+    var s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+    if (s < 45) return "just now";
+    var m = Math.round(s / 60);
+    if (m < 60) return m + " min ago";
+    var h = Math.round(m / 60);
+    if (h < 24) return h + " h ago";
+    return when(new Date(ms).toISOString());
+  }
+
+  /* "bob.smith@x" → "Bob Smith"; no recipient, or "recipient unknown" (one copy for
+     everyone, followed from Outlook) → "Someone". */
+  function who(addr) {
+    if (!addr || String(addr).indexOf("@") < 0) return "Someone";
+    var local = String(addr).split("@")[0].split("+")[0];
+    var words = local.split(/[._-]+/).filter(Boolean).map(function (w) { return w.charAt(0).toUpperCase() + w.slice(1); });
+    return words.join(" ") || addr;
+  }
+
+  function liveText(e) {
+    var d = e.data.data || {};
+    var subj = "\u2018" + (d.subject || "(no subject)") + "\u2019";
+    switch (e.type) {
+      case "email.opened": return who(d.recipient) + " opened " + subj;
+      case "email.clicked": return who(d.recipient) + " clicked a link in " + subj;
+      case "email.replied": return who(d.recipient) + " replied to " + subj;
+      case "email.sent": return "Sent " + subj + (d.recipient ? " to " + d.recipient : "");
+      case "email.delivery_failed": return "Not delivered: " + subj + (d.recipient ? " to " + d.recipient : "");
+      case "reminder.due": return "Reminder due: " + subj;
+      default: return null;
+    }
+  }
+
+  function renderLive() {
+    var ul = $("live-list");
+    ul.textContent = "";
+    liveItems.forEach(function (it) {
+      var li = el("li", null, it.fresh ? "fresh" : "");
+      it.fresh = false;
+      li.setAttribute("data-type", it.type);
+      li.appendChild(el("span", it.text, "what"));
+      li.appendChild(el("span", ago(it.at), "ago"));
+      ul.appendChild(li);
+    });
+    show("live-empty", liveItems.length === 0);
+  }
+
+  var engagementTimer = null;
+  function onLive(e) {
+    var text = liveText(e);
+    if (!text) return;
+    var at = Date.parse(e.data.at);
+    liveItems.unshift({ text: text, type: e.type, at: isNaN(at) ? Date.now() : at, fresh: true });
+    liveItems = liveItems.slice(0, LIVE_MAX);
+    renderLive();
+    var emailId = e.data.data && e.data.data.email_id;
+    if (activity && activity.email_id && emailId === activity.email_id && !$("engagement").hidden) {
+      // Several events in a burst: one reload.
+      clearTimeout(engagementTimer);
+      engagementTimer = setTimeout(function () { loadEngagement(emailId); }, 200);
+    }
+  }
+
+  function liveState(st) {
+    var d = $("live-state");
+    d.setAttribute("data-state", st);
+    d.title = { connecting: "Connecting", live: "Live", retrying: "Reconnecting", "signed-out": "Signed out" }[st] || st;
+  }
+
+  function startLive() {
+    if (live || !me || document.hidden || !window.MailbeaconLive) return;
+    live = MailbeaconLive.follow({ bearer: api.bearer, lastId: liveLast, onEvent: onLive, onState: liveState });
+  }
+
+  function stopLive() {
+    if (!live) return;
+    liveLast = live.lastId();
+    live.stop();
+    live = null;
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) stopLive(); else startLive();
+  });
+  window.addEventListener("pagehide", stopLive);
+  setInterval(function () { if (liveItems.length && !document.hidden) renderLive(); }, 30000);
 
   /* ---- Auto Capture ------------------------------------------------------- */
 

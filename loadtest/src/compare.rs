@@ -125,6 +125,8 @@ pub struct Settings {
     /// Keep the scratch directory (data directories grow by gigabytes per
     /// comparison); it is also kept when a check fails, for its logs.
     pub keep_scratch: bool,
+    /// `--realtime`: the real-time measurement (`realtime::run`) instead of the comparison.
+    pub realtime: bool,
 }
 
 impl Settings {
@@ -164,6 +166,7 @@ impl Settings {
             wrk: true,
             slot: Duration::from_millis(100),
             keep_scratch: false,
+            realtime: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `check`: answered ≤ recorded ≤ sent, per recipient.
 //! - `procs`: the processes (mailbeacon, nginx, hyper-min, Redis) and `/proc`.
 //! - `hist`: the latency histogram; `report`: Markdown.
+//! - `realtime`: `compare --realtime`, webhook and stream latency, their cost.
 
 pub mod api;
 pub mod check;
@@ -17,4 +18,5 @@ pub mod compare;
 pub mod gen;
 pub mod hist;
 pub mod procs;
+pub mod realtime;
 pub mod report;

@@ -92,6 +92,11 @@ struct Args {
     /// data directories take gigabytes).
     #[arg(long)]
     keep_scratch: bool,
+    /// Measure real time instead: the pixel load (embedded store, the first
+    /// --conns) alone, then with a webhook and 100 event streams attached;
+    /// throughput ratio and pixel answer → webhook / stream latency.
+    #[arg(long)]
+    realtime: bool,
 }
 
 fn list<T>(s: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>, String> {
@@ -137,16 +142,41 @@ fn settings(a: Args) -> Result<(Settings, Option<PathBuf>), String> {
         fault_conns: a.fault_conns.max(1),
         wrk: !a.no_wrk,
         keep_scratch: a.keep_scratch,
+        realtime: a.realtime,
         scratch: a.scratch.unwrap_or(d.scratch.clone()),
         ..d
     };
     Ok((s, a.out))
 }
 
+fn realtime(s: &Settings, out: Option<PathBuf>) -> ExitCode {
+    match loadtest::realtime::run(s) {
+        Ok(f) => {
+            let md = f.markdown();
+            println!("{md}");
+            if let Some(p) = out {
+                if let Err(e) = std::fs::write(&p, &md) {
+                    eprintln!("loadtest: cannot write {}: {e}", p.display());
+                }
+            }
+            if f.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("loadtest: realtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (rep, out) = match cli.cmd {
         Cmd::Compare(a) => match settings(*a) {
+            Ok((s, out)) if s.realtime => return realtime(&s, out),
             Ok((s, out)) => (compare::compare(&s), out),
             Err(e) => {
                 eprintln!("loadtest: {e}");

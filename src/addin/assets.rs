@@ -35,6 +35,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("commands.html", "text/html; charset=utf-8"),
     asset!("launchevent.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("live.js", "text/javascript; charset=utf-8"),
     asset!("icon-16.png", "image/png"),
     asset!("icon-32.png", "image/png"),
     asset!("icon-64.png", "image/png"),

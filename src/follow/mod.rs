@@ -13,17 +13,16 @@
 //! each after the request is answered. A reminder is armed for either.
 //! Failures are a [`FollowError`]; `http` turns each into its JSON error.
 //!
-//! `render` is the pure part: the record and each recipient's copy with its own
+//! `crate::render` is the pure part: the record and each recipient's copy with its own
 //! tokens (also used by the outbox at send time).
-
-pub mod render;
 
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-pub use render::{encoded_links, prepare, record, render_copy, Plan};
+use crate::render;
+pub use crate::render::{encoded_links, prepare, record, render_copy, Plan};
 
 use crate::address::normalize_address;
 use crate::ids::{id_to_text, now_ms, random_id, rfc5322};

@@ -22,7 +22,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{decode_mime, read_json, Query};
+use super::request::{decode_mime, page_cursor, page_limit, read_json, Query};
 use super::response::{
     bad, error, json_response, mailbox_failed, mailbox_not_connected, store_failed, Resp,
 };
@@ -41,7 +41,7 @@ const DAY_MS: u64 = 86_400_000;
 pub async fn get_list(app: &App, user: &User, query: &Query) -> Resp {
     match query.get("message_id") {
         Some(m) => status_by_message_id(app, user, m).await,
-        None => list(app, user).await,
+        None => list(app, user, query).await,
     }
 }
 
@@ -237,11 +237,30 @@ async fn status_by_message_id(app: &App, user: &User, m: &str) -> Resp {
     }
 }
 
-async fn list(app: &App, user: &User) -> Resp {
-    match app.store.list_activities(user.id, 100).await {
+/// The caller's activities, newest first, `limit` (1..=500, default 100) a
+/// page; `next` is the `before` cursor of the following page (`null` at the end).
+async fn list(app: &App, user: &User, q: &Query) -> Resp {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(_) => match page_limit(q) {
+            Ok(l) => l,
+            Err(r) => return r,
+        },
+    };
+    let before = match page_cursor(q) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match app.store.list_activities(user.id, before, limit).await {
         Ok(list) => {
+            let next = (list.len() == limit)
+                .then(|| {
+                    list.last()
+                        .map(|a| format!("{}-{}", a.created_ms, id_to_text(a.id)))
+                })
+                .flatten();
             let items: Vec<Value> = list.iter().map(|a| activities::to_json(a, false)).collect();
-            json_response(StatusCode::OK, &json!({"activities": items}))
+            json_response(StatusCode::OK, &json!({"activities": items, "next": next}))
         }
         Err(e) => store_failed(e),
     }

@@ -28,8 +28,8 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Resp;
-use crate::config::IpNet;
 use crate::ids::now_ms;
+use crate::ipnet::IpNet;
 use crate::model::{Event, EventKind};
 use crate::state::App;
 use crate::token::{decode_destination, Claims};

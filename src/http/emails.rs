@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{page_limit, read_json, Query};
+use super::request::{page_cursor, page_limit, read_json, Query};
 use super::response::{bad, error, follow_failed, json_response, store_failed, Resp};
 use crate::follow::{self, Deliver, FollowInput};
 use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
@@ -131,7 +131,17 @@ pub async fn follow(app: &App, user: &User, req: Request<Incoming>) -> Resp {
 /// Whose emails a listing covers: the caller's (`Some(id)`), or with `all=true`
 /// everyone's (`None`, admins only: 403 otherwise).
 fn owner_scope(user: &User, q: &Query) -> Result<Option<u64>, Resp> {
-    let all = q.get("all").is_some_and(|v| v == "true" || v == "1");
+    let all = match q.get("all").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_all",
+                "all must be true or false".into(),
+            ))
+        }
+    };
     if all && user.role != Role::Admin {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -147,21 +157,9 @@ pub async fn list(app: &App, user: &User, q: &Query) -> Resp {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let before = match q.get("before") {
-        None => None,
-        Some(c) => match c
-            .split_once('-')
-            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
-        {
-            Some(b) => Some(b),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "before must be a cursor returned as \"next\" by a previous page".into(),
-                )
-            }
-        },
+    let before = match page_cursor(q) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let owner = match owner_scope(user, q) {
         Ok(o) => o,
@@ -245,12 +243,20 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
             let one = reports::Totals::of_email(rec, &events, h);
             if let Some(s) = series.as_mut() {
                 let (sent, delivered) = series::delivery_counts(rec);
-                // Replies are not recorded yet: 0 until the reply tracker stores them.
+                // Recipients who replied (the reply watcher's facts).
+                let replied = match app.store.replies_for(rec.id).await {
+                    Ok(r) => r
+                        .iter()
+                        .map(|r| r.recipient)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len() as u64,
+                    Err(e) => return store_failed(e),
+                };
                 let point = series::Point {
                     totals: one.clone(),
                     sent,
                     delivered,
-                    replied: 0,
+                    replied,
                 };
                 s.add(rec.created_ms, rec.template.as_deref(), point);
             }

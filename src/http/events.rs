@@ -72,9 +72,8 @@ pub async fn stream(
     query: &Query,
 ) -> Response<Body> {
     if req.method() != hyper::Method::GET {
-        return boxed(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        return boxed(crate::http::response::method_not_allowed(
+            "GET",
             format!("{} is not allowed on /api/v1/events", req.method()),
         ));
     }

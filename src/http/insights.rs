@@ -10,9 +10,9 @@
 //! so far (bounded), open times, or one contact's events, never every event.
 //! The rules are in `insights` (pure); card state is in the store.
 //!
-//! Replies and due reminders are not recorded yet, so every email is passed with
-//! replies unknown and no reminder: `email_replied`, `no_reply` and
-//! `reminder_due` cards, and the `replies` factor, appear once those land.
+//! Each email is passed with its due reminder and, for cards and scores, the
+//! replies the reply watcher recorded (cards: only while the caller's mailbox
+//! is watched, since otherwise "nobody replied" is not known).
 
 use std::collections::HashMap;
 
@@ -30,7 +30,7 @@ use crate::insights::score::{score_contact, score_email};
 use crate::insights::send_time::{
     format_at_offset, human_opens, parse_offset, pattern, recipient_time, suggested, SendTime,
 };
-use crate::insights::{same_address, to_json, Tracked, DAY_MS};
+use crate::insights::{same_address, to_json, DueReminder, Reply, Tracked, DAY_MS};
 use crate::model::{EmailRecord, Event, User};
 use crate::state::App;
 use crate::store::cards::CardState;
@@ -222,9 +222,30 @@ async fn derive(
 ) -> Result<(Vec<Card>, bool), Resp> {
     let mut emails = Emails::of(app, user);
     let mut found = Found::new(user.id, now, state);
+    // Outside insights: the caller's contacts' domains.
+    let mut domains = crate::insights::feed::ContactDomains::default();
+    // Replies are known only while the caller's mailbox is watched (`replies`).
+    let watched = app.store.mailbox(user.id).await.map_err(store_failed)?;
+    let watched = watched.is_some();
     while let Some((rec, events)) = emails.next().await? {
-        // Replies and reminders are not recorded yet: unknown, none due.
-        found.add(app, &Tracked::new(&rec, &events));
+        if app.news.is_some() {
+            domains.add(&rec);
+        }
+        let replies = if watched {
+            Some(app.store.replies_for(rec.id).await.map_err(store_failed)?)
+        } else {
+            None
+        };
+        let due = DueReminder::of(&rec);
+        let t = Tracked::new(&rec, &events).known(replies.as_deref(), due.as_ref());
+        found.add(app, &t);
+    }
+    if let Some(news) = app.news.as_deref() {
+        found.cards.extend(crate::insights::feed::news_cards(
+            news,
+            &domains.domains,
+            now,
+        ));
     }
     Ok((found.finish(), emails.truncated))
 }
@@ -369,25 +390,36 @@ pub async fn contact(app: &App, user: &User, raw: &str) -> Resp {
     recs.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
     let truncated = recs.len() > MAX_EMAILS;
     recs.truncate(MAX_EMAILS);
-    // Only the contact's own events are kept.
+    // Only the contact's own events and replies are kept.
     let mut evs: Vec<Vec<Event>> = Vec::with_capacity(recs.len());
+    let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(recs.len());
     for rec in &recs {
         let mine: Vec<u32> = (0..rec.recipients.len() as u32)
             .filter(|&i| same_address(&rec.recipients[i as usize].address, &address))
             .collect();
-        match app.store.events_for(rec.id).await {
-            Ok(e) => evs.push(
-                e.into_iter()
-                    .filter(|e| mine.contains(&e.recipient))
-                    .collect(),
-            ),
-            Err(e) => return store_failed(e),
-        }
+        let (e, r) = match (
+            app.store.events_for(rec.id).await,
+            app.store.replies_for(rec.id).await,
+        ) {
+            (Ok(e), Ok(r)) => (e, r),
+            (Err(e), _) | (_, Err(e)) => return store_failed(e),
+        };
+        evs.push(
+            e.into_iter()
+                .filter(|e| mine.contains(&e.recipient))
+                .collect(),
+        );
+        replies.push(
+            r.into_iter()
+                .filter(|r| mine.contains(&r.recipient))
+                .collect(),
+        );
     }
     let tracked: Vec<Tracked> = recs
         .iter()
         .zip(&evs)
-        .map(|(r, e)| Tracked::new(r, e))
+        .zip(&replies)
+        .map(|((r, e), rp)| Tracked::new(r, e).with_replies(rp))
         .collect();
     let now = now_ms();
     let s = score_contact(&address, &tracked, now, &app.config.heuristics);
@@ -424,7 +456,11 @@ pub async fn email(app: &App, user: &User, id: &str) -> Resp {
         Ok(e) => e,
         Err(e) => return store_failed(e),
     };
-    let t = Tracked::new(&rec, &events);
+    let replies = match app.store.replies_for(eid).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e),
+    };
+    let t = Tracked::new(&rec, &events).with_replies(&replies);
     let s = score_email(&t, now_ms(), &app.config.heuristics);
     let mut out = to_json(&s);
     out["email_id"] = json!(id_to_text(eid));

@@ -288,7 +288,17 @@ pub async fn audit_log(app: &App, query: &Query) -> Resp {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let before = query.get("before").and_then(|b| b.parse().ok());
+    let before = match query.get("before").map(|b| b.parse()) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "before must be the next value of a previous page".into(),
+            )
+        }
+    };
     match app.store.audit_log(before, limit).await {
         Ok(list) => {
             let next = (list.len() == limit)

@@ -128,6 +128,15 @@ async fn collect(mut body: Incoming, limit: usize, drain: usize) -> Result<(Vec<
 /// Reads a JSON body into `T` (400 `invalid_json` if it does not fit).
 pub async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Resp> {
     let body = read_body(app, req).await?;
+    // Every JSON body is an object (or null where a handler takes an
+    // `Option`): serde would otherwise read a struct from an array.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -135,6 +144,24 @@ pub async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -
             format!("the request body is not the expected JSON: {e}"),
         )
     })
+}
+
+/// `before` of a paged listing: the `"<created ms>-<id>"` cursor a previous
+/// page returned as `next`; `None` for the first page, `400 invalid_cursor` for
+/// anything else.
+pub fn page_cursor(q: &Query) -> Result<Option<(u64, u64)>, Resp> {
+    let Some(c) = q.get("before") else {
+        return Ok(None);
+    };
+    c.split_once('-')
+        .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, crate::ids::id_from_text(id)?)))
+        .map(Some)
+        .ok_or_else(|| {
+            bad(
+                "invalid_cursor",
+                "before must be a cursor returned as \"next\" by a previous page",
+            )
+        })
 }
 
 /// `limit` of a paged listing: 1–500, default 50.

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::audit::audit;
-use super::request::{page_limit, read_json, Query};
-use super::response::{bad, error, json_response, store_failed, Resp};
+use super::request::{page_cursor, page_limit, read_json, Query};
+use super::response::{error, json_response, store_failed, Resp};
 use crate::address::normalize_address;
 use crate::auth;
 use crate::ids::{id_from_text, id_to_text, now_ms, random_id, rfc3339};
@@ -113,20 +113,9 @@ pub async fn list(app: &App, q: &Query) -> Resp {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let before = match q.get("before") {
-        None => None,
-        Some(c) => match c
-            .split_once('-')
-            .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, id_from_text(id)?)))
-        {
-            Some(b) => Some(b),
-            None => {
-                return bad(
-                    "invalid_cursor",
-                    "before must be a cursor returned as \"next\" by a previous page",
-                )
-            }
-        },
+    let before = match page_cursor(q) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut users = match app.store.list_users().await {
         Ok(u) => u,

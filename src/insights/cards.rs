@@ -16,6 +16,8 @@
 //! - `engagement_spike`: one email opened ≥ 5 times (human) within an hour, or
 //!   one recipient's copy opened from ≥ 3 networks within an hour: it was
 //!   likely forwarded or discussed. In the last 7 days; once per email.
+//! - `company_news`: outside news about a contact's domain, made by
+//!   `insights::feed` (not here) when a feed is configured.
 //!
 //! Ids are the first 8 bytes (16 hex digits) of SHA-256 over the kind, the email
 //! id, the recipient's index and what else tells the card apart (the link, the
@@ -42,6 +44,8 @@ pub enum CardKind {
     NoReply,
     ContactQuiet,
     EngagementSpike,
+    /// Outside news about a contact's company domain (see `insights::feed`).
+    CompanyNews,
 }
 
 impl CardKind {
@@ -54,6 +58,7 @@ impl CardKind {
             CardKind::NoReply => "no_reply",
             CardKind::ContactQuiet => "contact_quiet",
             CardKind::EngagementSpike => "engagement_spike",
+            CardKind::CompanyNews => "company_news",
         }
     }
 }

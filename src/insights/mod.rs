@@ -3,7 +3,8 @@
 //! (`score`), the best time to send (`send_time`), action cards (`cards`) and
 //! KPIs over time (`series`).
 //!
-//! Pure: no I/O, no clock (every function takes `now_ms`), no store. The caller
+//! Pure: no I/O, no clock (every function takes `now_ms`), no store — except
+//! `feed`, which reads the operator's news feed (outside insights) into memory. The caller
 //! loads the records and events and passes them in as [`Tracked`]; the results are
 //! plain structs that serialize (serde) to the JSON design.md names, times as
 //! RFC 3339 UTC and ids as 16 hex digits.
@@ -12,6 +13,7 @@
 //! apart and never adds a point, an hour or a card. Replies are human by nature.
 
 pub mod cards;
+pub mod feed;
 pub mod score;
 pub mod send_time;
 pub mod series;
@@ -27,13 +29,8 @@ pub const DAY_MS: u64 = 86_400_000;
 /// One hour in milliseconds.
 pub const HOUR_MS: u64 = 3_600_000;
 
-/// One recipient's reply to a followed email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    /// Index into the email's `recipients`.
-    pub recipient: u32,
-    pub at_ms: u64,
-}
+/// One recipient's reply to a followed email (what the reply watcher records).
+pub use crate::model::Reply;
 
 /// A reminder of the email that has fallen due (design.md: state `"due"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +39,19 @@ pub struct DueReminder {
     pub when: String,
     /// When it fell due.
     pub at_ms: u64,
+}
+
+impl DueReminder {
+    /// The email's reminder, if it has fallen due.
+    pub fn of(rec: &EmailRecord) -> Option<DueReminder> {
+        rec.reminder
+            .as_ref()
+            .filter(|r| r.state == "due")
+            .map(|r| DueReminder {
+                when: r.when.clone(),
+                at_ms: r.at_ms,
+            })
+    }
 }
 
 /// One followed email and what is known about it, as insights read it.
@@ -71,6 +81,17 @@ impl<'a> Tracked<'a> {
 
     pub fn with_replies(mut self, replies: &'a [Reply]) -> Tracked<'a> {
         self.replies = Some(replies);
+        self
+    }
+
+    /// With what is known of its replies and its due reminder.
+    pub fn known(
+        mut self,
+        replies: Option<&'a [Reply]>,
+        reminder: Option<&'a DueReminder>,
+    ) -> Tracked<'a> {
+        self.replies = replies;
+        self.reminder = reminder;
         self
     }
 

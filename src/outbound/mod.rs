@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::config::IpNet;
+use crate::ipnet::IpNet;
 
 /// Which addresses outbound connections may reach: every public address, plus
 /// the networks the operator allows (`--outbound-allow`).

@@ -38,12 +38,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
 use tokio::task::JoinHandle;
 
-use crate::follow::{encoded_links, render_copy, Plan};
 use crate::ids::{id_from_text, id_to_text};
 use crate::jobs::{self, Backoff, Outcome, WorkerOptions};
 use crate::model::{Delivery, EmailRecord};
 use crate::prepare::{Draft, Limits};
 use crate::realtime::{AppEvent, EventType};
+use crate::render::{encoded_links, render_copy, Plan};
 use crate::state::App;
 use crate::store::queue::{Cancelled, Leased, NewJob, Rescheduled};
 use crate::store::StoreError;

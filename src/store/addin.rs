@@ -201,11 +201,17 @@ impl Store {
             .await)
     }
 
-    /// Newest first.
-    pub async fn list_activities(&self, owner: u64, limit: usize) -> Result<Vec<Activity>> {
+    /// Newest first, `limit` at most; `before` = `(created_ms, id)` of the last
+    /// activity of the previous page (exclusive), `None` for the first page.
+    pub async fn list_activities(
+        &self,
+        owner: u64,
+        before: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Activity>> {
         let k = self.sealer();
-        let list = on_backend!(self, |s| s.list_activities(owner, limit), |r| r
-            .list_activities(owner, limit)
+        let list = on_backend!(self, |s| s.list_activities(owner, before, limit), |r| r
+            .list_activities(owner, before, limit)
             .await)?;
         Ok(list.into_iter().map(|a| open_activity(&k, a)).collect())
     }

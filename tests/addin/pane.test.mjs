@@ -77,6 +77,7 @@ try {
     (t) => document.getElementById("status").textContent === t, text, { timeout: 10000 });
 
   const page = await open(readItem);
+  let pixel = null; // the followed email's pixel (read-engagement step)
 
   await step("sign in with the keyboard", async () => {
     await page.waitForSelector("#signin:not([hidden])");
@@ -137,7 +138,7 @@ try {
       to: ["bob@client.test"], subject: "Proposal",
     });
     assert.equal(f.status, 201, JSON.stringify(f.body));
-    const pixel = f.body.html.match(/https?:\/\/[^"]+\/o\/[^"]+\.gif/)[0];
+    pixel = f.body.html.match(/https?:\/\/[^"]+\/o\/[^"]+\.gif/)[0];
     const link = f.body.html.match(/https?:\/\/[^"]+\/c\/[^"]+/)[0];
     assert.equal((await fetch(pixel, { headers: { "User-Agent": BROWSER_UA } })).status, 200);
     assert.equal((await fetch(link, { headers: { "User-Agent": BROWSER_UA }, redirect: "manual" })).status, 302);
@@ -165,6 +166,61 @@ try {
     assert.match(await page.textContent("#engagement-schedule"), /^Reminder: no reply by \w+day$/);
     assert.equal(await page.locator("#chart rect").count(), 2);
     await shot(page, "read-engagement");
+  });
+
+  await step("live: an open arrives on the stream; the line appears and the count updates", async () => {
+    await page.waitForFunction(() => document.getElementById("live-state").dataset.state === "live");
+    const before = await page.locator("#live-list li").count();
+    assert.equal((await fetch(pixel, { headers: { "User-Agent": BROWSER_UA } })).status, 200);
+    await page.waitForFunction((n) => document.querySelectorAll("#live-list li").length === Math.min(n + 1, 5), before,
+      { timeout: 10000 });
+    const top = await page.locator("#live-list li").first().allTextContents();
+    assert.match(top[0], /^Someone opened \u2018Proposal\u2019just now$/, top[0]);
+    assert.equal(await page.locator("#live-list li").first().getAttribute("data-type"), "email.opened");
+    // The engagement card follows, without reloading the pane.
+    await page.waitForFunction(() => {
+      const td = document.querySelector("#recipients tbody tr td:nth-child(2)");
+      return td && td.textContent === "2";
+    }, null, { timeout: 10000 });
+    await shot(page, "live");
+  });
+
+  await step("live: the SSE parser (split chunks, CRLF, comments, multi-line data)", async () => {
+    const got = await page.evaluate(() => {
+      const out = [];
+      const feed = window.MailbeaconLive.parser((e) => out.push(e));
+      [": heartbeat\n\n", "id: evt_1\r", "\nevent: email.opened\r\ndata: {\"a\"", ":1}\r\n\r\n",
+        "data: x\ndata: y\n", "\n", "id: evt_3\nevent: e\n\n"].forEach(feed);
+      return out;
+    });
+    assert.deepEqual(got, [
+      { id: "evt_1", event: "email.opened", data: '{"a":1}' },
+      { id: null, event: "message", data: "x\ny" },
+    ]);
+  });
+
+  await step("live: hidden pane stops the stream, shown again resumes from the last event", async () => {
+    const sse = [];
+    page.on("request", (r) => { if (r.url().endsWith("/api/v1/events")) sse.push(r.headers()["last-event-id"] || ""); });
+    await page.evaluate(() => {
+      Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    await page.waitForFunction(() => true);
+    assert.equal((await fetch(pixel, { headers: { "User-Agent": BROWSER_UA } })).status, 200);
+    const n = await page.locator("#live-list li").count();
+    await page.evaluate(() => {
+      Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    // The missed open is replayed (Last-Event-ID) and the count reaches 3.
+    await page.waitForFunction(() => {
+      const td = document.querySelector("#recipients tbody tr td:nth-child(2)");
+      return td && td.textContent === "3";
+    }, null, { timeout: 10000 });
+    assert.equal(sse.length, 1, sse.join(","));
+    assert.match(sse[0], /^evt_/);
+    assert.equal(await page.locator("#live-list li").count(), Math.min(n + 1, 5));
   });
 
   await step("Today: cards from the followed email; dismiss with the keyboard, snooze", async () => {

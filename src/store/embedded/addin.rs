@@ -149,15 +149,23 @@ impl Embedded {
             .collect()
     }
 
-    pub fn list_activities(&self, owner: u64, limit: usize) -> Result<Vec<Activity>> {
+    /// Newest first; `before` = `(created_ms, id)` of the last activity of the
+    /// previous page (exclusive).
+    pub fn list_activities(
+        &self,
+        owner: u64,
+        before: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Activity>> {
         let tx = self.db().begin_read()?;
         let idx = tx.open_table(ACT_BY_OWNER)?;
         let acts = tx.open_table(ACTIVITIES)?;
         let mut out = Vec::new();
-        for row in idx
-            .range((owner, 0, 0)..=(owner, u64::MAX, u64::MAX))?
-            .rev()
-        {
+        let rows = match before {
+            Some((t, id)) => idx.range((owner, 0, 0)..(owner, t, id))?,
+            None => idx.range((owner, 0, 0)..=(owner, u64::MAX, u64::MAX))?,
+        };
+        for row in rows.rev() {
             if out.len() >= limit {
                 break;
             }

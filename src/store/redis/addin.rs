@@ -173,18 +173,48 @@ impl Redis {
         .map_err(StoreError::from)
     }
 
-    pub async fn list_activities(&self, owner: u64, limit: usize) -> Result<Vec<Activity>> {
-        let ids: Vec<String> = ::redis::cmd("ZRANGE")
-            .arg(owner_key(owner))
-            .arg("+inf")
-            .arg("-inf")
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.c())
-            .await?;
+    /// Newest first; `before` = `(created_ms, id)` of the last activity of the
+    /// previous page (exclusive). Members with the same score are ordered by
+    /// their id text (16 hex digits, so the same order as the number).
+    pub async fn list_activities(
+        &self,
+        owner: u64,
+        before: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Activity>> {
+        let key = owner_key(owner);
+        let mut ids: Vec<String> = Vec::new();
+        let max = match before {
+            None => "+inf".to_string(),
+            Some((t, id)) => {
+                // Same-millisecond activities older than the cursor's id first.
+                let cursor = id_to_text(id);
+                let same: Vec<String> = ::redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(t)
+                    .arg(t)
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .query_async(&mut self.c())
+                    .await?;
+                ids.extend(same.into_iter().filter(|m| *m < cursor).take(limit));
+                format!("({t}")
+            }
+        };
+        if ids.len() < limit {
+            let rest: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(max)
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit - ids.len())
+                .query_async(&mut self.c())
+                .await?;
+            ids.extend(rest);
+        }
         let found = futures_util::future::try_join_all(
             ids.iter()
                 .filter_map(|i| id_from_text(i))

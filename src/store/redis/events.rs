@@ -16,16 +16,25 @@
 //! before the first attempt, so a retry or a replay writes the same id again.
 //!
 //! **Derivation (off the hot path).** Every process runs one deriver, a consumer
-//! in each shard log's group. It reads new entries (`XREADGROUP >`), writes each
-//! email's events into that email's hash with one script per email (`HSET` by
-//! event id, idempotent; TTL = the email record's; events of an email that no
-//! longer exists are dropped), then `XACK`s and `XDEL`s the entries. Entries left
-//! pending by a process that died (or a failed pass) are claimed after
-//! `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what is not derived yet.
+//! in each shard log's group. It reads new entries (`XREADGROUP >`), groups each
+//! entry's events by email, and writes each email's share with one script per
+//! email per round: one `HSET` of one packed field per entry (`b<first event
+//! id>` → JSON array; re-deriving the same entry writes the same field and
+//! value; TTL = the email record's; an email that no longer exists gets
+//! nothing; an erased recipient's events are dropped), then `XACK`s and `XDEL`s
+//! the entries. Entries left pending by a process that died (or a failed pass)
+//! are claimed after `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what
+//! is not derived yet. Hashes written before packing hold one event per field
+//! (its id → JSON); readers take both forms.
 //!
-//! **Reading.** `events_for` reads the logs first, then the email's hash: an entry
-//! deleted in between was derived before its deletion, so it is in the hash. Every
-//! event committed before the call is in one or the other, from any process.
+//! **Reading.** `events_for` does not scan the logs: per log it notes the newest
+//! entry at the call and waits until the oldest entry left is newer (everything
+//! up to it derived and deleted: two O(1) reads, then one per poll, waking the
+//! local deriver, which reads every process's entries). Then it reads the
+//! email's hash. Every event committed (by any process) before the call is
+//! therefore in the hash. If the deriver does not get there within
+//! `CATCH_UP_WAIT` (its consumer died less than `CLAIM_IDLE` ago), the report
+//! reads the entries still left up to that point itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -54,26 +63,43 @@ const READ_COUNT: usize = 64;
 /// TTL of a shard log, refreshed by every append: a backstop only (entries are
 /// deleted once derived).
 const LOG_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
-/// A report waits (at most `CATCH_UP_WAIT`) for the deriver while the logs hold
-/// more entries than this, to keep its log scan small.
-const LOG_SCAN_LIMIT: usize = 256;
+/// A report waits at most this long for the deriver to pass the logs' newest
+/// entries at the call; then it reads the entries still left itself.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
-/// Copies events into an email's hash. KEYS: the email record, its events hash.
-/// ARGV: event id, event JSON, … Dropped if the email does not exist (expired or
-/// erased): nothing would be left to attach them to.
-/// Script: copy events (triples id, recipient, JSON) into the email's hash,
-/// unless the email is gone or that recipient was erased.
+/// Script: store one email's packed events, one field per log entry, unless the
+/// email is gone (expired or erased: nothing would be left to attach them to) or
+/// one of the batch's recipients was erased (then it answers -1 and writes
+/// nothing; the caller drops that recipient's events and calls again).
+/// KEYS: the email record, its events hash, its erased set. ARGV: the number of
+/// fields n, then n pairs (field, packed JSON array), then the recipients.
 const DERIVE: &str = r"
 local at = redis.call('PEXPIRETIME', KEYS[1])
 if at == -2 then return 0 end
-for i = 1, #ARGV, 3 do
-  if redis.call('SISMEMBER', KEYS[3], ARGV[i + 1]) == 0 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-  end
+local n = tonumber(ARGV[1])
+for i = 2 + 2 * n, #ARGV do
+  if redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 1 then return -1 end
 end
-if at > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIREAT', KEYS[2], at) end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2, 1 + 2 * n))
+if at > 0 then redis.call('PEXPIREAT', KEYS[2], at) end
 return 1";
+
+/// The hash field of one email's events from one batch: `b` + the first event's
+/// id. Ids are fixed before the first append, so deriving the same batch again
+/// (a retry, a replay, a takeover) writes the same field with the same value.
+pub fn packed_field(first: &Event) -> String {
+    format!("b{}", id_to_text(first.seq))
+}
+
+/// Unpacks an events-hash value: a packed array (`[`…) or one event (the old
+/// per-event fields, still read).
+pub fn unpack(value: &[u8]) -> Result<Vec<Event>> {
+    if value.first() == Some(&b'[') {
+        Ok(serde_json::from_slice(value)?)
+    } else {
+        Ok(vec![serde_json::from_slice(value)?])
+    }
+}
 
 pub struct IdGen {
     node: u64,
@@ -195,33 +221,15 @@ impl Redis {
             self.replay_wake.notify_one();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut c = self.conn.clone();
-        loop {
-            let lens = futures_util::future::try_join_all((0..keys::SHARDS).map(|s| {
-                let mut c = c.clone();
-                async move { c.xlen::<_, usize>(keys::log(s)).await }
-            }))
-            .await?;
-            if lens.iter().sum::<usize>() <= LOG_SCAN_LIMIT || t0.elapsed() > CATCH_UP_WAIT {
-                break;
-            }
-            self.derive_wake.notify_one();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The logs first, then the hash (see the module doc for why).
-        let logs = futures_util::future::try_join_all((0..keys::SHARDS).map(|s| {
-            let mut c = c.clone();
-            async move {
-                let v: Value = ::redis::cmd("XRANGE")
-                    .arg(keys::log(s))
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut c)
-                    .await?;
-                Ok::<_, StoreError>(parse_entries(&v))
-            }
-        }))
+        // Wait until each log's entries up to its newest at the call are derived
+        // (O(1) per log), then read only the entries still left of those (none,
+        // unless the deriver is stuck), then the email's hash.
+        let c = self.conn.clone();
+        let logs = futures_util::future::try_join_all(
+            (0..keys::SHARDS).map(|s| self.derived_up_to_now(c.clone(), s, t0)),
+        )
         .await?;
+        let mut c = c;
         let (exists, hash, erased): (bool, HashMap<String, Vec<u8>>, Vec<u32>) = ::redis::pipe()
             .exists(keys::email(email))
             .hgetall(keys::events(email))
@@ -232,9 +240,10 @@ impl Redis {
             return Ok(Vec::new());
         }
         let mut out = BTreeMap::new();
-        for json in hash.values() {
-            let e: Event = serde_json::from_slice(json)?;
-            out.insert(e.seq, e);
+        for value in hash.values() {
+            for e in unpack(value)? {
+                out.insert(e.seq, e);
+            }
         }
         for (_, packed) in logs.iter().flatten() {
             let batch: Vec<Event> = serde_json::from_slice(packed)?;
@@ -246,13 +255,79 @@ impl Redis {
         Ok(out.into_values().collect())
     }
 
+    /// The read barrier of one log: notes its newest entry, then waits (at most
+    /// `CATCH_UP_WAIT` from `t0`) until every entry up to it is derived and
+    /// deleted — the oldest entry left is newer, or none is left. Answers the
+    /// entries up to it still in the log after the wait (normally none), which
+    /// the caller reads itself. Redis work: two O(1) reads, plus one per poll.
+    async fn derived_up_to_now(
+        &self,
+        mut c: Conn,
+        shard: usize,
+        t0: Instant,
+    ) -> Result<Vec<Entry>> {
+        let key = keys::log(shard);
+        let (newest, oldest): (Value, Value) = ::redis::pipe()
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        let Some((target, _)) = parse_entries(&newest).into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let target_id = entry_id(&target);
+        let mut oldest = parse_entries(&oldest).into_iter().next();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match &oldest {
+                None => return Ok(Vec::new()),
+                Some((id, _)) if entry_id(id) > target_id => return Ok(Vec::new()),
+                _ => {}
+            }
+            if t0.elapsed() > CATCH_UP_WAIT {
+                // The deriver is stuck (its consumer died less than
+                // `CLAIM_IDLE` ago, or Redis refuses it): read what is left.
+                let v: Value = ::redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg(&target)
+                    .query_async(&mut c)
+                    .await?;
+                return Ok(parse_entries(&v));
+            }
+            self.derive_wake.notify_one();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+            let v: Value = ::redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut c)
+                .await?;
+            oldest = parse_entries(&v).into_iter().next();
+        }
+    }
+
     /// Derives entries read from one shard log, then acknowledges and deletes them.
     async fn derive(&self, shard: usize, entries: &[Entry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
         let now = now_ms();
-        let mut per_email: HashMap<u64, Vec<Event>> = HashMap::new();
+        // Per email, one batch of its events per log entry.
+        let mut per_email: HashMap<u64, Vec<Vec<Event>>> = HashMap::new();
         let mut newest = 0;
         let mut count = 0u64;
         for (id, packed) in entries {
@@ -265,13 +340,17 @@ impl Redis {
                 }
             };
             count += batch.len() as u64;
+            let mut of_entry: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
             for e in batch {
-                per_email.entry(e.email).or_default().push(e);
+                of_entry.entry(e.email).or_default().push(e);
+            }
+            for (email, evs) in of_entry {
+                per_email.entry(email).or_default().push(evs);
             }
         }
-        futures_util::future::try_join_all(per_email.iter().map(|(email, evs)| {
+        futures_util::future::try_join_all(per_email.into_iter().map(|(email, evs)| {
             let mut c = self.conn.clone();
-            async move { derive_into(&mut c, *email, evs).await }
+            async move { derive_into(&mut c, email, evs).await }
         }))
         .await?;
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
@@ -373,23 +452,50 @@ impl Redis {
     }
 }
 
-/// Writes one email's events into its hash, by event id (the deriver's write).
-pub async fn derive_into(c: &mut Conn, email: u64, events: &[Event]) -> Result<()> {
-    for chunk in events.chunks(512) {
-        let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(DERIVE)
-            .arg(3)
-            .arg(keys::email(email))
-            .arg(keys::events(email))
-            .arg(keys::erased(email));
-        for e in chunk {
-            cmd.arg(id_to_text(e.seq))
-                .arg(e.recipient)
-                .arg(serde_json::to_vec(e)?);
+/// Writes one email's events into its hash, one packed field per batch (the
+/// deriver's write: one script per email per deriver round, whatever the number
+/// of events). Idempotent: the same batch always gives the same field and value.
+pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>) -> Result<()> {
+    batches.retain(|b| !b.is_empty());
+    for _ in 0..8 {
+        if batches.is_empty() {
+            return Ok(());
         }
-        cmd.query_async::<i64>(c).await?;
+        let mut erased = false;
+        for chunk in batches.chunks(256) {
+            let mut cmd = ::redis::cmd("EVAL");
+            cmd.arg(DERIVE)
+                .arg(3)
+                .arg(keys::email(email))
+                .arg(keys::events(email))
+                .arg(keys::erased(email))
+                .arg(chunk.len());
+            let mut recipients = Vec::new();
+            for b in chunk {
+                cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
+                recipients.extend(b.iter().map(|e| e.recipient));
+            }
+            recipients.sort_unstable();
+            recipients.dedup();
+            cmd.arg(recipients);
+            if cmd.query_async::<i64>(c).await? == -1 {
+                erased = true;
+            }
+        }
+        if !erased {
+            return Ok(());
+        }
+        // A recipient was erased: drop their events and write again (fields
+        // already written are written again with the same value).
+        let gone: Vec<u32> = c.smembers(keys::erased(email)).await?;
+        for b in &mut batches {
+            b.retain(|e| !gone.contains(&e.recipient));
+        }
+        batches.retain(|b| !b.is_empty());
     }
-    Ok(())
+    Err(StoreError::Backend(
+        "recipients of an email kept being erased while deriving".into(),
+    ))
 }
 
 /// Appends one packed batch to a shard log (one pipeline, one slot).
@@ -545,6 +651,12 @@ fn as_string(v: &Value) -> Option<String> {
     }
 }
 
+/// A stream entry id (`<ms>-<seq>`) as numbers, for ordering.
+fn entry_id(id: &str) -> (u64, u64) {
+    let mut parts = id.split('-').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// The millisecond part of a stream entry id (`<ms>-<seq>`).
 fn entry_ms(id: &str) -> u64 {
     id.split('-')
@@ -565,5 +677,43 @@ mod tests {
         assert!(ids.iter().all(|i| i & 1023 == 5));
         let mut other = IdGen::new(6);
         assert_ne!(other.next() & 1023, ids[0] & 1023);
+    }
+
+    fn event(seq: u64, recipient: u32) -> Event {
+        Event {
+            seq,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email: 7,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: String::new(),
+            since_prepared_s: 0,
+            machine_net: None,
+        }
+    }
+
+    #[test]
+    fn both_stored_forms_unpack_and_ids_keep_their_precision() {
+        // Ids above 2^53 would be rounded by anything parsing them as floats.
+        let a = event((1 << 60) + 3, 0);
+        let b = event((1 << 60) + 5, 1);
+        let packed = serde_json::to_vec(&vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(unpack(&packed).unwrap(), vec![a.clone(), b]);
+        let single = serde_json::to_vec(&a).unwrap();
+        assert_eq!(unpack(&single).unwrap(), vec![a.clone()]);
+        assert!(unpack(b"not json").is_err());
+        // The same batch always names the same field.
+        assert_eq!(packed_field(&a), packed_field(&a.clone()));
+        assert_ne!(packed_field(&a), packed_field(&event(a.seq + 1, 0)));
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(entry_id("10-0") > entry_id("9-5"));
+        assert!(entry_id("9-10") > entry_id("9-9"));
+        assert_eq!(entry_id("1700000000000-2"), (1_700_000_000_000, 2));
     }
 }

@@ -23,6 +23,7 @@ mod cards;
 pub mod conn;
 mod events;
 pub mod keys;
+pub mod node;
 mod queue;
 mod realtime;
 mod replies;
@@ -109,6 +110,14 @@ for i = 1, #all, 2 do
 end
 return n";
 
+/// Script: replace one packed events field if it still holds what was read
+/// (empty new value: delete it). KEYS: events hash. ARGV: field, old, new.
+const REPLACE_FIELD: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1";
+
 /// Script: create a user unless its email is taken (all keys share `{g}`).
 const CREATE_USER: &str = r"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -144,7 +153,8 @@ impl Redis {
         let conn = conn::connect(target).await?;
         let hot = conn::connect(target).await?;
         let mut c = conn.clone();
-        let node: u64 = c.incr(keys::NODES, 1).await?;
+        let claim = node::claim(&mut c, node::TTL_MS).await?;
+        let node = claim.id;
         for shard in 0..keys::SHARDS {
             events::create_group(&mut c, shard).await?;
         }
@@ -165,7 +175,7 @@ impl Redis {
             },
             hot,
             conn,
-            ids: Mutex::new(events::IdGen::new(node % 1024)),
+            ids: Mutex::new(events::IdGen::new(node)),
             next_shard: AtomicUsize::new((node as usize) % keys::SHARDS),
             spool: Arc::new(Mutex::new(spool)),
             spooling: AtomicBool::new(spooling),
@@ -185,6 +195,11 @@ impl Redis {
                 me.stop.subscribe(),
             )),
             tokio::spawn(events::replay_loop(me.clone(), me.stop.subscribe())),
+            tokio::spawn(node::renew_loop(
+                me.conn.clone(),
+                claim,
+                me.stop.subscribe(),
+            )),
         ];
         *me.tasks.lock().map_err(|_| poisoned())? = tasks;
         Ok(me)
@@ -316,7 +331,8 @@ impl Redis {
     /// Writes events that already have their ids (for `migrate`): the same
     /// idempotent write the deriver does.
     pub async fn import_events(&self, email: u64, events: &[Event]) -> Result<()> {
-        events::derive_into(&mut self.c(), email, events).await
+        let batches = events.chunks(1000).map(<[Event]>::to_vec).collect();
+        events::derive_into(&mut self.c(), email, batches).await
     }
 
     pub async fn put_email(&self, rec: &EmailRecord) -> Result<()> {
@@ -384,7 +400,49 @@ impl Redis {
             .arg(recipient)
             .query_async(&mut self.c())
             .await?;
-        Ok(n)
+        // The script removed the old one-event fields; packed fields (one per
+        // batch) are rewritten here without that recipient's events, each only if
+        // unchanged since it was read (else read again). The erased set is
+        // already written, so the deriver adds no more of theirs.
+        let mut n = n;
+        let mut c = self.c();
+        for _ in 0..16 {
+            let all: HashMap<String, Vec<u8>> = c.hgetall(keys::events(email)).await?;
+            let mut changed = false;
+            for (field, value) in all.iter().filter(|(_, v)| v.first() == Some(&b'[')) {
+                let mut evs = events::unpack(value)?;
+                let before = evs.len();
+                evs.retain(|e| e.recipient != recipient);
+                if evs.len() == before {
+                    continue;
+                }
+                let new = if evs.is_empty() {
+                    Vec::new()
+                } else {
+                    serde_json::to_vec(&evs)?
+                };
+                let done: i64 = ::redis::cmd("EVAL")
+                    .arg(REPLACE_FIELD)
+                    .arg(1)
+                    .arg(keys::events(email))
+                    .arg(field)
+                    .arg(value)
+                    .arg(new)
+                    .query_async(&mut c)
+                    .await?;
+                if done == 1 {
+                    n += (before - evs.len()) as u64;
+                } else {
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(n);
+            }
+        }
+        Err(StoreError::Backend(
+            "an email's events kept changing while erasing a recipient".into(),
+        ))
     }
 
     pub async fn get_contacts(&self, hashes: &[String]) -> Result<Vec<Option<Contact>>> {
