@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 args=("$@")
 ((${#args[@]})) || args=(-max_total_time=10)
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch" /tmp/mailbeacon-fuzz-router-*' EXIT
+trap 'rm -rf "$scratch" /tmp/mailbeacon-fuzz-router-* /dev/shm/mailbeacon-fuzz-router-*' EXIT
 (cd fuzz && cargo +nightly fuzz build -O)
 for target in prepare activities token router; do
   echo "==> [$(date +%H:%M:%S)] fuzzing $target (${args[*]})"
