@@ -27,7 +27,10 @@ fuzz_target!(|raw: &[u8]| {
         assert_eq!(tracked, plain, "a copy without HTML must not change");
     }
     let parser = MessageParser::default();
-    let Some(m_in) = parser.parse(raw) else {
+    // Compared with what `Draft::parse` reads: it skips blank lines and mbox
+    // `From ` lines before the header block (as some tools write them), and
+    // mail-parser would read such a start as a message without headers.
+    let Some(m_in) = parser.parse(skip_leading_junk(raw)) else {
         return;
     };
     for (which, out) in [("tracked", &tracked), ("untracked", &plain)] {
@@ -47,3 +50,18 @@ fuzz_target!(|raw: &[u8]| {
         }
     }
 });
+
+/// The same leniency as `prepare::skip_leading_junk` (private there): leading
+/// lines that are blank or start with `From ` are not part of the message.
+fn skip_leading_junk(raw: &[u8]) -> &[u8] {
+    let mut rest = raw;
+    while let Some(i) = rest.iter().position(|&c| c == b'\n') {
+        let line = &rest[..i];
+        let blank = line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r'));
+        if !(blank || line.starts_with(b"From ")) {
+            break;
+        }
+        rest = &rest[i + 1..];
+    }
+    rest
+}
