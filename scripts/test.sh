@@ -55,6 +55,12 @@ if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages openapi-spec-validator
 fi
 
+# Fuzzing (scripts/fuzz.sh): cargo-fuzz on the nightly toolchain installed beside stable.
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  step "installing cargo-fuzz 0.13.2 (the fuzz targets under fuzz/)"
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
 step "validating the OpenAPI description (docs/openapi.yaml)"
 python3 -m openapi_spec_validator docs/openapi.yaml
 
@@ -66,4 +72,7 @@ cargo build --workspace --all-targets
 
 step "running the test suite (includes loadtest's smoke run: a few seconds of load, nothing lost or doubled)"
 cargo test --workspace --all-targets
+
+step "fuzzing each target for 10 s from its committed corpus (fuzz/, nightly cargo-fuzz; fails on a crash)"
+./scripts/fuzz.sh -max_total_time=10
 step "all tests passed"
