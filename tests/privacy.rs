@@ -424,6 +424,8 @@ Date: Sun, 29 Nov 2026 11:00:00 +0000\r\n\r\nThanks, DanaReplyMarker\r\n";
     assert_eq!(st, 404, "the tracked email with the subject is gone");
     assert_eq!(er["erased"]["contact_preference"], true);
     assert_eq!(er["erased"]["emails"], 2, "{er}");
+    assert_eq!(er["erased"]["copies_cancelled"], 1, "{er}");
+    assert!(er["erased"]["feed_entries"].as_u64().is_some(), "{er}");
     // Right after the erase, with the server running: the journal that held
     // Dana's events, the live feed (24 h), the outbox copy, freed pages.
     assert_no_trace(b, subject);

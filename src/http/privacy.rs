@@ -257,8 +257,15 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
             Ok(n) => {
                 // Deliberately no subject: the log must not keep the address.
                 let detail = format!(
-                    "emails={} activities={} events={} contact={} audit_entries={}",
-                    n.emails, n.activities, n.events, n.contact, n.audit_entries
+                    "emails={} activities={} events={} contact={} audit_entries={} replies={} copies_cancelled={} feed_entries={}",
+                    n.emails,
+                    n.activities,
+                    n.events,
+                    n.contact,
+                    n.audit_entries,
+                    n.replies,
+                    n.copies_cancelled,
+                    n.feed_entries
                 );
                 audit(app, user, "subject.erase", None, detail).await;
                 json_response(
@@ -269,6 +276,9 @@ pub async fn subject(app: &App, user: &User, method: &Method, raw: &str) -> Resp
                         "events": n.events,
                         "contact_preference": n.contact,
                         "audit_entries": n.audit_entries,
+                        "replies": n.replies,
+                        "copies_cancelled": n.copies_cancelled,
+                        "feed_entries": n.feed_entries,
                     }}),
                 )
             }
