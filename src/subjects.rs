@@ -279,10 +279,38 @@ fn without_address(text: &str, address: &str) -> Option<String> {
     if !text.to_ascii_lowercase().contains(address) {
         return None;
     }
-    let mut v: Value = serde_json::from_str(text).ok()?;
+    // An entry of earlier versions: one JSON array.
+    if let Ok(mut v) = serde_json::from_str::<Value>(text) {
+        let mut changed = false;
+        strip(&mut v, address, &mut changed);
+        return changed.then(|| v.to_string());
+    }
+    // One line per event, `<owner>\t<machine>\t<type>\t<JSON>` (see
+    // `realtime::feed`): the address is taken out of each line's JSON.
     let mut changed = false;
-    strip(&mut v, address, &mut changed);
-    changed.then(|| v.to_string())
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let mut f = line.splitn(4, '\t');
+            let (Some(o), Some(m), Some(kind), Some(json)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                return line.to_owned();
+            };
+            let Ok(mut v) = serde_json::from_str::<Value>(json) else {
+                return line.to_owned();
+            };
+            let mut hit = false;
+            strip(&mut v, address, &mut hit);
+            changed |= hit;
+            if hit {
+                format!("{o}\t{m}\t{kind}\t{v}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    changed.then(|| lines.join("\n"))
 }
 
 fn strip(v: &mut Value, address: &str, changed: &mut bool) {
@@ -317,6 +345,19 @@ mod tests {
             serde_json::from_str(&without_address(text, "dana@x.test").unwrap()).unwrap();
         assert_eq!(got[0]["e"]["data"], serde_json::json!({"first": true}));
         assert_eq!(got[1]["e"]["data"]["recipient"], "bob@x.test");
+        assert_eq!(without_address(text, "carol@x.test"), None);
+    }
+
+    #[test]
+    fn the_address_leaves_a_line_entry_and_only_it() {
+        let text =
+            "1\t0\temail.opened\t{\"data\":{\"recipient\":\"Dana@x.test\",\"first\":true}}\n\
+                    2\t0\temail.opened\t{\"data\":{\"recipient\":\"bob@x.test\"}}";
+        let got = without_address(text, "dana@x.test").unwrap();
+        let lines: Vec<&str> = got.split('\n').collect();
+        assert_eq!(lines[0], "1\t0\temail.opened\t{\"data\":{\"first\":true}}");
+        assert_eq!(lines[1], text.split('\n').nth(1).unwrap());
+        assert!(!got.to_ascii_lowercase().contains("dana@x.test"));
         assert_eq!(without_address(text, "carol@x.test"), None);
     }
 
