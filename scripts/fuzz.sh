@@ -5,18 +5,22 @@
 #   nice -n 19 scripts/fuzz.sh -runs=10000000
 # Arguments are passed to libFuzzer (default: -max_total_time=10 per target).
 # New inputs go to a scratch directory, not the committed corpus.
+# FUZZ_PROFILE picks cargo-fuzz's build: -O (default: optimized, with debug
+# assertions, for long runs) or --dev (unoptimized: builds in about half the
+# time, which is what the test command's brief run needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
 ((${#args[@]})) || args=(-max_total_time=10)
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch" /tmp/mailbeacon-fuzz-router-* /dev/shm/mailbeacon-fuzz-router-*' EXIT
-(cd fuzz && cargo +nightly fuzz build -O)
+profile="${FUZZ_PROFILE:--O}"
+(cd fuzz && cargo +nightly fuzz build "$profile")
 for target in prepare activities token router; do
   echo "==> [$(date +%H:%M:%S)] fuzzing $target (${args[*]})"
   mkdir -p "$scratch/$target"
   status=0
-  (cd fuzz && cargo +nightly fuzz run -O "$target" "$scratch/$target" "corpus/$target" -- \
+  (cd fuzz && cargo +nightly fuzz run "$profile" "$target" "$scratch/$target" "corpus/$target" -- \
      "${args[@]}" -print_final_stats=1) >"$scratch/$target.log" 2>&1 || status=$?
   # libFuzzer's progress lines are in the log; its final stats and any crash here.
   grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|SUMMARY|crash-' "$scratch/$target.log" || true
