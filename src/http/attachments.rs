@@ -28,12 +28,11 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::hit::{counts, event, settle};
+use super::hit::{counts, event, neutral_page as page, settle, NO_STORE};
 use super::Resp;
 use crate::model::{EventKind, FollowEmail};
 use crate::state::App;
 
-const NO_STORE: &str = "no-store, no-cache, must-revalidate, max-age=0";
 const NOT_FOUND_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title></head>\
 <body><h1>Link not found</h1><p>This link is not valid. Please check that you copied it completely.</p></body></html>";
 const GONE_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>File no longer available</title></head>\
@@ -143,19 +142,6 @@ fn disposition(name: &str) -> String {
         }
     }
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
-fn page(status: StatusCode, html: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(html.as_bytes())));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    r
 }
 
 #[cfg(test)]

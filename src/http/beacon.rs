@@ -44,7 +44,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, REFERRER_POLICY};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::hit::{counts, event, settle};
+use super::hit::{counts, event, neutral_page, settle, NO_STORE};
 use super::Resp;
 use crate::model::EventKind;
 use crate::state::App;
@@ -57,7 +57,6 @@ pub static GIF: [u8; 43] = [
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-const NO_STORE: &str = "no-store, no-cache, must-revalidate, max-age=0";
 const NOT_FOUND_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title></head>\
 <body><h1>Link not found</h1><p>This link is not valid. Please check that you copied it completely.</p></body></html>";
 
@@ -128,16 +127,7 @@ fn gif() -> Resp {
 }
 
 fn not_found() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(NOT_FOUND_PAGE.as_bytes())));
-    *r.status_mut() = StatusCode::NOT_FOUND;
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    r
+    neutral_page(StatusCode::NOT_FOUND, NOT_FOUND_PAGE)
 }
 
 #[cfg(test)]

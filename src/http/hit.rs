@@ -8,9 +8,13 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, USER_AGENT};
-use hyper::{Method, Request};
+use hyper::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, USER_AGENT,
+};
+use hyper::{Method, Request, Response, StatusCode};
 
 use crate::ids::now_ms;
 use crate::ipnet::IpNet;
@@ -20,6 +24,8 @@ use crate::state::App;
 use crate::token::Claims;
 
 const MAX_UA: usize = 512;
+/// `Cache-Control` of every tracked answer: a hit must reach the server each time.
+pub const NO_STORE: &str = "no-store, no-cache, must-revalidate, max-age=0";
 
 /// Returns true if and only if the request is a GET that is not a prefetch.
 pub fn counts(req: &Request<Incoming>) -> bool {
@@ -166,4 +172,18 @@ pub async fn settle(app: &App, ev: Option<Event>) {
             }
         }
     }
+}
+/// A neutral HTML page (the invalid or expired link answers): not cached,
+/// no referrer.
+pub fn neutral_page(status: StatusCode, html: &'static str) -> super::Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(html.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
 }
