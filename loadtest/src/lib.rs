@@ -13,6 +13,8 @@
 //! - `realtime`: `compare --realtime`, webhook and stream latency, their cost.
 //! - `outbox`: `loadtest outbox`, copies per second to a local SMTP sink and
 //!   the API's latency meanwhile.
+//! - `reports`: `loadtest reports`, one email's report over 100,000 events and
+//!   `/stats` over 5,000 emails: time and peak memory.
 
 pub mod api;
 pub mod check;
@@ -23,3 +25,4 @@ pub mod outbox;
 pub mod procs;
 pub mod realtime;
 pub mod report;
+pub mod reports;

@@ -51,6 +51,33 @@ enum Cmd {
         #[arg(long)]
         keep_scratch: bool,
     },
+    /// Reports at scale: one email with --events hits, `/stats` over --emails
+    /// emails; time and the server's peak memory per call.
+    Reports {
+        /// The mailbeacon binary (default: beside this one).
+        #[arg(long)]
+        mailbeacon: Option<PathBuf>,
+        /// Comma-separated: embedded, redis, cluster.
+        #[arg(long, default_value = "embedded,redis")]
+        targets: String,
+        /// Hits on the one big email (at least).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Emails of one recipient behind `/stats`.
+        #[arg(long, default_value_t = 5000)]
+        emails: usize,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        /// Also write the Markdown report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Scratch directory (data directories, logs).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// Keep the scratch directory.
+        #[arg(long)]
+        keep_scratch: bool,
+    },
     /// A few seconds on the embedded store: pixel, click, kill -9; nothing lost or doubled.
     Smoke {
         /// The mailbeacon binary (default: beside this one).
@@ -221,6 +248,25 @@ fn outbox(s: &loadtest::outbox::OutboxSettings, out: Option<PathBuf>) -> ExitCod
     }
 }
 
+fn reports(s: &loadtest::reports::ReportSettings, out: Option<PathBuf>) -> ExitCode {
+    match loadtest::reports::run(s) {
+        Ok(figs) => {
+            let md: String = figs.iter().map(|f| f.markdown() + "\n").collect();
+            println!("{md}");
+            if let Some(p) = out {
+                if let Err(e) = std::fs::write(&p, &md) {
+                    eprintln!("loadtest: cannot write {}: {e}", p.display());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: reports: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (rep, out) = match cli.cmd {
@@ -251,6 +297,37 @@ fn main() -> ExitCode {
                 keep_scratch,
             };
             return outbox(&s, out);
+        }
+        Cmd::Reports {
+            mailbeacon,
+            targets,
+            events,
+            emails,
+            conns,
+            out,
+            scratch,
+            keep_scratch,
+        } => {
+            let d = Settings::defaults();
+            let targets = match list(&targets, Target::parse, "target") {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let bin = mailbeacon.unwrap_or(d.mailbeacon);
+            let s = loadtest::reports::ReportSettings {
+                mailbeacon_redis: bin.clone(),
+                mailbeacon: bin,
+                targets,
+                events: events.max(1),
+                emails: emails.max(1),
+                conns: conns.max(1),
+                scratch: scratch.unwrap_or(d.scratch),
+                keep_scratch,
+            };
+            return reports(&s, out);
         }
         Cmd::Smoke { mailbeacon } => {
             let bin = mailbeacon.unwrap_or(Settings::defaults().mailbeacon);
