@@ -171,6 +171,14 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     seqs.sort();
     seqs.dedup();
     assert_eq!(seqs.len(), 100, "sequence numbers are unique");
+    // Many emails at once: each its own events, in the order asked, an unknown
+    // email empty.
+    let many = store.events_for_many(&[2, 4242, 1]).await.unwrap();
+    assert_eq!(many.len(), 3);
+    assert_eq!(many[0], two);
+    assert!(many[1].is_empty());
+    assert_eq!(many[2], one);
+    assert!(store.events_for_many(&[]).await.unwrap().is_empty());
 
     // Settings.
     assert_eq!(store.settings().await.unwrap(), None);

@@ -16,7 +16,7 @@ use super::response::{bad, error, follow_failed, json_response, store_failed, Re
 use crate::follow::{self, Deliver, FollowInput};
 use crate::ids::{id_from_text, id_to_text, now_ms, rfc3339};
 use crate::insights::series;
-use crate::model::{Role, User};
+use crate::model::{EmailRecord, Role, User};
 use crate::outbox;
 use crate::prepare::AttachmentMode;
 use crate::reports;
@@ -204,6 +204,8 @@ pub async fn list(app: &App, user: &User, q: &Query) -> Resp {
 /// Most emails one stats request reads (newest first); beyond it the answer
 /// says `"truncated": true` and how far back it counted.
 const STATS_MAX_EMAILS: usize = 5000;
+/// Emails whose events `stats` reads at once.
+const STATS_READ_AT_ONCE: usize = 64;
 
 /// Totals over the caller's emails (or, for an admin with `all=true`,
 /// everyone's) created in the last `days` days (1–3650, default 30), overall
@@ -249,44 +251,60 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
             Ok(p) => p,
             Err(e) => return store_failed(e),
         };
+        // The page's emails in the period, up to the cap; their events read
+        // `STATS_READ_AT_ONCE` emails at a time (one barrier on Redis per
+        // chunk, not one per email; the chunk bounds the events held at once).
+        let mut counted: Vec<&EmailRecord> = Vec::new();
+        let mut done = false;
         for rec in &page {
             if rec.created_ms < since {
-                break 'pages;
+                done = true;
+                break;
             }
-            if total.emails as usize >= STATS_MAX_EMAILS {
+            if total.emails as usize + counted.len() >= STATS_MAX_EMAILS {
                 truncated = true;
-                break 'pages;
+                done = true;
+                break;
             }
-            let events = match app.store.events_for(rec.id).await {
+            counted.push(rec);
+        }
+        for chunk in counted.chunks(STATS_READ_AT_ONCE) {
+            let ids: Vec<u64> = chunk.iter().map(|r| r.id).collect();
+            let all_events = match app.store.events_for_many(&ids).await {
                 Ok(e) => e,
                 Err(e) => return store_failed(e),
             };
-            let one = reports::Totals::of_email(rec, &events, h);
-            if let Some(s) = series.as_mut() {
-                let (sent, delivered) = series::delivery_counts(rec);
-                // Recipients who replied (the reply watcher's facts).
-                let replied = match app.store.replies_for(rec.id).await {
-                    Ok(r) => r
-                        .iter()
-                        .map(|r| r.recipient)
-                        .collect::<std::collections::HashSet<_>>()
-                        .len() as u64,
-                    Err(e) => return store_failed(e),
-                };
-                let point = series::Point {
-                    totals: one.clone(),
-                    sent,
-                    delivered,
-                    replied,
-                };
-                s.add(rec.created_ms, rec.template.as_deref(), point);
+            for (rec, events) in chunk.iter().copied().zip(all_events) {
+                let one = reports::Totals::of_email(rec, &events, h);
+                if let Some(s) = series.as_mut() {
+                    let (sent, delivered) = series::delivery_counts(rec);
+                    // Recipients who replied (the reply watcher's facts).
+                    let replied = match app.store.replies_for(rec.id).await {
+                        Ok(r) => r
+                            .iter()
+                            .map(|r| r.recipient)
+                            .collect::<std::collections::HashSet<_>>()
+                            .len() as u64,
+                        Err(e) => return store_failed(e),
+                    };
+                    let point = series::Point {
+                        totals: one.clone(),
+                        sent,
+                        delivered,
+                        replied,
+                    };
+                    s.add(rec.created_ms, rec.template.as_deref(), point);
+                }
+                total.add(&one);
+                by_template
+                    .entry(rec.template.clone())
+                    .or_default()
+                    .add(&one);
+                oldest = Some(rec.created_ms);
             }
-            total.add(&one);
-            by_template
-                .entry(rec.template.clone())
-                .or_default()
-                .add(&one);
-            oldest = Some(rec.created_ms);
+        }
+        if done {
+            break 'pages;
         }
         match page.last() {
             Some(last) if page.len() == 500 => before = Some((last.created_ms, last.id)),

@@ -6,7 +6,8 @@
 //!
 //! Only the caller's own emails feed these (admins too see their own), read
 //! newest first and at most [`MAX_EMAILS`] of them (`"truncated": true` beyond),
-//! one email's events at a time: what is kept between emails is the cards found
+//! the events of [`READ_AT_ONCE`] emails at a time (one read barrier per chunk
+//! on Redis, not one per email): what is kept between chunks is the cards found
 //! so far (bounded), open times, or one contact's events, never every event.
 //! The rules are in `insights` (pure); card state is in the store.
 //!
@@ -42,6 +43,8 @@ pub const MAX_TO: usize = 50;
 /// The longest snooze.
 const MAX_SNOOZE_MS: u64 = 365 * DAY_MS;
 const PAGE: usize = 200;
+/// Emails whose events are read together.
+const READ_AT_ONCE: usize = 32;
 
 /// The caller's emails, newest first, at most [`MAX_EMAILS`], a page at a time.
 struct Emails<'a> {
@@ -49,6 +52,8 @@ struct Emails<'a> {
     owner: u64,
     before: Option<(u64, u64)>,
     page: std::vec::IntoIter<EmailRecord>,
+    /// Emails of the page whose events are read, next first.
+    ready: std::vec::IntoIter<(EmailRecord, Vec<Event>)>,
     more: bool,
     read: usize,
     truncated: bool,
@@ -61,6 +66,7 @@ impl<'a> Emails<'a> {
             owner: user.id,
             before: None,
             page: Vec::new().into_iter(),
+            ready: Vec::new().into_iter(),
             more: true,
             read: 0,
             truncated: false,
@@ -70,19 +76,36 @@ impl<'a> Emails<'a> {
     /// The next email with its events.
     async fn next(&mut self) -> Result<Option<(EmailRecord, Vec<Event>)>, Resp> {
         loop {
-            if let Some(rec) = self.page.next() {
+            if let Some(next) = self.ready.next() {
+                return Ok(Some(next));
+            }
+            let mut chunk = Vec::new();
+            while chunk.len() < READ_AT_ONCE {
+                let Some(rec) = self.page.next() else { break };
                 if self.read >= MAX_EMAILS {
                     self.truncated = true;
-                    return Ok(None);
+                    break;
                 }
                 self.read += 1;
+                chunk.push(rec);
+            }
+            if !chunk.is_empty() {
+                let ids: Vec<u64> = chunk.iter().map(|r| r.id).collect();
                 let events = self
                     .app
                     .store
-                    .events_for(rec.id)
+                    .events_for_many(&ids)
                     .await
                     .map_err(store_failed)?;
-                return Ok(Some((rec, events)));
+                self.ready = chunk
+                    .into_iter()
+                    .zip(events)
+                    .collect::<Vec<_>>()
+                    .into_iter();
+                continue;
+            }
+            if self.truncated {
+                return Ok(None);
             }
             if !self.more {
                 return Ok(None);

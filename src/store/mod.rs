@@ -366,6 +366,26 @@ impl Store {
         Ok(map_events(events, &|x| k.open_lossy(x)))
     }
 
+    /// `events_for` of each of `emails`, in that order, with one read barrier for
+    /// all of them on Redis (reports over many emails).
+    pub async fn events_for_many(&self, emails: &[u64]) -> Result<Vec<Vec<Event>>> {
+        let k = self.sealer();
+        let all = match &self.backend {
+            Backend::Embedded(b) => {
+                let mut all = Vec::with_capacity(emails.len());
+                for &email in emails {
+                    all.push(b.events_for(email).await?);
+                }
+                all
+            }
+            Backend::Redis(r) => r.events_for_many(emails).await?,
+        };
+        Ok(all
+            .into_iter()
+            .map(|events| map_events(events, &|x| k.open_lossy(x)))
+            .collect())
+    }
+
     /// Deletes one recipient's events of one email and stops recording new ones.
     /// Returns how many events were deleted.
     pub async fn erase_recipient_events(&self, email: u64, recipient: u32) -> Result<u64> {
