@@ -46,6 +46,11 @@ pub(crate) fn encode_literal(text: &str, nl: &[u8], soft_break_at_end: bool, out
             b'F' if col == 0 && b[i..].starts_with(b"From ") => false,
             // A lone "." line can end an SMTP DATA block on careless relays.
             b'.' if col == 0 => false,
+            // "--" could make a boundary delimiter of an enclosing multipart
+            // where the decoded text had none (a lone CR between the dashes
+            // that the decoder dropped; lenient parsers even match one in
+            // mid-line): the first dash of each pair is encoded.
+            b'-' if next == Some(b'-') => false,
             b'=' => false,
             33..=126 => true,
             _ => false,
@@ -79,6 +84,7 @@ pub(crate) fn encode_splice(value: &str, nl: &[u8], out: &mut Vec<u8>) {
     if value
         .bytes()
         .all(|c| matches!(c, 33..=126) && !matches!(c, b'=' | b'&' | b'"' | b'<' | b'>'))
+        && !value.contains("--")
     {
         for chunk in value.as_bytes().chunks(MAX_LINE - 1) {
             out.extend_from_slice(chunk);
@@ -94,11 +100,13 @@ pub(crate) fn encode_splice(value: &str, nl: &[u8], out: &mut Vec<u8>) {
 /// double-quoted attribute.
 pub(crate) fn encode_splice_raw(escaped: &str, nl: &[u8], out: &mut Vec<u8>) {
     let mut col = 0usize;
-    for &c in escaped.as_bytes() {
+    let b = escaped.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
         // Inside the hole every byte is followed by more text (the soft
         // break at least), so whitespace could stay literal; encoding it
-        // anyway keeps the rule simple.
-        let literal = matches!(c, 33..=126) && c != b'=';
+        // anyway keeps the rule simple. "--" is broken as in `encode_literal`.
+        let literal =
+            matches!(c, 33..=126) && c != b'=' && !(c == b'-' && b.get(i + 1) == Some(&b'-'));
         let width = if literal { 1 } else { 3 };
         if col + width > MAX_LINE - 1 {
             out.push(b'=');
@@ -179,6 +187,19 @@ pub(crate) mod tests {
             assert_eq!(decode(&out), text.replace("\r\n", "\n").as_bytes());
             assert!(!out.windows(2).any(|w| w == b" \n" || w == b" \r"));
             assert!(!out.ends_with(b" "));
+        }
+    }
+
+    #[test]
+    fn double_dashes_never_appear_encoded() {
+        for text in ["a--b", "--b\n---\n-", "<!-- x -->", "Cont-\r-b"] {
+            let mut out = Vec::new();
+            encode_literal(text, b"\r\n", false, &mut out);
+            assert!(!out.windows(2).any(|w| w == b"--"), "{text}: {out:?}");
+            assert_eq!(decode(&out), text.as_bytes(), "{text}");
+            let mut out = Vec::new();
+            encode_splice(text, b"\r\n", &mut out);
+            assert!(!out.windows(2).any(|w| w == b"--"), "{text}: {out:?}");
         }
     }
 

@@ -394,3 +394,21 @@ fn missing_message_id_and_date_are_added_once_and_existing_ones_kept() {
     d.add_missing_headers("x@y", "never");
     assert_eq!(d.render(None), with_date.as_bytes());
 }
+
+/// Found by the `prepare` fuzz target: the HTML part's text holds "-\r-b" in
+/// a multipart with boundary "b". Decoding drops the lone CR, and writing the
+/// rewritten part made "--b", which mail-parser (lenient, mid-line too) took
+/// for a boundary: the tracked copy had a part and an attachment the original
+/// did not. "--" is now always broken in quoted-printable output.
+#[test]
+fn rewritten_part_never_makes_a_boundary() {
+    let raw = include_bytes!("../../fuzz/corpus/prepare/crash-qp-double-dash-boundary");
+    let d = Draft::parse(raw, OWN, &lim()).expect("it parses");
+    let m_in = MessageParser::default().parse(&raw[..]).unwrap();
+    let out = tracked(&d);
+    let m_out = MessageParser::default()
+        .parse(&out)
+        .expect("the copy parses");
+    assert_eq!(m_out.parts.len(), m_in.parts.len());
+    assert_eq!(m_out.attachments.len(), m_in.attachments.len());
+}
