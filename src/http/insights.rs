@@ -6,7 +6,7 @@
 //!
 //! Only the caller's own emails feed these (admins too see their own), read
 //! newest first and at most [`MAX_EMAILS`] of them (`"truncated": true` beyond),
-//! the events of [`READ_AT_ONCE`] emails at a time (one read barrier per chunk
+//! a chunk of emails' events at a time (`email_walk`: one read barrier per chunk
 //! on Redis, not one per email): what is kept between chunks is the cards found
 //! so far (bounded), open times, or one contact's events, never every event.
 //! The rules are in `insights` (pure); card state is in the store.
@@ -32,97 +32,17 @@ use crate::insights::send_time::{
     format_at_offset, human_opens, parse_offset, pattern, recipient_time, suggested, SendTime,
 };
 use crate::insights::{same_address, to_json, DueReminder, Reply, Tracked, DAY_MS};
-use crate::model::{EmailRecord, Event, User};
+use crate::model::{Event, User};
 use crate::state::App;
 use crate::store::cards::CardState;
 
-/// Most emails (newest first) one insights request reads.
-pub const MAX_EMAILS: usize = 1000;
+use super::email_walk::Emails;
+pub use super::email_walk::MAX_EMAILS;
+
 /// Most addresses in one `send-time` request.
 pub const MAX_TO: usize = 50;
 /// The longest snooze.
 const MAX_SNOOZE_MS: u64 = 365 * DAY_MS;
-const PAGE: usize = 200;
-/// Emails whose events are read together.
-const READ_AT_ONCE: usize = 32;
-
-/// The caller's emails, newest first, at most [`MAX_EMAILS`], a page at a time.
-struct Emails<'a> {
-    app: &'a App,
-    owner: u64,
-    before: Option<(u64, u64)>,
-    page: std::vec::IntoIter<EmailRecord>,
-    /// Emails of the page whose events are read, next first.
-    ready: std::vec::IntoIter<(EmailRecord, Vec<Event>)>,
-    more: bool,
-    read: usize,
-    truncated: bool,
-}
-
-impl<'a> Emails<'a> {
-    fn of(app: &'a App, user: &User) -> Emails<'a> {
-        Emails {
-            app,
-            owner: user.id,
-            before: None,
-            page: Vec::new().into_iter(),
-            ready: Vec::new().into_iter(),
-            more: true,
-            read: 0,
-            truncated: false,
-        }
-    }
-
-    /// The next email with its events.
-    async fn next(&mut self) -> Result<Option<(EmailRecord, Vec<Event>)>, Resp> {
-        loop {
-            if let Some(next) = self.ready.next() {
-                return Ok(Some(next));
-            }
-            let mut chunk = Vec::new();
-            while chunk.len() < READ_AT_ONCE {
-                let Some(rec) = self.page.next() else { break };
-                if self.read >= MAX_EMAILS {
-                    self.truncated = true;
-                    break;
-                }
-                self.read += 1;
-                chunk.push(rec);
-            }
-            if !chunk.is_empty() {
-                let ids: Vec<u64> = chunk.iter().map(|r| r.id).collect();
-                let events = self
-                    .app
-                    .store
-                    .events_for_many(&ids)
-                    .await
-                    .map_err(store_failed)?;
-                self.ready = chunk
-                    .into_iter()
-                    .zip(events)
-                    .collect::<Vec<_>>()
-                    .into_iter();
-                continue;
-            }
-            if self.truncated {
-                return Ok(None);
-            }
-            if !self.more {
-                return Ok(None);
-            }
-            let page = self
-                .app
-                .store
-                .list_emails(Some(self.owner), self.before, PAGE)
-                .await
-                .map_err(store_failed)?;
-            self.more = page.len() == PAGE;
-            self.before = page.last().map(|e| (e.created_ms, e.id));
-            self.page = page.into_iter();
-        }
-    }
-}
-
 /// Cards found so far, email by email: everything but `contact_quiet` is final
 /// per email; a `contact_quiet` card holds only if the email it came from has
 /// the contact's latest activity over all the emails read.

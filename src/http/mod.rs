@@ -34,6 +34,7 @@ pub mod beacon;
 pub mod budget;
 pub mod compose;
 pub mod dashboard;
+pub mod email_walk;
 pub mod emails;
 pub mod events;
 pub mod hit;
