@@ -72,6 +72,48 @@ impl Target {
     }
 }
 
+/// A mailbeacon on one store: the embedded one, or a Redis / Redis Cluster
+/// started for it (`redis` keeps it running: dropping a node stops it).
+pub struct OnStore {
+    pub mb: Mailbeacon,
+    pub redis: Vec<Redis>,
+}
+
+/// Starts `target`'s store and mailbeacon on it (`mailbeacon_redis` for the
+/// Redis targets) with `env`, and checks `/healthz` names that store.
+pub fn start_on_store(
+    target: Target,
+    mailbeacon: &Path,
+    mailbeacon_redis: &Path,
+    scratch: &Path,
+    mut env: Vec<(String, String)>,
+) -> Result<OnStore> {
+    let mut redis: Vec<Redis> = Vec::new();
+    let (bin, want) = match target {
+        Target::Redis => {
+            let r = Redis::start(scratch, false)?;
+            env.push(("MAILBEACON_REDIS_URL".into(), r.url()));
+            redis.push(r);
+            (mailbeacon_redis, "redis")
+        }
+        Target::Cluster => {
+            let c = RedisCluster::start(scratch)?;
+            env.push(("MAILBEACON_REDIS_CLUSTER".into(), c.seeds()));
+            redis = c.nodes;
+            (mailbeacon_redis, "redis-cluster")
+        }
+        Target::Embedded => (mailbeacon, "embedded"),
+        other => return Err(format!("{} is not a mailbeacon target", other.name())),
+    };
+    let mut mb = Mailbeacon::start(bin, scratch, env)?;
+    let got = api::store_kind(&mb.base())?;
+    if got != want {
+        mb.stop();
+        return Err(format!("{} runs on {got:?}, not {want:?}", bin.display()));
+    }
+    Ok(OnStore { mb, redis })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Kill9,

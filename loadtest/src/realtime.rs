@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api::{self, Shape};
-use crate::compare::Target;
+use crate::compare::{start_on_store, Target};
 use crate::compare::{Settings, UA};
 use crate::gen::{self, Load};
-use crate::procs::{self, Mailbeacon, Redis, RedisCluster, Result};
+use crate::procs::{self, Mailbeacon, Result};
 
 /// Event streams held open during the second run.
 pub const STREAMS: usize = 100;
@@ -338,33 +338,11 @@ fn run_on(s: &Settings, target: Target) -> Result<Figures> {
         .scratch
         .join(format!("realtime-{}-{:?}", std::process::id(), target));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let mut env = vec![("MAILBEACON_OUTBOUND_ALLOW".into(), "127.0.0.0/8".into())];
-    // Kept until the end: dropping one stops it.
-    let mut redis: Vec<Redis> = Vec::new();
-    let (bin, want) = match target {
-        Target::Redis => {
-            let r = Redis::start(&scratch, false)?;
-            env.push(("MAILBEACON_REDIS_URL".into(), r.url()));
-            redis.push(r);
-            (&s.mailbeacon_redis, "redis")
-        }
-        Target::Cluster => {
-            let c = RedisCluster::start(&scratch)?;
-            env.push(("MAILBEACON_REDIS_CLUSTER".into(), c.seeds()));
-            redis = c.nodes;
-            (&s.mailbeacon_redis, "redis-cluster")
-        }
-        _ => (&s.mailbeacon, "embedded"),
-    };
-    let mut mb = Mailbeacon::start(bin, &scratch, env)?;
-    let got = api::store_kind(&mb.base())?;
-    let out = if got != want {
-        Err(format!("{} runs on {got:?}, not {want:?}", bin.display()))
-    } else {
-        measure(s, &mut mb, target)
-    };
-    mb.stop();
-    drop(redis);
+    let env = vec![("MAILBEACON_OUTBOUND_ALLOW".into(), "127.0.0.0/8".into())];
+    let mut on = start_on_store(target, &s.mailbeacon, &s.mailbeacon_redis, &scratch, env)?;
+    let out = measure(s, &mut on.mb, target);
+    on.mb.stop();
+    drop(on.redis);
     if out.is_ok() && !s.keep_scratch {
         let _ = std::fs::remove_dir_all(&scratch);
     }

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::api::{self, Shape};
-use crate::compare::Target;
+use crate::compare::{start_on_store, Target};
 use crate::gen::{self, Load};
-use crate::procs::{self, Mailbeacon, Redis, RedisCluster, Result};
+use crate::procs::{self, Mailbeacon, Result};
 
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
@@ -108,33 +108,16 @@ fn run_on(s: &ReportSettings, target: Target) -> Result<ReportFigures> {
         .scratch
         .join(format!("reports-{}-{:?}", std::process::id(), target));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let mut env = Vec::new();
-    let mut redis: Vec<Redis> = Vec::new();
-    let (bin, want) = match target {
-        Target::Redis => {
-            let r = Redis::start(&scratch, false)?;
-            env.push(("MAILBEACON_REDIS_URL".to_owned(), r.url()));
-            redis.push(r);
-            (&s.mailbeacon_redis, "redis")
-        }
-        Target::Cluster => {
-            let c = RedisCluster::start(&scratch)?;
-            env.push(("MAILBEACON_REDIS_CLUSTER".to_owned(), c.seeds()));
-            redis = c.nodes;
-            (&s.mailbeacon_redis, "redis-cluster")
-        }
-        Target::Embedded => (&s.mailbeacon, "embedded"),
-        other => return Err(format!("{} is not a mailbeacon target", other.name())),
-    };
-    let mut mb = Mailbeacon::start(bin, &scratch, env)?;
-    let got = api::store_kind(&mb.base())?;
-    let out = if got != want {
-        Err(format!("{} runs on {got:?}, not {want:?}", bin.display()))
-    } else {
-        measure(s, &mb, target)
-    };
-    mb.stop();
-    drop(redis);
+    let mut on = start_on_store(
+        target,
+        &s.mailbeacon,
+        &s.mailbeacon_redis,
+        &scratch,
+        Vec::new(),
+    )?;
+    let out = measure(s, &on.mb, target);
+    on.mb.stop();
+    drop(on.redis);
     if out.is_ok() && !s.keep_scratch {
         let _ = std::fs::remove_dir_all(&scratch);
     }
