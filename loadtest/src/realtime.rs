@@ -302,7 +302,8 @@ fn stream(
     Ok(())
 }
 
-fn pixel_requests(paths: &[String], port: u16) -> Vec<Vec<u8>> {
+/// One pixel request per path, with a browser's User-Agent (human opens).
+pub(crate) fn pixel_requests(paths: &[String], port: u16) -> Vec<Vec<u8>> {
     paths
         .iter()
         .map(|p| {

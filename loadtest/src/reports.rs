@@ -26,8 +26,6 @@ use crate::compare::{start_on_store, Target};
 use crate::gen::{self, Load};
 use crate::procs::{self, Mailbeacon, Result};
 
-const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
 pub struct ReportSettings {
     pub mailbeacon: PathBuf,
     pub mailbeacon_redis: PathBuf,
@@ -124,20 +122,10 @@ fn run_on(s: &ReportSettings, target: Target) -> Result<ReportFigures> {
     out
 }
 
-fn requests(paths: &[String], port: u16) -> Vec<Vec<u8>> {
-    paths
-        .iter()
-        .map(|p| {
-            format!("GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {UA}\r\nAccept: */*\r\n\r\n")
-                .into_bytes()
-        })
-        .collect()
-}
-
 /// Runs pixel loads of two seconds over `paths` until at least `at_least` hits
 /// were answered (or, with `at_least` 0, one load); the hits answered.
 fn hit(mb: &Mailbeacon, paths: &[String], conns: usize, at_least: u64) -> Result<u64> {
-    let reqs = requests(paths, mb.port);
+    let reqs = crate::realtime::pixel_requests(paths, mb.port);
     let mut answered = 0;
     let mut seed = 1;
     loop {
