@@ -145,9 +145,10 @@ struct Args {
     #[arg(long)]
     keep_scratch: bool,
     /// Measure real time instead: the pixel load (the first --conns; on each of
-    /// the mailbeacon --targets, embedded if none) alone, then with another
-    /// user's webhook and 100 event streams attached; throughput ratio and that
-    /// user's pixel answer → webhook / stream latency.
+    /// the mailbeacon --targets, embedded if none) alone and with another
+    /// user's webhook and 100 event streams attached, alternated ABBA over
+    /// --reps rounds; throughput ratio and that user's pixel answer → webhook /
+    /// stream latency.
     #[arg(long)]
     realtime: bool,
 }

@@ -3,15 +3,18 @@
 //!
 //! One mailbeacon (allowed to call 127.0.0.0/8) and two users: the *load* user's
 //! followed emails take the pixel load; the *watcher* owns one more email, whose
-//! recipients are the probes. First the pixel load alone; then the same load with
-//! a webhook of the watcher's (`email.opened`) pointing at a small receiver here
-//! and `STREAMS` of the watcher's event streams (`GET /api/v1/events`) attached.
+//! recipients are the probes. The pixel load runs in alternated phases: alone,
+//! and with a webhook of the watcher's (`email.opened`) pointing at a small
+//! receiver here and `STREAMS` of the watcher's event streams
+//! (`GET /api/v1/events`) attached; `--reps` rounds, ordered ABBA so that drift
+//! (a store that grows, a busier machine) weighs on both sides alike.
 //! The server derives an event from every hit of the load (and appends it to the
 //! feed) either way it is attached; what reaches the watcher is only the probes'.
-//! Throughout the second run a prober fetches the probe pixels, one recipient at
-//! a time, and keeps the moment each answer arrived; the receiver and every
+//! Throughout each "with" phase a prober fetches the probe pixels, one recipient
+//! at a time, and keeps the moment each answer arrived; the receiver and every
 //! stream keep the moment the open of that recipient reached them. The figures:
-//! throughput with against without, and the webhook's and the streams' latency
+//! throughput with against without (means of the phases), and the webhook's and
+//! the streams' latency
 //! (answer → arrival) at p50 and p99, with the load average before and after.
 
 use std::collections::HashMap;
@@ -54,8 +57,10 @@ pub struct Figures {
     pub bin: String,
     pub conns: usize,
     pub duration: Duration,
-    pub rate_without: f64,
-    pub rate_with: f64,
+    /// Each "without" phase's rate (req/s), in the order run.
+    pub rates_without: Vec<f64>,
+    /// Each "with" phase's rate.
+    pub rates_with: Vec<f64>,
     pub streams: usize,
     pub probes: usize,
     pub webhook: Latency,
@@ -65,9 +70,21 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Mean of the "without" phases.
+    pub fn rate_without(&self) -> f64 {
+        mean(&self.rates_without)
+    }
+
+    /// Mean of the "with" phases.
+    pub fn rate_with(&self) -> f64 {
+        mean(&self.rates_with)
+    }
+
+    /// With against without, over the means of the alternated phases.
     pub fn ratio(&self) -> f64 {
-        if self.rate_without > 0.0 {
-            self.rate_with / self.rate_without
+        let w = self.rate_without();
+        if w > 0.0 {
+            self.rate_with() / w
         } else {
             0.0
         }
@@ -90,21 +107,25 @@ impl Figures {
             )
         };
         format!(
-            "## Real time ({}, pixel load, {} connections, {:.0} s)\n\n\
-`{}`; load average {} before the second run, {} after it.\n\n\
-| pixel throughput | req/s |\n|---|---:|\n| without real time | {:.0} |\n\
-| with a webhook and {} streams | {:.0} |\n| ratio | {:.2} (target ≥ 0.90) |\n\n\
+            "## Real time ({}, pixel load, {} connections, {:.0} s per phase, {} phases)\n\n\
+`{}`; load average {} before the first phase, {} after the last.\n\n\
+| pixel throughput | mean req/s | phases (in order, alternated ABBA) |\n|---|---:|---|\n\
+| without real time | {:.0} | {} |\n\
+| with a webhook and {} streams | {:.0} | {} |\n| ratio | {:.2} (target ≥ 0.90) | |\n\n\
 | pixel answer → arrival | p50 ms | p99 ms | max ms | arrived |\n|---|---:|---:|---:|---:|\n{}{}\n\
 {} probes (target p99 < 1000 ms). Verdict: {}.\n",
             self.target,
             self.conns,
             self.duration.as_secs_f64(),
+            self.rates_without.len() + self.rates_with.len(),
             self.bin,
             self.loadavg,
             self.loadavg_after,
-            self.rate_without,
+            self.rate_without(),
+            rates(&self.rates_without),
             self.streams,
-            self.rate_with,
+            self.rate_with(),
+            rates(&self.rates_with),
             self.ratio(),
             lat("webhook (local receiver)", &self.webhook),
             lat(
@@ -119,6 +140,21 @@ impl Figures {
             },
         )
     }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn rates(v: &[f64]) -> String {
+    v.iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -350,6 +386,91 @@ fn run_on(s: &Settings, target: Target) -> Result<Figures> {
     out
 }
 
+/// What is attached during a "with" phase: the watcher's webhook and streams.
+struct Attached {
+    stop: Arc<AtomicBool>,
+    webhook: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    agent: &ureq::Agent,
+    base: &str,
+    port: u16,
+    token: &str,
+    recv: SocketAddr,
+    marker: &str,
+    streams: &[Arrivals],
+) -> Result<Attached> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let created: Value = agent
+        .post(&format!("{base}/api/v1/webhooks"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({"url": format!("http://{recv}/hook"), "events": ["email.opened"]}))
+        .map_err(|e| format!("POST /api/v1/webhooks: {e}"))?
+        .into_json()
+        .map_err(procs::io_err)?;
+    let webhook = created["id"]
+        .as_str()
+        .ok_or("POST /api/v1/webhooks: no id")?
+        .to_string();
+    for a in streams {
+        stream(port, token, stop.clone(), marker.to_string(), a.clone())?;
+    }
+    Ok(Attached { stop, webhook })
+}
+
+fn detach(agent: &ureq::Agent, base: &str, token: &str, a: Attached) -> Result<()> {
+    a.stop.store(true, Ordering::Relaxed);
+    agent
+        .delete(&format!("{base}/api/v1/webhooks/{}", a.webhook))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .map_err(|e| format!("DELETE /api/v1/webhooks: {e}"))?;
+    // The stream readers see `stop` within their 500 ms read timeout and close.
+    std::thread::sleep(Duration::from_millis(600));
+    Ok(())
+}
+
+/// A webhook's deliveries counted by state, with the first few errors (to say
+/// why probes are missing).
+fn delivery_states(agent: &ureq::Agent, base: &str, token: &str, id: &str) -> String {
+    let got = agent
+        .get(&format!("{base}/api/v1/webhooks/{id}/deliveries"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.into_json::<Value>().map_err(|e| e.to_string()));
+    let v = match got {
+        Ok(v) => v,
+        Err(e) => return format!("GET deliveries: {e}"),
+    };
+    let mut states: HashMap<String, usize> = HashMap::new();
+    let mut errors: Vec<String> = Vec::new();
+    for d in v["deliveries"].as_array().into_iter().flatten() {
+        *states.entry(d["state"].to_string()).or_default() += 1;
+        if let Some(e) = d["error"].as_str().filter(|_| errors.len() < 3) {
+            errors.push(format!("{} (status {})", e, d["status"]));
+        }
+    }
+    format!("{states:?}; errors {errors:?}")
+}
+
+/// The order of the phases: `reps` rounds, alternately without-with and
+/// with-without (ABBA), so drift over the run (a store that grows, a machine
+/// that gets busier) weighs on both sides alike.
+fn phases(reps: usize) -> Vec<bool> {
+    (0..reps.max(1))
+        .flat_map(|k| {
+            if k % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            }
+        })
+        .collect()
+}
+
 fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures> {
     let conns = s.conns.first().copied().unwrap_or(64);
     let base = mb.base();
@@ -362,6 +483,10 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
         &mb.admin,
         Shape {
             emails: 1,
+            // One recipient per probe, for every "with" phase.
+            recipients: (PROBE_RATE * s.duration.as_secs_f64() * s.reps.max(1) as f64)
+                .ceil()
+                .clamp(s.shape.recipients as f64, 1000.0) as usize,
             ..s.shape
         },
         &probe_tag,
@@ -385,97 +510,115 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
         slot: s.slot,
         seed,
     };
-    eprintln!("[realtime] pixel load without real time attached");
-    let without = gen::run(&load(1)).map_err(procs::io_err)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let hook_arrivals: Arrivals = Arc::default();
-    let recv = receiver(stop.clone(), marker.clone(), hook_arrivals.clone())?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .redirects(0)
         .build();
-    agent
-        .post(&format!("{base}/api/v1/webhooks"))
-        .set("Authorization", &format!("Bearer {}", prep.user_token))
-        .send_json(json!({"url": format!("http://{recv}/hook"), "events": ["email.opened"]}))
-        .map_err(|e| format!("POST /api/v1/webhooks: {e}"))?;
+    let receiver_stop = Arc::new(AtomicBool::new(false));
+    let hook_arrivals: Arrivals = Arc::default();
+    let recv = receiver(receiver_stop.clone(), marker.clone(), hook_arrivals.clone())?;
+    // Each stream slot keeps its arrivals across the "with" phases (every phase
+    // opens its streams anew); the probes are distinct recipients throughout.
     let stream_arrivals: Vec<Arrivals> = (0..STREAMS).map(|_| Arrivals::default()).collect();
-    for a in &stream_arrivals {
-        stream(
-            mb.port,
-            &prep.user_token,
-            stop.clone(),
-            marker.clone(),
-            a.clone(),
-        )?;
-    }
-    eprintln!("[realtime] pixel load with a webhook and {STREAMS} streams, probing");
     let answers: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let probing = Arc::new(AtomicBool::new(true));
-    let prober = {
-        let (answers, probing, agent, base) = (
-            answers.clone(),
-            probing.clone(),
-            agent.clone(),
-            base.clone(),
-        );
-        let probes: Vec<(String, String)> = probe_email
+    let probes: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(
+        probe_email
             .recipients
             .iter()
+            .rev()
             .map(|r| (r.address.clone(), r.pixel.clone()))
-            .collect();
-        let warmup = s.warmup;
-        std::thread::spawn(move || {
-            std::thread::sleep(warmup);
-            for (who, pixel) in probes {
-                if !probing.load(Ordering::Relaxed) {
-                    break;
-                }
-                let r = agent
-                    .get(&format!("{base}{pixel}"))
-                    .set("User-Agent", UA)
-                    .call();
-                if let Ok(r) = r {
-                    let mut sink = Vec::new();
-                    if r.into_reader().read_to_end(&mut sink).is_ok() {
-                        answers
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(who, Instant::now());
-                    }
-                }
-                std::thread::sleep(Duration::from_secs_f64(1.0 / PROBE_RATE));
-            }
-        })
-    };
+            .collect(),
+    ));
+    let (mut without, mut with) = (Vec::new(), Vec::new());
     let la = procs::loadavg();
-    let with = gen::run(&load(2));
-    probing.store(false, Ordering::Relaxed);
-    let _ = prober.join();
-    let with = with.map_err(procs::io_err)?;
-    // Let what is in flight arrive (the queue may be behind the load).
-    let answers = answers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let deadline = Instant::now() + s.settle.min(Duration::from_secs(20));
-    let done = || {
-        let n = answers.len();
-        hook_arrivals.lock().map(|m| m.len() >= n).unwrap_or(true)
-            && stream_arrivals
-                .iter()
-                .all(|a| a.lock().map(|m| m.len() >= n).unwrap_or(true))
-    };
-    while !done() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    for (n, attached) in phases(s.reps).into_iter().enumerate() {
+        let seed = n as u64 + 1;
+        if !attached {
+            eprintln!(
+                "[realtime] phase {}: pixel load without real time attached",
+                n + 1
+            );
+            without.push(gen::run(&load(seed)).map_err(procs::io_err)?.rate());
+            continue;
+        }
+        let a = attach(
+            &agent,
+            &base,
+            mb.port,
+            &prep.user_token,
+            recv,
+            &marker,
+            &stream_arrivals,
+        )?;
+        eprintln!(
+            "[realtime] phase {}: pixel load with a webhook and {STREAMS} streams, probing",
+            n + 1
+        );
+        let probing = Arc::new(AtomicBool::new(true));
+        let prober = {
+            let (answers, probing, agent, base, probes) = (
+                answers.clone(),
+                probing.clone(),
+                agent.clone(),
+                base.clone(),
+                probes.clone(),
+            );
+            let warmup = s.warmup;
+            std::thread::spawn(move || {
+                std::thread::sleep(warmup);
+                while probing.load(Ordering::Relaxed) {
+                    let next = probes.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let Some((who, pixel)) = next else { break };
+                    let r = agent
+                        .get(&format!("{base}{pixel}"))
+                        .set("User-Agent", UA)
+                        .call();
+                    if let Ok(r) = r {
+                        let mut sink = Vec::new();
+                        if r.into_reader().read_to_end(&mut sink).is_ok() {
+                            answers
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(who, Instant::now());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs_f64(1.0 / PROBE_RATE));
+                }
+            })
+        };
+        let r = gen::run(&load(seed));
+        probing.store(false, Ordering::Relaxed);
+        let _ = prober.join();
+        with.push(r.map_err(procs::io_err)?.rate());
+        // Let what is in flight arrive (the queue may be behind the load).
+        let n_answers = answers.lock().map(|m| m.len()).unwrap_or(0);
+        let deadline = Instant::now() + s.settle.min(Duration::from_secs(20));
+        let arrived = |a: &Arrivals| a.lock().map(|m| m.len() >= n_answers).unwrap_or(true);
+        while !(arrived(&hook_arrivals) && stream_arrivals.iter().all(arrived))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let hook_got = hook_arrivals.lock().map(|m| m.len()).unwrap_or(0);
+        if hook_got < n_answers {
+            eprintln!(
+                "[realtime] phase {}: the webhook has {hook_got} of {n_answers} probes; its deliveries: {}",
+                n + 1,
+                delivery_states(&agent, &base, &prep.user_token, &a.webhook)
+            );
+        }
+        detach(&agent, &base, &prep.user_token, a)?;
     }
-    stop.store(true, Ordering::Relaxed);
+    receiver_stop.store(true, Ordering::Relaxed);
+    let answers = answers.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let snap = |a: &Arrivals| a.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let hooks = [snap(&hook_arrivals)];
     let streams: Vec<_> = stream_arrivals.iter().map(snap).collect();
     Ok(Figures {
         conns,
         duration: s.duration,
-        rate_without: without.rate(),
-        rate_with: with.rate(),
+        rates_without: without,
+        rates_with: with,
         streams: STREAMS,
         probes: answers.len(),
         webhook: latency(&answers, &hooks),
