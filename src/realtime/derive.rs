@@ -5,9 +5,12 @@
 //! bounded in-memory cache (one store read per email not cached); `machine` is
 //! `classify::classify` on the event itself; `first` is one set-if-absent mark
 //! per human event (`Store::mark_first`, a single call per batch), so no email's
-//! events are ever read here.
+//! events are ever read here. Marks known to be set (by this process, or found
+//! set) are remembered in a bounded set and not asked again: a mark is never
+//! unset while its email can still be hit, so a repeated open costs no store
+//! call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map};
@@ -20,6 +23,11 @@ use crate::store::Store;
 
 /// Emails kept in the cache; past this it is emptied (simple and bounded).
 const CACHE_EMAILS: usize = 10_000;
+/// First marks remembered as set; past this the set is emptied (about 3 MiB).
+const KNOWN_MARKS: usize = 100_000;
+
+/// A first mark's identity: email, recipient, kind.
+type MarkKey = (u64, u32, u8);
 
 /// What derivation needs of an email.
 struct EmailInfo {
@@ -31,12 +39,23 @@ struct EmailInfo {
     heuristics: Heuristics,
 }
 
+/// The kind's code in a first mark.
+fn mark_kind(k: EventKind) -> u8 {
+    match k {
+        EventKind::Open => 0,
+        EventKind::Click => 1,
+        EventKind::Attachment => 2,
+    }
+}
+
 pub struct Deriver {
     store: Store,
     heuristics: Heuristics,
     cache: Mutex<HashMap<u64, Option<Arc<EmailInfo>>>>,
-    /// `Store::erasures` when the cache was last emptied: an erase empties it,
-    /// so no event is told with an erased recipient's address.
+    /// First marks known to be set in the store.
+    known: Mutex<HashSet<MarkKey>>,
+    /// `Store::erasures` when the caches were last emptied: an erase empties
+    /// them, so no event is told with an erased recipient's address.
     erasures: std::sync::atomic::AtomicU64,
 }
 
@@ -46,6 +65,7 @@ impl Deriver {
             store,
             heuristics,
             cache: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashSet::new()),
             erasures: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -59,8 +79,13 @@ impl Deriver {
             != erasures
         {
             cache.clear();
+            self.known().clear();
         }
         cache.get(&id).cloned()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<MarkKey>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn info(&self, id: u64) -> Option<Arc<EmailInfo>> {
@@ -103,10 +128,16 @@ impl Deriver {
                 slot.insert(self.info(h.email).await);
             }
         }
+        let known: Vec<bool> = {
+            let k = self.known();
+            hits.iter()
+                .map(|h| k.contains(&(h.email, h.recipient, mark_kind(h.kind))))
+                .collect()
+        };
         let mut events = Vec::with_capacity(hits.len());
         let mut marks = Vec::new();
         let mut human_at = Vec::new();
-        for h in hits {
+        for (h, known) in hits.into_iter().zip(known) {
             let Some(Some(info)) = infos.get(&h.email) else {
                 continue;
             };
@@ -115,10 +146,10 @@ impl Deriver {
                 continue;
             };
             let machine = classify(&h, &info.heuristics).is_some();
-            let (kind, mark_kind) = match h.kind {
-                EventKind::Open => (EventType::EmailOpened, 0),
-                EventKind::Click => (EventType::EmailClicked, 1),
-                EventKind::Attachment => (EventType::EmailAttachmentViewed, 2),
+            let kind = match h.kind {
+                EventKind::Open => EventType::EmailOpened,
+                EventKind::Click => EventType::EmailClicked,
+                EventKind::Attachment => EventType::EmailAttachmentViewed,
             };
             let mut extra = Map::new();
             if let Some(s) = &info.subject {
@@ -132,11 +163,11 @@ impl Deriver {
                     extra.insert("url".into(), json!(url));
                 }
             }
-            if !machine {
+            if !machine && !known {
                 marks.push(FirstMark {
                     email: h.email,
                     recipient: h.recipient,
-                    kind: mark_kind,
+                    kind: mark_kind(h.kind),
                     expires_ms: info.expires_ms,
                 });
                 human_at.push(events.len());
@@ -153,14 +184,128 @@ impl Deriver {
                 extra,
             });
         }
+        let keys: Vec<MarkKey> = marks
+            .iter()
+            .map(|m| (m.email, m.recipient, m.kind))
+            .collect();
         match self.store.mark_first(marks).await {
             Ok(firsts) => {
                 for (i, first) in human_at.into_iter().zip(firsts) {
                     events[i].first = first;
                 }
+                // Set now, whether by this call or before it.
+                let mut known = self.known();
+                if known.len() + keys.len() > KNOWN_MARKS {
+                    known.clear();
+                }
+                known.extend(keys);
             }
             Err(e) => tracing::warn!(error = %e, "cannot mark first activity; sent as not first"),
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EmailRecord, RecipientRecord};
+    use crate::seal::Sealer;
+    use crate::store::embedded::Embedded;
+    use crate::store::Backend;
+
+    fn store(tag: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!(
+            "mailbeacon-derive-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sealer = Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer");
+        Store::new(Backend::Embedded(Embedded::open(&dir).expect("open")), sealer)
+    }
+
+    fn recipient(address: &str) -> RecipientRecord {
+        RecipientRecord {
+            address: address.into(),
+            name: None,
+            field: "to".into(),
+            followed: true,
+            reason: None,
+            delivery: None,
+            erased: false,
+        }
+    }
+
+    fn hit(kind: EventKind, recipient: u32) -> Event {
+        Event {
+            seq: 0,
+            at_ms: crate::ids::now_ms(),
+            kind,
+            email: 9,
+            recipient,
+            link: (kind == EventKind::Click).then_some(0),
+            method: "GET".into(),
+            ua: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36".into(),
+            ip: "203.0.113.0/24".into(),
+            since_prepared_s: 3600,
+            machine_net: None,
+        }
+    }
+
+    fn firsts(events: &[AppEvent]) -> Vec<bool> {
+        events.iter().map(|e| e.first).collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn first_is_once_per_recipient_and_kind_and_known_marks_skip_the_store() {
+        let store = store("first");
+        let now = crate::ids::now_ms();
+        store
+            .put_email(EmailRecord {
+                id: 9,
+                owner: 1,
+                from: "ann@sales.test".into(),
+                subject: Some("Pricing".into()),
+                message_id: None,
+                created_ms: now - 3_600_000,
+                expires_ms: now + 3_600_000,
+                deliver: "return".into(),
+                recipients: vec![recipient("b@client.test"), recipient("c@client.test")],
+                links: vec!["https://a.example/".into()],
+                lookups: Vec::new(),
+                template: None,
+                send_at_ms: None,
+                reminder: None,
+            })
+            .await
+            .expect("put email");
+        let d = Deriver::new(store.clone(), Heuristics::default());
+        // In one batch: the first open of each recipient is first, a repeat is not.
+        let a = d
+            .derive(vec![
+                hit(EventKind::Open, 0),
+                hit(EventKind::Open, 0),
+                hit(EventKind::Open, 1),
+            ])
+            .await;
+        assert_eq!(firsts(&a), [true, false, true]);
+        assert_eq!(d.known().len(), 2, "both marks are now known set");
+        // Later batches: repeats are not first (answered from the known set, as
+        // the store would), another kind is.
+        let b = d
+            .derive(vec![hit(EventKind::Open, 1), hit(EventKind::Click, 0)])
+            .await;
+        assert_eq!(firsts(&b), [false, true]);
+        // A fresh deriver (another process) asks the store and agrees.
+        let other = Deriver::new(store.clone(), Heuristics::default());
+        let c = other
+            .derive(vec![hit(EventKind::Open, 0), hit(EventKind::Click, 1)])
+            .await;
+        assert_eq!(firsts(&c), [false, true]);
+        // An erase empties the known set (and the email cache).
+        store.scrub().await.expect("scrub");
+        let e = d.derive(vec![hit(EventKind::Open, 0)]).await;
+        assert_eq!(firsts(&e), [false]);
+        assert_eq!(d.known().len(), 1, "emptied by the erase, then refilled");
     }
 }
