@@ -148,25 +148,51 @@ pub fn classify(e: &Event, h: &Heuristics) -> Option<Machine> {
 /// cross-event signal (link bursts) to the per-event ones.
 pub fn classify_all(events: &[Event], h: &Heuristics) -> Vec<Option<Machine>> {
     let mut out: Vec<Option<Machine>> = events.iter().map(|e| classify(e, h)).collect();
-    // Clicks per recipient in time order; a window holding ≥ 2 distinct links
-    // within BURST_MS marks all its clicks.
-    let mut clicks: Vec<usize> = (0..events.len())
+    let clicks: Vec<usize> = (0..events.len())
         .filter(|&i| events[i].kind == EventKind::Click)
         .collect();
-    clicks.sort_by_key(|&i| (events[i].recipient, events[i].at_ms));
+    let keys: Vec<Click> = clicks
+        .iter()
+        .map(|&i| Click {
+            recipient: events[i].recipient,
+            at_ms: events[i].at_ms,
+            link: events[i].link,
+        })
+        .collect();
+    for (&i, burst) in clicks.iter().zip(link_bursts(&keys)) {
+        if burst && out[i].is_none() {
+            out[i] = Some(Machine::LinkBurst);
+        }
+    }
+    out
+}
+
+/// What the link-burst signal looks at of a click.
+#[derive(Clone, Copy, Debug)]
+pub struct Click {
+    pub recipient: u32,
+    pub at_ms: u64,
+    pub link: Option<u32>,
+}
+
+/// For each of one email's clicks (in any order), whether it is in a link
+/// burst: clicks per recipient in time order, where a window holding ≥ 2
+/// distinct links within `BURST_MS` marks all its clicks.
+pub fn link_bursts(clicks: &[Click]) -> Vec<bool> {
+    let mut out = vec![false; clicks.len()];
+    let mut order: Vec<usize> = (0..clicks.len()).collect();
+    order.sort_by_key(|&i| (clicks[i].recipient, clicks[i].at_ms));
     let mut start = 0;
-    for end in 0..clicks.len() {
-        let (re, te) = (events[clicks[end]].recipient, events[clicks[end]].at_ms);
-        while events[clicks[start]].recipient != re || te - events[clicks[start]].at_ms > BURST_MS {
+    for end in 0..order.len() {
+        let (re, te) = (clicks[order[end]].recipient, clicks[order[end]].at_ms);
+        while clicks[order[start]].recipient != re || te - clicks[order[start]].at_ms > BURST_MS {
             start += 1;
         }
-        let window = &clicks[start..=end];
-        let first_link = events[window[0]].link;
-        if window.iter().any(|&i| events[i].link != first_link) {
+        let window = &order[start..=end];
+        let first_link = clicks[window[0]].link;
+        if window.iter().any(|&i| clicks[i].link != first_link) {
             for &i in window {
-                if out[i].is_none() {
-                    out[i] = Some(Machine::LinkBurst);
-                }
+                out[i] = true;
             }
         }
     }

@@ -362,11 +362,10 @@ pub async fn get(app: &App, user: &User, id: &str) -> Resp {
         Ok(r) => r,
         Err(e) => return store_failed(e),
     };
-    match app.store.events_for(id).await {
-        Ok(events) => json_response(
-            StatusCode::OK,
-            &reports::engagement_with_replies(&rec, &events, &replies, &app.config.heuristics),
-        ),
+    // Folded chunk by chunk: the report holds a few dozen bytes per event.
+    let mut digest = reports::Digest::new(&rec, &app.config.heuristics);
+    match app.store.events_chunked(id, |c| digest.add(&c)).await {
+        Ok(()) => json_response(StatusCode::OK, &digest.report(&replies)),
         Err(e) => store_failed(e),
     }
 }

@@ -215,13 +215,14 @@ mod tests {
     use crate::store::Backend;
 
     fn store(tag: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!(
-            "mailbeacon-derive-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("mailbeacon-derive-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let sealer = Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer");
-        Store::new(Backend::Embedded(Embedded::open(&dir).expect("open")), sealer)
+        Store::new(
+            Backend::Embedded(Embedded::open(&dir).expect("open")),
+            sealer,
+        )
     }
 
     fn recipient(address: &str) -> RecipientRecord {

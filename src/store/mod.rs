@@ -366,6 +366,22 @@ impl Store {
         Ok(map_events(events, &|x| k.open_lossy(x)))
     }
 
+    /// Every event of one email, as `events_for` but handed to `f` a chunk at
+    /// a time (each event once, in no particular order), so a caller that
+    /// folds them (a report) never holds them all.
+    pub async fn events_chunked(
+        &self,
+        email: u64,
+        mut f: impl FnMut(Vec<Event>) + Send,
+    ) -> Result<()> {
+        let k = self.sealer();
+        let mut open = |c: Vec<Event>| f(map_events(c, &|x| k.open_lossy(x)));
+        match &self.backend {
+            Backend::Embedded(b) => b.events_chunked(email, &mut open).await,
+            Backend::Redis(r) => r.events_chunked(email, &mut open).await,
+        }
+    }
+
     /// `events_for` of each of `emails`, in that order, with one read barrier for
     /// all of them on Redis (reports over many emails).
     pub async fn events_for_many(&self, emails: &[u64]) -> Result<Vec<Vec<Event>>> {

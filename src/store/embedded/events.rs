@@ -169,6 +169,43 @@ impl Embedded {
         self.run(move |s| s.indexed_events(email)).await
     }
 
+    /// Every event of one email (as `events_for`), handed to `f` in chunks of
+    /// about `CHUNK_EVENTS`: read on a blocking thread, one chunk ahead.
+    pub async fn events_chunked(
+        self: &Arc<Self>,
+        email: u64,
+        f: &mut (dyn FnMut(Vec<Event>) + Send),
+    ) -> Result<()> {
+        const CHUNK_EVENTS: usize = 4096;
+        self.wait_indexed().await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(1);
+        let me = self.clone();
+        let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+            let txn = me.db().begin_read()?;
+            let t = txn.open_table(EVENTS)?;
+            let mut chunk = Vec::new();
+            for row in t.range((email, 0)..=(email, u64::MAX))? {
+                let (_, v) = row?;
+                chunk.extend(decode_events(v.value())?);
+                if chunk.len() >= CHUNK_EVENTS
+                    && tx.blocking_send(std::mem::take(&mut chunk)).is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
+            Ok(())
+        });
+        while let Some(chunk) = rx.recv().await {
+            f(chunk);
+        }
+        reader
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
     fn indexed_events(&self, email: u64) -> Result<Vec<Event>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(EVENTS)?;

@@ -222,31 +222,8 @@ impl Redis {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        let t0 = Instant::now();
-        // Spooled events are not in Redis yet; wait for the replay (bounded: while
-        // Redis is away, this report is incomplete and says so in the log).
-        while self.spooling.load(Ordering::Relaxed) {
-            if t0.elapsed() > CATCH_UP_WAIT {
-                tracing::warn!("reporting while events are still spooled locally");
-                break;
-            }
-            self.replay_wake.notify_one();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // Wait until each log's entries up to its newest at the call are derived
-        // (O(1) per log), then read only the entries still left of those (none,
-        // unless the deriver is stuck), then the emails' hashes.
+        let left = self.read_barrier(emails).await?;
         let c = self.conn.clone();
-        let logs = futures_util::future::try_join_all(
-            (0..keys::SHARDS).map(|s| self.derived_up_to_now(c.clone(), s, t0)),
-        )
-        .await?;
-        let wanted: std::collections::HashSet<u64> = emails.iter().copied().collect();
-        let mut left: Vec<Event> = Vec::new();
-        for (_, packed) in logs.iter().flatten() {
-            let batch: Vec<Event> = serde_json::from_slice(packed)?;
-            left.extend(batch.into_iter().filter(|e| wanted.contains(&e.email)));
-        }
         // One pipeline per email (its keys share the email's hash tag; a
         // pipeline may not cross slots in a Cluster), all sent at once on the
         // multiplexed connection.
@@ -282,6 +259,96 @@ impl Redis {
             out.push(one.into_values().collect());
         }
         Ok(out)
+    }
+
+    /// The read barrier for reports over `emails`: waits for spooled events to
+    /// be replayed and for each log's entries up to its newest at the call to
+    /// be derived (O(1) per log), then answers those entries' events of
+    /// `emails` still left in the logs (none, unless the deriver is stuck),
+    /// which the caller merges with the emails' hashes by `seq`.
+    async fn read_barrier(self: &Arc<Self>, emails: &[u64]) -> Result<Vec<Event>> {
+        let t0 = Instant::now();
+        // Spooled events are not in Redis yet; wait for the replay (bounded: while
+        // Redis is away, this report is incomplete and says so in the log).
+        while self.spooling.load(Ordering::Relaxed) {
+            if t0.elapsed() > CATCH_UP_WAIT {
+                tracing::warn!("reporting while events are still spooled locally");
+                break;
+            }
+            self.replay_wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = self.conn.clone();
+        let logs = futures_util::future::try_join_all(
+            (0..keys::SHARDS).map(|s| self.derived_up_to_now(c.clone(), s, t0)),
+        )
+        .await?;
+        let wanted: std::collections::HashSet<u64> = emails.iter().copied().collect();
+        let mut left: Vec<Event> = Vec::new();
+        for (_, packed) in logs.iter().flatten() {
+            let batch: Vec<Event> = serde_json::from_slice(packed)?;
+            left.extend(batch.into_iter().filter(|e| wanted.contains(&e.email)));
+        }
+        Ok(left)
+    }
+
+    /// Every event of one email (as `events_for`, in no particular order),
+    /// handed to `f` a chunk at a time: the email's hash is scanned
+    /// (`HSCAN`, `SCAN_FIELDS` fields per call) instead of read whole, and
+    /// only the events' `seq`s are kept to count each event once (a scan may
+    /// repeat a field; a stuck log entry may also be in the hash).
+    pub async fn events_chunked(
+        self: &Arc<Self>,
+        email: u64,
+        f: &mut (dyn FnMut(Vec<Event>) + Send),
+    ) -> Result<()> {
+        const SCAN_FIELDS: usize = 256;
+        let left = self.read_barrier(&[email]).await?;
+        let mut c = self.conn.clone();
+        let (exists, erased): (bool, Vec<u32>) = ::redis::pipe()
+            .exists(keys::email(email))
+            .smembers(keys::erased(email))
+            .query_async(&mut c)
+            .await?;
+        if !exists {
+            return Ok(());
+        }
+        let key = keys::events(email);
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, flat): (u64, Vec<Vec<u8>>) = ::redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_FIELDS)
+                .query_async(&mut c)
+                .await?;
+            let mut chunk = Vec::new();
+            // Field, value, field, value …: the values are every other item.
+            for value in flat.iter().skip(1).step_by(2) {
+                for e in unpack(value)? {
+                    if !erased.contains(&e.recipient) && seen.insert(e.seq) {
+                        chunk.push(e);
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                f(chunk);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let rest: Vec<Event> = left
+            .into_iter()
+            .filter(|e| !erased.contains(&e.recipient) && seen.insert(e.seq))
+            .collect();
+        if !rest.is_empty() {
+            f(rest);
+        }
+        Ok(())
     }
 
     /// The read barrier of one log: notes its newest entry, then waits (at most
