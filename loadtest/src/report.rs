@@ -146,11 +146,11 @@ pub fn markdown(rep: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "| rep | load | -c | target | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | srv CPU | Redis CPU | gen CPU | box | srv RSS MiB | URLs | load avg before |"
+            "| rep | load | -c | target | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | srv CPU | srv µs/req | Redis CPU | gen CPU | box | srv RSS MiB | URLs | load avg before |"
         );
         let _ = writeln!(
             o,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &rep.runs {
             let _ = writeln!(
