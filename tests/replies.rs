@@ -232,6 +232,19 @@ fn replies_and_bounces_over_idle_and_disconnect_stops_watching() {
     assert_eq!(replies_of(&v, 0), 1, "{v}");
     assert_eq!(replies_of(&v, 2), 0, "{v}");
     assert_eq!(v["totals"]["replies"], 2, "{v}");
+    // The KPIs over time count the two recipients who replied, today.
+    let (st, k) = s.api(
+        "GET",
+        "/api/v1/stats?days=1&interval=day",
+        Some(&alice),
+        None,
+    );
+    assert_eq!(st, 200, "{k}");
+    let today = k["series"]
+        .as_array()
+        .and_then(|a| a.last())
+        .expect("series");
+    assert_eq!(today["replied"], 2, "{k}");
 
     // A DSN for Dan's copy marks him bounced, with the diagnostic.
     append(&imap, &dsn("dan@client.test", &mid));

@@ -298,6 +298,12 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     assert_eq!(store.replies_for(70).await.unwrap(), [r(3_500), r(4_000)]);
     assert_eq!(store.replies_for(71).await.unwrap(), [r(4_000)]);
     assert!(store.replies_for(4242).await.unwrap().is_empty());
+    // Many at once: each email's own, oldest first, in the order asked.
+    assert_eq!(
+        store.replies_for_many(&[71, 4242, 70]).await.unwrap(),
+        [vec![r(4_000)], vec![], vec![r(3_500), r(4_000)]]
+    );
+    assert!(store.replies_for_many(&[]).await.unwrap().is_empty());
     assert_eq!(store.sweep(expires + 1, 0).await.unwrap(), 1);
     assert!(store.replies_for(70).await.unwrap().is_empty());
     assert_eq!(

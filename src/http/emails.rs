@@ -274,19 +274,27 @@ pub async fn stats(app: &App, user: &User, q: &Query) -> Resp {
                 Ok(e) => e,
                 Err(e) => return store_failed(e),
             };
-            for (rec, events) in chunk.iter().copied().zip(all_events) {
+            // Recipients who replied (the reply watcher's facts), for the series.
+            let replies = match series {
+                None => Vec::new(),
+                Some(_) => match app.store.replies_for_many(&ids).await {
+                    Ok(r) => r,
+                    Err(e) => return store_failed(e),
+                },
+            };
+            for (i, (rec, events)) in chunk.iter().copied().zip(all_events).enumerate() {
                 let one = reports::Totals::of_email(rec, &events, h);
                 if let Some(s) = series.as_mut() {
                     let (sent, delivered) = series::delivery_counts(rec);
-                    // Recipients who replied (the reply watcher's facts).
-                    let replied = match app.store.replies_for(rec.id).await {
-                        Ok(r) => r
-                            .iter()
-                            .map(|r| r.recipient)
-                            .collect::<std::collections::HashSet<_>>()
-                            .len() as u64,
-                        Err(e) => return store_failed(e),
-                    };
+                    let replied = replies
+                        .get(i)
+                        .map(|r| {
+                            r.iter()
+                                .map(|r| r.recipient)
+                                .collect::<std::collections::HashSet<_>>()
+                                .len() as u64
+                        })
+                        .unwrap_or(0);
                     let point = series::Point {
                         totals: one.clone(),
                         sent,

@@ -60,4 +60,18 @@ impl Store {
         out.sort_by_key(|r| (r.at_ms, r.recipient));
         Ok(out)
     }
+
+    /// `replies_for` of each of `emails`, in that order: one read transaction
+    /// (embedded) or every email's read sent at once (Redis), for reports over
+    /// many emails.
+    pub async fn replies_for_many(&self, emails: &[u64]) -> Result<Vec<Vec<Reply>>> {
+        let ids = emails.to_vec();
+        let mut all = on_backend!(self, |s| s.replies_for_many(&ids), |r| r
+            .replies_for_many(&ids)
+            .await)?;
+        for out in &mut all {
+            out.sort_by_key(|r| (r.at_ms, r.recipient));
+        }
+        Ok(all)
+    }
 }

@@ -82,17 +82,26 @@ impl Embedded {
     }
 
     pub fn replies_for(&self, email: u64) -> Result<Vec<Reply>> {
+        let mut all = self.replies_for_many(&[email])?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    pub fn replies_for_many(&self, emails: &[u64]) -> Result<Vec<Vec<Reply>>> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(REPLIES)?;
-        let mut out = Vec::new();
-        for row in t.range((email, "")..)? {
-            let (k, v) = row?;
-            if k.value().0 != email {
-                break;
+        let mut all = Vec::with_capacity(emails.len());
+        for &email in emails {
+            let mut out = Vec::new();
+            for row in t.range((email, "")..)? {
+                let (k, v) = row?;
+                if k.value().0 != email {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value())?);
             }
-            out.push(serde_json::from_slice(v.value())?);
+            all.push(out);
         }
-        Ok(out)
+        Ok(all)
     }
 
     /// The replies of one email with their keys (for `migrate`).

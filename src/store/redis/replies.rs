@@ -57,6 +57,13 @@ impl Redis {
             .collect()
     }
 
+    /// `replies_for` of each of `emails`, in that order: every read sent at
+    /// once on the multiplexed connection (each email's key in its own slot).
+    pub async fn replies_for_many(&self, emails: &[u64]) -> Result<Vec<Vec<Reply>>> {
+        futures_util::future::try_join_all(emails.iter().map(|&email| self.replies_for(email)))
+            .await
+    }
+
     /// The replies of one email with their keys (for `migrate`).
     pub async fn replies_keyed(&self, email: u64) -> Result<Vec<(String, Reply)>> {
         let all: HashMap<String, Vec<u8>> = self.c().hgetall(keys::replies(email)).await?;
