@@ -67,6 +67,8 @@ pub struct Figures {
     pub stream: Latency,
     pub loadavg: String,
     pub loadavg_after: String,
+    /// The server's `mailbeacon_realtime_*` metrics after the last phase.
+    pub metrics: String,
 }
 
 impl Figures {
@@ -113,7 +115,8 @@ impl Figures {
 | without real time | {:.0} | {} |\n\
 | with a webhook and {} streams | {:.0} | {} |\n| ratio | {:.2} (target ≥ 0.90) | |\n\n\
 | pixel answer → arrival | p50 ms | p99 ms | max ms | arrived |\n|---|---:|---:|---:|---:|\n{}{}\n\
-{} probes (target p99 < 1000 ms). Verdict: {}.\n",
+{} probes (target p99 < 1000 ms). Verdict: {}.\n\n\
+The server's real-time metrics after the last phase:\n\n```\n{}```\n",
             self.target,
             self.conns,
             self.duration.as_secs_f64(),
@@ -138,6 +141,7 @@ impl Figures {
             } else {
                 "targets missed"
             },
+            self.metrics,
         )
     }
 }
@@ -456,6 +460,23 @@ fn delivery_states(agent: &ureq::Agent, base: &str, token: &str, id: &str) -> St
     format!("{states:?}; errors {errors:?}")
 }
 
+/// The `mailbeacon_realtime_*` samples of `GET /metrics`, one per line.
+fn realtime_metrics(agent: &ureq::Agent, base: &str) -> String {
+    match agent
+        .get(&format!("{base}/metrics"))
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.into_string().map_err(|e| e.to_string()))
+    {
+        Ok(text) => text
+            .lines()
+            .filter(|l| l.starts_with("mailbeacon_realtime_"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        Err(e) => format!("GET /metrics: {e}\n"),
+    }
+}
+
 /// The order of the phases: `reps` rounds, alternately without-with and
 /// with-without (ABBA), so drift over the run (a store that grows, a machine
 /// that gets busier) weighs on both sides alike.
@@ -625,6 +646,7 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
         stream: latency(&answers, &streams),
         loadavg: la,
         loadavg_after: procs::loadavg(),
+        metrics: realtime_metrics(&agent, &base),
         target: target.name(),
         bin: mb.bin.display().to_string(),
     })
