@@ -30,7 +30,7 @@ use crate::api::{self, Shape};
 use crate::compare::{start_on_store, Target};
 use crate::compare::{Settings, UA};
 use crate::gen::{self, Load};
-use crate::procs::{self, Mailbeacon, Result};
+use crate::procs::{self, cpu_between, Cpu, Mailbeacon, Result, Sampler, Watched};
 
 /// Event streams held open during the second run.
 pub const STREAMS: usize = 100;
@@ -51,16 +51,38 @@ pub struct Latency {
     pub expected: usize,
 }
 
+/// One phase of the pixel load: with real time attached or not, its rate and
+/// who used the CPU.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub attached: bool,
+    pub rate: f64,
+    pub cpu: Cpu,
+}
+
+impl Phase {
+    fn row(&self, n: usize) -> String {
+        format!(
+            "| {n} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |\n",
+            if self.attached { "with" } else { "without" },
+            self.rate,
+            self.cpu.server,
+            self.cpu.server / 100.0 * 1e6 / self.rate.max(1e-9),
+            self.cpu.redis,
+            self.cpu.generator,
+            self.cpu.machine,
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Figures {
     pub target: &'static str,
     pub bin: String,
     pub conns: usize,
     pub duration: Duration,
-    /// Each "without" phase's rate (req/s), in the order run.
-    pub rates_without: Vec<f64>,
-    /// Each "with" phase's rate.
-    pub rates_with: Vec<f64>,
+    /// The phases, in the order run.
+    pub phases: Vec<Phase>,
     pub streams: usize,
     pub probes: usize,
     pub webhook: Latency,
@@ -72,14 +94,22 @@ pub struct Figures {
 }
 
 impl Figures {
+    fn rates(&self, attached: bool) -> Vec<f64> {
+        self.phases
+            .iter()
+            .filter(|p| p.attached == attached)
+            .map(|p| p.rate)
+            .collect()
+    }
+
     /// Mean of the "without" phases.
     pub fn rate_without(&self) -> f64 {
-        mean(&self.rates_without)
+        mean(&self.rates(false))
     }
 
     /// Mean of the "with" phases.
     pub fn rate_with(&self) -> f64 {
-        mean(&self.rates_with)
+        mean(&self.rates(true))
     }
 
     /// With against without, over the means of the alternated phases.
@@ -116,19 +146,24 @@ impl Figures {
 | with a webhook and {} streams | {:.0} | {} |\n| ratio | {:.2} (target ≥ 0.90) | |\n\n\
 | pixel answer → arrival | p50 ms | p99 ms | max ms | arrived |\n|---|---:|---:|---:|---:|\n{}{}\n\
 {} probes (target p99 < 1000 ms). Verdict: {}.\n\n\
+Each phase; CPU in % of one core over its measured part (load test: the whole \
+load-test process, i.e. the generator, the 100 stream readers, the prober and \
+the webhook receiver; box: the machine, out of 200):\n\n\
+| phase | real time | req/s | server CPU | server µs/req | Redis CPU | load test CPU | box |\n\
+|---:|---|---:|---:|---:|---:|---:|---:|\n{}\n\
 The server's real-time metrics after the last phase:\n\n```\n{}```\n",
             self.target,
             self.conns,
             self.duration.as_secs_f64(),
-            self.rates_without.len() + self.rates_with.len(),
+            self.phases.len(),
             self.bin,
             self.loadavg,
             self.loadavg_after,
             self.rate_without(),
-            rates(&self.rates_without),
+            rates(&self.rates(false)),
             self.streams,
             self.rate_with(),
-            rates(&self.rates_with),
+            rates(&self.rates(true)),
             self.ratio(),
             lat("webhook (local receiver)", &self.webhook),
             lat(
@@ -141,6 +176,11 @@ The server's real-time metrics after the last phase:\n\n```\n{}```\n",
             } else {
                 "targets missed"
             },
+            self.phases
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.row(i + 1))
+                .collect::<String>(),
             self.metrics,
         )
     }
@@ -381,7 +421,8 @@ fn run_on(s: &Settings, target: Target) -> Result<Figures> {
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
     let env = vec![("MAILBEACON_OUTBOUND_ALLOW".into(), "127.0.0.0/8".into())];
     let mut on = start_on_store(target, &s.mailbeacon, &s.mailbeacon_redis, &scratch, env)?;
-    let out = measure(s, &mut on.mb, target);
+    let redis: Vec<u32> = on.redis.iter().filter_map(|r| r.pid()).collect();
+    let out = measure(s, &mut on.mb, &redis, target);
     on.mb.stop();
     drop(on.redis);
     if out.is_ok() && !s.keep_scratch {
@@ -461,9 +502,10 @@ fn delivery_states(agent: &ureq::Agent, base: &str, token: &str, id: &str) -> St
 }
 
 /// The `mailbeacon_realtime_*` samples of `GET /metrics`, one per line.
-fn realtime_metrics(agent: &ureq::Agent, base: &str) -> String {
+fn realtime_metrics(agent: &ureq::Agent, base: &str, admin: &str) -> String {
     match agent
         .get(&format!("{base}/metrics"))
+        .set("Authorization", &format!("Bearer {admin}"))
         .call()
         .map_err(|e| e.to_string())
         .and_then(|r| r.into_string().map_err(|e| e.to_string()))
@@ -480,7 +522,7 @@ fn realtime_metrics(agent: &ureq::Agent, base: &str) -> String {
 /// The order of the phases: `reps` rounds, alternately without-with and
 /// with-without (ABBA), so drift over the run (a store that grows, a machine
 /// that gets busier) weighs on both sides alike.
-fn phases(reps: usize) -> Vec<bool> {
+fn order(reps: usize) -> Vec<bool> {
     (0..reps.max(1))
         .flat_map(|k| {
             if k % 2 == 0 {
@@ -492,7 +534,26 @@ fn phases(reps: usize) -> Vec<bool> {
         .collect()
 }
 
-fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures> {
+/// Runs one phase's load with the CPU sampled, the server's and Redis's.
+fn phase(load: &Load, attached: bool, server: Option<u32>, redis: &[u32]) -> Result<Phase> {
+    let watched = Arc::new(Mutex::new(Watched {
+        server: server.into_iter().collect(),
+        redis: redis.to_vec(),
+    }));
+    let sampler = Sampler::start(watched, Duration::from_millis(200));
+    let out = gen::run(load);
+    let samples = sampler.finish();
+    let out = out.map_err(procs::io_err)?;
+    let m0 = out.started + out.slot * out.warmup_slots as u32;
+    let m1 = m0 + out.slot * out.measured_slots as u32;
+    Ok(Phase {
+        attached,
+        rate: out.rate(),
+        cpu: cpu_between(&samples, m0, m1),
+    })
+}
+
+fn measure(s: &Settings, mb: &mut Mailbeacon, redis: &[u32], target: Target) -> Result<Figures> {
     let conns = s.conns.first().copied().unwrap_or(64);
     let base = mb.base();
     let tag = format!("rt{:x}", std::process::id());
@@ -550,16 +611,16 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
             .map(|r| (r.address.clone(), r.pixel.clone()))
             .collect(),
     ));
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut phases = Vec::new();
     let la = procs::loadavg();
-    for (n, attached) in phases(s.reps).into_iter().enumerate() {
+    for (n, attached) in order(s.reps).into_iter().enumerate() {
         let seed = n as u64 + 1;
         if !attached {
             eprintln!(
                 "[realtime] phase {}: pixel load without real time attached",
                 n + 1
             );
-            without.push(gen::run(&load(seed)).map_err(procs::io_err)?.rate());
+            phases.push(phase(&load(seed), false, mb.pid(), redis)?);
             continue;
         }
         let a = attach(
@@ -607,10 +668,10 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
                 }
             })
         };
-        let r = gen::run(&load(seed));
+        let r = phase(&load(seed), true, mb.pid(), redis);
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
-        with.push(r.map_err(procs::io_err)?.rate());
+        phases.push(r?);
         // Let what is in flight arrive (the queue may be behind the load).
         let n_answers = answers.lock().map(|m| m.len()).unwrap_or(0);
         let deadline = Instant::now() + s.settle.min(Duration::from_secs(20));
@@ -638,16 +699,28 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, target: Target) -> Result<Figures>
     Ok(Figures {
         conns,
         duration: s.duration,
-        rates_without: without,
-        rates_with: with,
+        phases,
         streams: STREAMS,
         probes: answers.len(),
         webhook: latency(&answers, &hooks),
         stream: latency(&answers, &streams),
         loadavg: la,
         loadavg_after: procs::loadavg(),
-        metrics: realtime_metrics(&agent, &base),
+        metrics: realtime_metrics(&agent, &base, &mb.admin),
         target: target.name(),
         bin: mb.bin.display().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_alternate_abba() {
+        assert_eq!(order(1), [false, true]);
+        assert_eq!(order(2), [false, true, true, false]);
+        assert_eq!(order(3), [false, true, true, false, false, true]);
+        assert_eq!(order(0), [false, true], "at least one round");
+    }
 }
