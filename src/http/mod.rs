@@ -402,7 +402,7 @@ fn metrics_response(app: &App) -> Resp {
         derive_lag_ms: store.derive_lag_ms,
     });
     let streams = app.realtime.hub().map_or(0, |h| h.listeners());
-    let text = text + &crate::realtime::metrics_text(streams);
+    let text = text + &crate::realtime::metrics_text(streams, get(&stats.notify_dropped));
     let mut r = Response::new(Full::new(Bytes::from(text)));
     let h = r.headers_mut();
     h.insert(
