@@ -682,6 +682,15 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, redis: &[u32], target: Target) -> 
             std::thread::sleep(Duration::from_millis(100));
         }
         let hook_got = hook_arrivals.lock().map(|m| m.len()).unwrap_or(0);
+        let fewest = stream_arrivals
+            .iter()
+            .map(|a| a.lock().map(|m| m.len()).unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        eprintln!(
+            "[realtime] phase {}: {n_answers} probes answered so far; the webhook has {hook_got}, the fewest of a stream {fewest}",
+            n + 1
+        );
         if hook_got < n_answers {
             eprintln!(
                 "[realtime] phase {}: the webhook has {hook_got} of {n_answers} probes; its deliveries: {}",
