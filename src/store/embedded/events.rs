@@ -181,18 +181,12 @@ impl Embedded {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(1);
         let me = self.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<()> {
-            let txn = me.db().begin_read()?;
-            let t = txn.open_table(EVENTS)?;
             let mut chunk = Vec::new();
-            for row in t.range((email, 0)..=(email, u64::MAX))? {
-                let (_, v) = row?;
-                chunk.extend(decode_events(v.value())?);
-                if chunk.len() >= CHUNK_EVENTS
-                    && tx.blocking_send(std::mem::take(&mut chunk)).is_err()
-                {
-                    return Ok(());
-                }
-            }
+            me.each_indexed(email, &mut |events| {
+                chunk.extend(events);
+                // A closed receiver (the caller gone) ends the read.
+                chunk.len() < CHUNK_EVENTS || tx.blocking_send(std::mem::take(&mut chunk)).is_ok()
+            })?;
             if !chunk.is_empty() {
                 let _ = tx.blocking_send(chunk);
             }
@@ -207,14 +201,26 @@ impl Embedded {
     }
 
     fn indexed_events(&self, email: u64) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        self.each_indexed(email, &mut |events| {
+            out.extend(events);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each indexed row's events of one email to `f`, in order, while
+    /// `f` answers true.
+    fn each_indexed(&self, email: u64, f: &mut dyn FnMut(Vec<Event>) -> bool) -> Result<()> {
         let tx = self.db().begin_read()?;
         let t = tx.open_table(EVENTS)?;
-        let mut out = Vec::new();
         for row in t.range((email, 0)..=(email, u64::MAX))? {
             let (_, v) = row?;
-            out.extend(decode_events(v.value())?);
+            if !f(decode_events(v.value())?) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes events that already have their sequence numbers (for `migrate`,
