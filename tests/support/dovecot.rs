@@ -301,7 +301,12 @@ impl Dovecot {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let base = PathBuf::from(format!("/tmp/mb-dc-{n}-{stamp:x}"));
+        // The clock alone is not unique: two tests of one process started
+        // in the same clock tick once shared a directory (and so a
+        // `base_dir`), and the second Dovecot refused to start.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = PathBuf::from(format!("/tmp/mb-dc-{n}-{seq}-{stamp:x}"));
         std::fs::create_dir_all(&base).unwrap();
         let root = run(Command::new("id").arg("-u")) == "0";
         let (mail_uid, mail_gid, internal_user, internal_group, login_user) = if root {
