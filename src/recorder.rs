@@ -9,8 +9,11 @@
 //!
 //! After a batch is committed, and only then, a copy of its events goes to the
 //! optional notification sink (real time derives webhook and stream events from
-//! it) with `try_send`: a full sink drops the *notification* (counted in
-//! `RecorderStats::notify_dropped`, logged), never the hit, and never waits.
+//! it) with `try_send`, so the recorder never waits for it. A full sink does
+//! not lose the notification: the copy waits in a backlog that the next batch
+//! joins, and is handed over as one batch when the sink has room (also while no
+//! hit arrives). Only past `NOTIFY_BACKLOG` events are the oldest notifications
+//! dropped (counted in `RecorderStats::notify_dropped`, logged); never a hit.
 //!
 //! Shutdown: when every `Recorder` handle is dropped the task drains the queue,
 //! commits the last batch and ends; `Recorder::closed` waits for that.
@@ -41,6 +44,9 @@ use crate::store::Store;
 const MAX_BATCH: usize = 4096;
 /// Events waiting for a batch before senders wait (back-pressure).
 const QUEUE: usize = 65_536;
+/// Committed events whose notification waits for a full sink, at most (about
+/// 200 bytes each): past it the oldest are dropped.
+const NOTIFY_BACKLOG: usize = 262_144;
 
 /// An event to commit, or `None`: a barrier, answered at the next commit.
 type Job = (Option<Event>, oneshot::Sender<bool>);
@@ -145,7 +151,21 @@ async fn run(
     notify: Option<mpsc::Sender<Vec<Event>>>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    // Committed events the sink had no room for yet, oldest first.
+    let mut backlog: Vec<Event> = Vec::new();
+    loop {
+        tokio::select! {
+            // Room in the sink while no hit arrives: hand the backlog over.
+            permit = reserve(&notify), if !backlog.is_empty() => {
+                match permit {
+                    Some(p) => p.send(std::mem::take(&mut backlog)),
+                    None => backlog.clear(),
+                }
+                continue;
+            }
+            // `recv_many` is cancel safe: a lost race leaves `jobs` empty.
+            got = rx.recv_many(&mut jobs, MAX_BATCH) => if got == 0 { break },
+        }
         let (events, acks): (Vec<Option<Event>>, Vec<oneshot::Sender<bool>>) =
             jobs.drain(..).unzip();
         // Barriers carry no event; a batch of barriers only is an empty commit,
@@ -172,13 +192,124 @@ async fn run(
             let _ = ack.send(ok);
         }
         if let (true, true, Some(sink), Some(copy)) = (ok, n > 0, &notify, copy) {
-            if sink.try_send(copy).is_err() {
-                stats.notify_dropped.fetch_add(n, Ordering::Relaxed);
+            hand_over(sink, &mut backlog, copy, &stats);
+        }
+    }
+    // Shutdown: what still waits gets a bounded wait for room.
+    if let (Some(sink), false) = (&notify, backlog.is_empty()) {
+        let n = backlog.len() as u64;
+        if tokio::time::timeout(Duration::from_secs(2), sink.send(backlog))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            stats.notify_dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(
+                events = n,
+                "real-time notifications dropped at shutdown (hits are stored)"
+            );
+        }
+    }
+}
+
+/// A permit of the sink, or `None` when there is none (or it is closed).
+async fn reserve(
+    notify: &Option<mpsc::Sender<Vec<Event>>>,
+) -> Option<mpsc::Permit<'_, Vec<Event>>> {
+    match notify {
+        Some(sink) => sink.reserve().await.ok(),
+        None => None,
+    }
+}
+
+/// Hands a committed batch's copy to the sink, behind what already waits; on a
+/// full sink it all waits, bounded by `NOTIFY_BACKLOG` (oldest dropped first).
+fn hand_over(
+    sink: &mpsc::Sender<Vec<Event>>,
+    backlog: &mut Vec<Event>,
+    copy: Vec<Event>,
+    stats: &RecorderStats,
+) {
+    let batch = if backlog.is_empty() {
+        copy
+    } else {
+        backlog.extend(copy);
+        std::mem::take(backlog)
+    };
+    match sink.try_send(batch) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(back)) => {
+            *backlog = back;
+            if backlog.len() > NOTIFY_BACKLOG {
+                let excess = backlog.len() - NOTIFY_BACKLOG;
+                backlog.drain(..excess);
+                stats
+                    .notify_dropped
+                    .fetch_add(excess as u64, Ordering::Relaxed);
                 tracing::warn!(
-                    events = n,
-                    "real-time notifications dropped (hits are stored)"
+                    events = excess,
+                    "real-time notifications dropped: the backlog is full (hits are stored)"
                 );
             }
         }
+        // Real time has stopped: nobody to tell.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::Sealer;
+    use crate::store::embedded::Embedded;
+    use crate::store::Backend;
+
+    fn event(recipient: u32) -> Event {
+        Event {
+            seq: 0,
+            at_ms: crate::ids::now_ms(),
+            kind: crate::model::EventKind::Open,
+            email: 1,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: "203.0.113.0/24".into(),
+            since_prepared_s: 0,
+            machine_net: None,
+        }
+    }
+
+    /// A sink with room for one batch, not read while five batches commit:
+    /// every notification still arrives, in order, once it is read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_sink_delays_notifications_and_loses_none() {
+        let dir = std::env::temp_dir().join(format!(
+            "mailbeacon-recorder-backlog-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sealer = Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer");
+        let store = Store::new(
+            Backend::Embedded(Embedded::open(&dir).expect("open")),
+            sealer,
+        );
+        let (tx, mut rx) = mpsc::channel(1);
+        let (rec, handle) = Recorder::start_with(store, Some(tx));
+        for r in 0..5 {
+            assert!(rec.record(event(r)).await, "committed");
+        }
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the backlog is handed over while no hit arrives")
+                .expect("open");
+            got.extend(batch.into_iter().map(|e| e.recipient));
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(rec.stats.notify_dropped.load(Ordering::Relaxed), 0);
+        drop(rec);
+        handle.await.expect("recorder ends");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

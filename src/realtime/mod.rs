@@ -315,14 +315,14 @@ pub static PASS_US: AtomicU64 = AtomicU64::new(0);
 
 /// The real-time lines of `/metrics` (Prometheus text).
 /// `handoff_dropped` is the recorder's count of committed hits whose
-/// notification it dropped because the hand-off queue was full.
+/// notification it dropped because its backlog behind the hand-off was full.
 pub fn metrics_text(streams: usize, handoff_dropped: u64) -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let rows: [(&str, &str, &str, u64); 13] = [
         (
             "mailbeacon_realtime_handoff_dropped_total",
             "counter",
-            "Committed hits (stored) whose notification was dropped: the recorder's hand-off to real time was full.",
+            "Committed hits (stored) whose notification was dropped: the recorder's backlog behind its hand-off to real time was full.",
             handoff_dropped,
         ),
         (
