@@ -334,14 +334,98 @@ fn serve_one(c: TcpStream, marker: &str, into: &Arrivals, stop: &AtomicBool) {
     }
 }
 
-/// One event stream; returns once the server answered 200.
-fn stream(
+/// Opens one event stream per `Arrivals` slot (each answered 200 before the
+/// next opens), then reads all of them from one thread with one epoll loop
+/// (mio), so the clients add one thread beside the load generator, not one per
+/// stream; they close when `stop` is set.
+fn streams(
     port: u16,
     token: &str,
     stop: Arc<AtomicBool>,
     marker: String,
-    into: Arrivals,
+    slots: &[Arrivals],
 ) -> Result<()> {
+    let poll = mio::Poll::new().map_err(procs::io_err)?;
+    let mut open = Vec::with_capacity(slots.len());
+    for (i, into) in slots.iter().enumerate() {
+        let (c, rest) = open_stream(port, token)?;
+        c.set_nonblocking(true).map_err(procs::io_err)?;
+        let mut c = mio::net::TcpStream::from_std(c);
+        poll.registry()
+            .register(&mut c, mio::Token(i), mio::Interest::READABLE)
+            .map_err(procs::io_err)?;
+        let mut reader = Lines {
+            buf: rest,
+            into: into.clone(),
+        };
+        reader.take_lines(&marker);
+        open.push(Some((c, reader)));
+    }
+    std::thread::spawn(move || {
+        let mut poll = poll;
+        let mut events = mio::Events::with_capacity(open.len().max(1));
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            if poll
+                .poll(&mut events, Some(Duration::from_millis(200)))
+                .is_err()
+            {
+                continue;
+            }
+            for ev in events.iter() {
+                let Some(slot) = open.get_mut(ev.token().0) else {
+                    continue;
+                };
+                let Some((c, reader)) = slot else { continue };
+                // Edge-triggered: read until the socket would block.
+                let closed = loop {
+                    match c.read(&mut chunk) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            reader.buf.extend_from_slice(&chunk[..n]);
+                            reader.take_lines(&marker);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break true,
+                    }
+                };
+                if closed {
+                    *slot = None;
+                }
+            }
+        }
+        // Dropping the sockets closes the streams.
+    });
+    Ok(())
+}
+
+/// A stream's bytes not yet split into lines, and where its arrivals go.
+struct Lines {
+    buf: Vec<u8>,
+    into: Arrivals,
+}
+
+impl Lines {
+    /// Records the probes of every complete `data:` line (chunked framing
+    /// lines and `id:`/`event:` lines carry no marker).
+    fn take_lines(&mut self, marker: &str) {
+        let Some(last) = self.buf.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        for line in self.buf[..last].split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            if let Some(d) = line.trim_end().strip_prefix("data:") {
+                record(d.trim_start(), marker, &self.into);
+            }
+        }
+        self.buf.drain(..=last);
+    }
+}
+
+/// Sends one stream's request and reads its status line; returns the socket
+/// and whatever was read past the status line.
+fn open_stream(port: u16, token: &str) -> Result<(TcpStream, Vec<u8>)> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(procs::io_err)?;
     c.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(procs::io_err)?;
@@ -356,30 +440,8 @@ fn stream(
     if !status.starts_with("HTTP/1.1 200") {
         return Err(format!("GET /api/v1/events: {}", status.trim_end()));
     }
-    // From now on a short timeout, so the reader sees `stop` soon.
-    r.get_ref()
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .map_err(procs::io_err)?;
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while !stop.load(Ordering::Relaxed) {
-            line.clear();
-            match r.read_line(&mut line) {
-                Ok(0) => return,
-                Ok(_) => {
-                    // Chunked framing lines and `id:`/`event:` lines carry no marker.
-                    if let Some(d) = line.trim_end().strip_prefix("data:") {
-                        record(d.trim_start(), &marker, &into);
-                    }
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
-            }
-        }
-    });
-    Ok(())
+    let rest = r.buffer().to_vec();
+    Ok((r.into_inner(), rest))
 }
 
 /// One pixel request per path, with a browser's User-Agent (human opens).
@@ -445,7 +507,7 @@ fn attach(
     token: &str,
     recv: SocketAddr,
     marker: &str,
-    streams: &[Arrivals],
+    slots: &[Arrivals],
 ) -> Result<Attached> {
     let stop = Arc::new(AtomicBool::new(false));
     let created: Value = agent
@@ -459,9 +521,7 @@ fn attach(
         .as_str()
         .ok_or("POST /api/v1/webhooks: no id")?
         .to_string();
-    for a in streams {
-        stream(port, token, stop.clone(), marker.to_string(), a.clone())?;
-    }
+    streams(port, token, stop.clone(), marker.to_string(), slots)?;
     Ok(Attached { stop, webhook })
 }
 
@@ -472,7 +532,7 @@ fn detach(agent: &ureq::Agent, base: &str, token: &str, a: Attached) -> Result<(
         .set("Authorization", &format!("Bearer {token}"))
         .call()
         .map_err(|e| format!("DELETE /api/v1/webhooks: {e}"))?;
-    // The stream readers see `stop` within their 500 ms read timeout and close.
+    // The stream reader sees `stop` within its 200 ms poll and closes them all.
     std::thread::sleep(Duration::from_millis(600));
     Ok(())
 }
