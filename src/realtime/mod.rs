@@ -301,6 +301,12 @@ impl Realtime {
 
 /// Most hits derived in one pass (one derivation, one feed entry).
 const PASS_HITS: usize = 16_384;
+/// The shortest time from one pass's start to the next: what arrives meanwhile
+/// joins the next pass. Each pass has a fixed cost (a first-mark call and a
+/// feed append, each a durable store write, a tail read, a wake-up of every
+/// listening stream), paid per recorder batch without it; with it, at most
+/// 1 / `PASS_INTERVAL` times a second, for up to that much more latency.
+const PASS_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Publisher passes, hits derived, events published, and the lag of the last
 /// pass and the worst seen: from the oldest hit's time to its entry's append
@@ -408,7 +414,8 @@ pub fn metrics_text(streams: usize, handoff_dropped: u64) -> String {
 }
 
 /// Turns what arrives (committed hits, emitted events) into published events:
-/// each pass takes everything waiting (up to `PASS_HITS` hits), derives it
+/// each pass (at most one per `PASS_INTERVAL`) takes everything waiting (up to
+/// `PASS_HITS` hits), derives it
 /// together (one email read per email not cached, one first-mark call), appends
 /// one feed entry, wakes the tail, then queues the webhook deliveries.
 async fn publish_loop(
@@ -421,7 +428,13 @@ async fn publish_loop(
     jobs: Jobs,
 ) {
     let (mut hits_open, mut app_open) = (true, true);
+    let mut last_pass: Option<tokio::time::Instant> = None;
     while hits_open || app_open {
+        // After a pass, let the next gather for the rest of `PASS_INTERVAL`
+        // (the channels hold what arrives; the recorder keeps a backlog).
+        if let Some(at) = last_pass.take() {
+            tokio::time::sleep_until(at + PASS_INTERVAL).await;
+        }
         let mut batch: Vec<Event> = Vec::new();
         let mut events: Vec<AppEvent> = Vec::new();
         tokio::select! {
@@ -445,6 +458,7 @@ async fn publish_loop(
             }
         }
         let started = std::time::Instant::now();
+        last_pass = Some(tokio::time::Instant::now());
         let oldest = batch.iter().map(|h| h.at_ms).min();
         let n_hits = batch.len() as u64;
         if !batch.is_empty() {
