@@ -487,7 +487,11 @@ fn run_on(s: &Settings, target: Target) -> Result<Figures> {
     let out = measure(s, &mut on.mb, &redis, target);
     on.mb.stop();
     drop(on.redis);
-    if out.is_ok() && !s.keep_scratch {
+    // A run that lost probes keeps its scratch (the server's log) to read.
+    let complete = out
+        .as_ref()
+        .is_ok_and(|f| f.webhook.got == f.webhook.expected && f.stream.got == f.stream.expected);
+    if complete && !s.keep_scratch {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     out
@@ -559,6 +563,26 @@ fn delivery_states(agent: &ureq::Agent, base: &str, token: &str, id: &str) -> St
         }
     }
     format!("{states:?}; errors {errors:?}")
+}
+
+/// The answer times (seconds after `began`) of the probes answered since then
+/// that have not arrived, as ranges of consecutive seconds.
+fn missing_at(
+    answers: &Mutex<HashMap<String, Instant>>,
+    arrived: &Arrivals,
+    began: Instant,
+) -> String {
+    let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
+    let mut at: Vec<f64> = answers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(who, t)| **t >= began && !arrived.contains_key(*who))
+        .map(|(_, t)| t.duration_since(began).as_secs_f64())
+        .collect();
+    at.sort_by(f64::total_cmp);
+    let shown: Vec<String> = at.iter().map(|t| format!("{t:.1}")).collect();
+    format!("{} probes: {}", at.len(), shown.join(" "))
 }
 
 /// The `mailbeacon_realtime_*` samples of `GET /metrics`, one per line.
@@ -728,6 +752,7 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, redis: &[u32], target: Target) -> 
                 }
             })
         };
+        let began = Instant::now();
         let r = phase(&load(seed), true, mb.pid(), redis);
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
@@ -756,6 +781,11 @@ fn measure(s: &Settings, mb: &mut Mailbeacon, redis: &[u32], target: Target) -> 
                 "[realtime] phase {}: the webhook has {hook_got} of {n_answers} probes; its deliveries: {}",
                 n + 1,
                 delivery_states(&agent, &base, &prep.user_token, &a.webhook)
+            );
+            eprintln!(
+                "[realtime] phase {}: when the missing probes were answered, in s after the phase began: {}",
+                n + 1,
+                missing_at(&answers, &hook_arrivals, began)
             );
         }
         detach(&agent, &base, &prep.user_token, a)?;
