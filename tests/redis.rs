@@ -185,6 +185,11 @@ fn redis_killed_and_paused_mid_burst_loses_and_doubles_nothing() {
     wait_until("hits after the pause", || {
         burst.answered() > at_unpause + 200
     });
+    // The spool drains while the burst goes on (new batches queue behind it,
+    // so a replay slower than the load would never get back to Redis).
+    wait_until("spool replayed while hits keep coming", || {
+        health(&s)["status"] == "ok"
+    });
     let (more, failed) = burst.finish();
     assert_eq!(failed, 0, "the pixel failed while Redis was paused");
     assert_opens_become(&s, &tok, &id, answered + more);

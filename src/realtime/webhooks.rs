@@ -127,6 +127,9 @@ pub async fn check_url(policy: &OutboundPolicy, url: &str) -> Result<(), Outboun
 #[derive(Default)]
 pub struct Subscriptions {
     cached: RwLock<Option<(Instant, Arc<Vec<Webhook>>)>>,
+    /// Bumped by `invalidate`: a read of the store that began before a change
+    /// must not be cached as if it came after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Subscriptions {
@@ -136,11 +139,15 @@ impl Subscriptions {
                 return list.clone();
             }
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         match store.webhooks().await {
             Ok(list) => {
                 let list = Arc::new(list);
-                *self.cached.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), list.clone()));
+                let mut cached = self.cached.write().unwrap_or_else(|p| p.into_inner());
+                // Changed while we read: use what we read this once, cache nothing.
+                if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                    *cached = Some((Instant::now(), list.clone()));
+                }
                 list
             }
             Err(e) => {
@@ -157,7 +164,10 @@ impl Subscriptions {
 
     /// A webhook was created or deleted here: read the list again next time.
     pub fn invalidate(&self) {
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut cached = self.cached.write().unwrap_or_else(|p| p.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        *cached = None;
     }
 }
 

@@ -54,8 +54,14 @@ use crate::store::{Result, StoreError};
 /// appends take well under a millisecond; a paused or dead Redis must not make
 /// pixels wait longer than this.
 const COMMIT_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long one replay of a spooled batch may take.
+/// How long one replay round trip may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Spooled batches sent in one replay round trip, at most, and their bytes
+/// (past the first). One batch per round trip drained slower than a sustained
+/// load spooled (every batch after the first waits behind the spool), so the
+/// spool grew until full and hits were dropped.
+const REPLAY_RECORDS: usize = 512;
+const REPLAY_BYTES: usize = 8 << 20;
 /// Entries pending this long in another consumer are taken over.
 const CLAIM_IDLE: Duration = Duration::from_secs(5);
 /// Entries read per shard per deriver round.
@@ -596,21 +602,29 @@ pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>)
 
 /// Appends one packed batch to a shard log (one pipeline, one slot).
 async fn append(c: &mut Conn, shard: usize, packed: &[u8]) -> Result<()> {
-    let key = keys::log(shard);
-    let _: () = ::redis::pipe()
-        .cmd("XADD")
-        .arg(&key)
+    let mut pipe = ::redis::pipe();
+    add_entry(&mut pipe, shard, packed);
+    keep_log(&mut pipe, shard);
+    let _: () = pipe.query_async(c).await?;
+    Ok(())
+}
+
+/// Adds one batch's entry (`XADD`) to a shard log's pipeline.
+fn add_entry(pipe: &mut ::redis::Pipeline, shard: usize, packed: &[u8]) {
+    pipe.cmd("XADD")
+        .arg(keys::log(shard))
         .arg("*")
         .arg("b")
         .arg(packed)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(&key)
+        .ignore();
+}
+
+/// Refreshes the shard log's TTL (`PEXPIRE`) at the end of its pipeline.
+fn keep_log(pipe: &mut ::redis::Pipeline, shard: usize) {
+    pipe.cmd("PEXPIRE")
+        .arg(keys::log(shard))
         .arg(LOG_TTL_MS)
-        .ignore()
-        .query_async(c)
-        .await?;
-    Ok(())
+        .ignore();
 }
 
 /// The deriver task: runs after every local commit, every 100 ms for other
@@ -650,7 +664,76 @@ pub async fn derive_loop(me: Arc<Redis>, consumer: String, mut stop: watch::Rece
     }
 }
 
-/// The replayer task: sends spooled batches to Redis, oldest first.
+/// What one replay round did.
+enum Round {
+    /// Sent this many records and advanced past them.
+    Sent(usize),
+    /// The spool had nothing left to send.
+    Empty,
+    /// Redis (or the spool file) failed: try again at the next tick.
+    Failed,
+}
+
+/// Sends the oldest spooled records (up to `REPLAY_RECORDS`) to one shard log
+/// in one round trip and advances the spool past them.
+async fn replay_round(me: &Arc<Redis>, shard: &mut usize) -> Round {
+    let spool = me.spool.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        spool
+            .lock()
+            .map_err(|_| poisoned())?
+            .peek_many(REPLAY_RECORDS, REPLAY_BYTES)
+    })
+    .await;
+    let (records, at) = match next {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return Round::Empty,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the Redis spool");
+            return Round::Failed;
+        }
+        Err(_) => return Round::Failed,
+    };
+    let n: u32 = records.iter().map(|(k, _)| *k).sum();
+    // One shard log per round trip: a pipeline keeps to one hash slot (the
+    // Cluster rule in `conn`).
+    *shard = (*shard + 1) % keys::SHARDS;
+    let mut pipe = ::redis::pipe();
+    for (_, packed) in &records {
+        add_entry(&mut pipe, *shard, packed);
+    }
+    keep_log(&mut pipe, *shard);
+    let mut c = me.hot.clone();
+    match tokio::time::timeout(REPLAY_TIMEOUT, pipe.query_async::<()>(&mut c)).await {
+        Ok(Ok(())) => {}
+        // Still unavailable.
+        _ => return Round::Failed,
+    }
+    let spool = me.spool.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut s = spool.lock().map_err(|_| poisoned())?;
+        s.advance(n, at)?;
+        Ok::<_, StoreError>(s.events)
+    })
+    .await;
+    match res {
+        Ok(Ok(depth)) => me.stats.spool_events.store(depth, Ordering::Relaxed),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot update the Redis spool");
+            return Round::Failed;
+        }
+        Err(_) => return Round::Failed,
+    }
+    me.derive_wake.notify_one();
+    Round::Sent(records.len())
+}
+
+/// The replayer task: sends spooled batches to Redis, oldest first, many per
+/// round trip. While it replays, the recorder keeps spooling new batches
+/// behind them; once a round finds less than a full round left, the replayer
+/// takes the commit lock (no batch can be spooled meanwhile), sends the rest
+/// and switches back to Redis under it. Without the lock step, a steady load
+/// always had a batch spooled in the gap and the spool never emptied.
 pub async fn replay_loop(me: Arc<Redis>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
     loop {
@@ -660,51 +743,25 @@ pub async fn replay_loop(me: Arc<Redis>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         while me.spooling.load(Ordering::Relaxed) {
-            let spool = me.spool.clone();
-            let next =
-                tokio::task::spawn_blocking(move || spool.lock().map_err(|_| poisoned())?.peek())
-                    .await;
-            let next = match next {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read the Redis spool");
-                    break;
-                }
-                Err(_) => break,
-            };
-            let Some((n, packed, at)) = next else {
-                // Nothing left: go back to Redis, unless a batch was spooled
-                // meanwhile (checked under the commit lock, so none can slip in).
-                let _order = me.commit_order.lock().await;
-                let empty = me.spool.lock().map(|s| s.is_empty()).unwrap_or(false);
-                if empty {
-                    me.spooling.store(false, Ordering::Relaxed);
-                    tracing::info!(
-                        "the Redis spool is replayed; recording straight to Redis again"
-                    );
-                }
-                continue;
-            };
-            shard = (shard + 1) % keys::SHARDS;
-            let mut c = me.hot.clone();
-            match tokio::time::timeout(REPLAY_TIMEOUT, append(&mut c, shard, &packed)).await {
-                Ok(Ok(())) => {
-                    let spool = me.spool.clone();
-                    let res = tokio::task::spawn_blocking(move || {
-                        let mut s = spool.lock().map_err(|_| poisoned())?;
-                        s.advance(n, at)?;
-                        Ok::<_, StoreError>(s.events)
-                    })
-                    .await;
-                    match res {
-                        Ok(Ok(depth)) => me.stats.spool_events.store(depth, Ordering::Relaxed),
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot update the Redis spool"),
-                        Err(_) => {}
+            match replay_round(&me, &mut shard).await {
+                Round::Failed => break,
+                Round::Sent(k) if k >= REPLAY_RECORDS => {}
+                Round::Sent(_) | Round::Empty => {
+                    // Near the end: finish under the commit lock.
+                    let _order = me.commit_order.lock().await;
+                    let done = loop {
+                        match replay_round(&me, &mut shard).await {
+                            Round::Sent(_) => {}
+                            Round::Empty => break true,
+                            Round::Failed => break false,
+                        }
+                    };
+                    if done {
+                        me.spooling.store(false, Ordering::Relaxed);
+                        tracing::info!(
+                            "the Redis spool is replayed; recording straight to Redis again"
+                        );
                     }
-                    me.derive_wake.notify_one();
-                }
-                _ => {
-                    // Still unavailable: wait for the next tick.
                     break;
                 }
             }

@@ -3,7 +3,9 @@
 //! `redis-spool.journal` in the data directory, framed by `store::journal`. A batch
 //! is acknowledged (the pixel answered) only after its record is appended and
 //! `fdatasync`ed, exactly like the embedded store's journal. The replayer sends
-//! records to Redis oldest first; once the last one is in, the file is emptied.
+//! records to Redis oldest first, up to 512 in one round trip (one at a time
+//! drained slower than a sustained load spooled behind them, and the spool
+//! filled up); once the last one is in, the file is emptied.
 //! While the spool holds anything, new batches are appended behind it instead of
 //! going to Redis, so events reach Redis in the order they were answered.
 //!
@@ -105,28 +107,39 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest record not yet replayed: (events, packed batch, where the next
-    /// record starts).
-    pub fn peek(&mut self) -> Result<Option<(u32, Vec<u8>, u64)>> {
-        if self.is_empty() {
-            return Ok(None);
-        }
-        match journal::read_record(&mut self.file, self.read_at)? {
-            Some((b, next)) => {
-                let (n, packed) = split(&b)
-                    .ok_or_else(|| StoreError::Backend("a spool record is too short".into()))?;
-                Ok(Some((n, packed.to_vec(), next)))
+    /// The oldest records not yet replayed, at most `max_records` of them and
+    /// (past the first) at most `max_bytes` of batches in all: their (events,
+    /// packed batch) and where the record after them starts. One replay round
+    /// trip sends them all, so the replayer outpaces a load that keeps spooling.
+    pub fn peek_many(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<(u32, Vec<u8>)>, u64)>> {
+        let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
+        let (mut at, mut bytes) = (self.read_at, 0usize);
+        while at < self.len && out.len() < max_records.max(1) {
+            let Some((b, next)) = journal::read_record(&mut self.file, at)? else {
+                return Err(StoreError::Backend(format!(
+                    "the spool {} is damaged at byte {at}",
+                    self.path.display()
+                )));
+            };
+            let (n, packed) = split(&b)
+                .ok_or_else(|| StoreError::Backend("a spool record is too short".into()))?;
+            if !out.is_empty() && bytes + packed.len() > max_bytes {
+                break;
             }
-            None => Err(StoreError::Backend(format!(
-                "the spool {} is damaged at byte {}",
-                self.path.display(),
-                self.read_at
-            ))),
+            bytes += packed.len();
+            out.push((n, packed.to_vec()));
+            at = next;
         }
+        Ok((!out.is_empty()).then_some((out, at)))
     }
 
-    /// Marks the record returned by `peek` as replayed. When that was the last
-    /// one, empties the file.
+    /// Marks the records returned by `peek_many` (`events` in all, `next` where
+    /// the record after them starts) as replayed. When they were the last,
+    /// empties the file.
     pub fn advance(&mut self, events: u32, next: u64) -> Result<()> {
         self.read_at = next;
         self.events = self.events.saturating_sub(u64::from(events));
@@ -138,5 +151,43 @@ impl Spool {
             self.events = 0;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_many_takes_the_oldest_records_within_both_limits_and_advance_drains() {
+        let dir = std::env::temp_dir().join(format!("mailbeacon-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Spool::open(&dir, 1 << 20).expect("open");
+        assert!(s.peek_many(10, 1000).expect("read").is_none());
+        for i in 0..5u32 {
+            s.append(i + 1, &[b'a' + i as u8; 100]).expect("append");
+        }
+        assert_eq!(s.events, 15);
+        // Three by count.
+        let (got, next) = s.peek_many(3, 1 << 20).expect("read").expect("some");
+        let ns: Vec<u32> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(ns, [1, 2, 3]);
+        assert_eq!(got[2].1, vec![b'c'; 100]);
+        // Two by bytes (the first always, whatever its size).
+        let (by_bytes, _) = s.peek_many(10, 250).expect("read").expect("some");
+        assert_eq!(by_bytes.len(), 2);
+        assert_eq!(s.peek_many(10, 1).expect("read").expect("some").0.len(), 1);
+        s.advance(6, next).expect("advance");
+        assert_eq!(s.events, 9);
+        let (rest, end) = s.peek_many(10, 1 << 20).expect("read").expect("some");
+        assert_eq!(rest.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [4, 5]);
+        s.advance(9, end).expect("advance");
+        assert!(s.is_empty());
+        assert_eq!(s.events, 0);
+        // Emptied: the file is cut back, and a reopen finds nothing.
+        drop(s);
+        let mut again = Spool::open(&dir, 1 << 20).expect("reopen");
+        assert!(again.peek_many(10, 1000).expect("read").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
