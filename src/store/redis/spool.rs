@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 use crate::store::journal;
 use crate::store::{Result, StoreError};
 
+/// One spooled batch: its event count and packed events.
+pub type Record = (u32, Vec<u8>);
+
 pub struct Spool {
     path: PathBuf,
     file: File,
@@ -115,8 +118,8 @@ impl Spool {
         &mut self,
         max_records: usize,
         max_bytes: usize,
-    ) -> Result<Option<(Vec<(u32, Vec<u8>)>, u64)>> {
-        let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
+    ) -> Result<Option<(Vec<Record>, u64)>> {
+        let mut out: Vec<Record> = Vec::new();
         let (mut at, mut bytes) = (self.read_at, 0usize);
         while at < self.len && out.len() < max_records.max(1) {
             let Some((b, next)) = journal::read_record(&mut self.file, at)? else {
