@@ -61,7 +61,7 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// load spooled (every batch after the first waits behind the spool), so the
 /// spool grew until full and hits were dropped.
 const REPLAY_RECORDS: usize = 512;
-const REPLAY_BYTES: usize = 8 << 20;
+const REPLAY_BYTES: usize = 2 << 20;
 /// Entries pending this long in another consumer are taken over.
 const CLAIM_IDLE: Duration = Duration::from_secs(5);
 /// Entries read per shard per deriver round.
