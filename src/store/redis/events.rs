@@ -666,8 +666,8 @@ pub async fn derive_loop(me: Arc<Redis>, consumer: String, mut stop: watch::Rece
 
 /// What one replay round did.
 enum Round {
-    /// Sent this many records and advanced past them.
-    Sent(usize),
+    /// Sent the oldest records; this many bytes of the spool are left.
+    Sent(u64),
     /// The spool had nothing left to send.
     Empty,
     /// Redis (or the spool file) failed: try again at the next tick.
@@ -713,24 +713,27 @@ async fn replay_round(me: &Arc<Redis>, shard: &mut usize) -> Round {
     let res = tokio::task::spawn_blocking(move || {
         let mut s = spool.lock().map_err(|_| poisoned())?;
         s.advance(n, at)?;
-        Ok::<_, StoreError>(s.events)
+        Ok::<_, StoreError>((s.events, s.backlog_bytes()))
     })
     .await;
-    match res {
-        Ok(Ok(depth)) => me.stats.spool_events.store(depth, Ordering::Relaxed),
+    let left = match res {
+        Ok(Ok((depth, left))) => {
+            me.stats.spool_events.store(depth, Ordering::Relaxed);
+            left
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot update the Redis spool");
             return Round::Failed;
         }
         Err(_) => return Round::Failed,
-    }
+    };
     me.derive_wake.notify_one();
-    Round::Sent(records.len())
+    Round::Sent(left)
 }
 
 /// The replayer task: sends spooled batches to Redis, oldest first, many per
 /// round trip. While it replays, the recorder keeps spooling new batches
-/// behind them; once a round finds less than a full round left, the replayer
+/// behind them; once less than a round's bytes are left, the replayer
 /// takes the commit lock (no batch can be spooled meanwhile), sends the rest
 /// and switches back to Redis under it. Without the lock step, a steady load
 /// always had a batch spooled in the gap and the spool never emptied.
@@ -745,7 +748,8 @@ pub async fn replay_loop(me: Arc<Redis>, mut stop: watch::Receiver<bool>) {
         while me.spooling.load(Ordering::Relaxed) {
             match replay_round(&me, &mut shard).await {
                 Round::Failed => break,
-                Round::Sent(k) if k >= REPLAY_RECORDS => {}
+                // More than a round's worth left: keep going without the lock.
+                Round::Sent(left) if left > REPLAY_BYTES as u64 => {}
                 Round::Sent(_) | Round::Empty => {
                     // Near the end: finish under the commit lock.
                     let _order = me.commit_order.lock().await;

@@ -88,6 +88,11 @@ impl Spool {
         })
     }
 
+    /// Bytes of records not yet replayed (framing included).
+    pub fn backlog_bytes(&self) -> u64 {
+        self.len.saturating_sub(self.read_at)
+    }
+
     /// Returns true if and only if nothing waits to be replayed.
     pub fn is_empty(&self) -> bool {
         self.read_at >= self.len
@@ -182,6 +187,12 @@ mod tests {
         assert_eq!(s.peek_many(10, 1).expect("read").expect("some").0.len(), 1);
         s.advance(6, next).expect("advance");
         assert_eq!(s.events, 9);
+        // Two records of 100 bytes left, each framed with its count.
+        assert!(
+            s.backlog_bytes() >= 208 && s.backlog_bytes() < 300,
+            "{}",
+            s.backlog_bytes()
+        );
         let (rest, end) = s.peek_many(10, 1 << 20).expect("read").expect("some");
         assert_eq!(rest.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [4, 5]);
         s.advance(9, end).expect("advance");
