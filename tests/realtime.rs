@@ -650,6 +650,46 @@ fn two_processes_on_one_redis_share_streams_and_deliver_once() {
     ]);
 }
 
+/// Without any webhook, a stream is what makes its owner's hits derived: the
+/// process that records the hit learns of a stream open on another process
+/// from the store, and an owner with neither gets no events at all.
+#[test]
+fn a_stream_on_another_process_is_enough_to_get_the_hits() {
+    let redis = RedisServer::start();
+    let env = [ALLOW, ("MAILBEACON_REDIS_URL", redis.url().leak() as &str)];
+    let a = Server::start_env(&env);
+    let b = Server::start_env(&env);
+    let ann = a.user("ann@sales.test");
+    let dan = a.user("dan@sales.test");
+    // Dan's email is opened while nobody listens for him: no event is kept,
+    // so his later stream's resume from the start of the feed finds none.
+    let resp = a.follow(
+        &dan,
+        &email(
+            "dan@sales.test",
+            &["erin@client.test"],
+            &[],
+            &[],
+            &["https://example.test/d"],
+        ),
+    );
+    open(
+        &copy(&resp["recipients"][0], &a.base).pixel.unwrap(),
+        BROWSER_UA,
+    );
+    let on_b = stream(&b, &ann, None);
+    let (_, copy) = a.follow_one(&ann, "carol@client.test", "https://example.test/p");
+    open(&copy.pixel.unwrap(), BROWSER_UA);
+    let (_, kind, data) = next_event(&on_b, 10).expect("A's hit on B's stream");
+    assert_eq!(kind, "email.opened");
+    assert!(data.to_string().contains("carol@client.test"), "{data}");
+    let dans_stream = stream(&a, &dan, Some("evt_0-0-0"));
+    assert!(
+        next_event(&dans_stream, 2).is_none(),
+        "no event was derived for an owner nobody listened for"
+    );
+}
+
 #[test]
 fn two_processes_on_a_redis_cluster_share_streams_and_deliver_once() {
     let cluster = RedisCluster::start();

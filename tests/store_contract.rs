@@ -342,6 +342,22 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     assert!(texts.contains(&"keep-me".to_string()), "{texts:?}");
     assert!(!texts.iter().any(|t| t.contains("dana")), "{texts:?}");
 
+    // Stream listeners: recorded per owner, kept for the feed window.
+    let now = now_ms();
+    assert!(store.listeners(now).await.unwrap().is_empty());
+    store
+        .listeners_seen(&[5, 6], now - 25 * 3_600_000)
+        .await
+        .unwrap();
+    store.listeners_seen(&[6, 7], now).await.unwrap();
+    let seen = store.listeners(now).await.unwrap();
+    assert_eq!(
+        seen,
+        [6, 7].into_iter().collect(),
+        "5 is older than the window"
+    );
+    store.listeners_seen(&[], now).await.unwrap();
+
     // Connected mailboxes, listed for the reply watcher (secrets opened).
     let mbx = |user: &str| MailboxConfig {
         host: "imap.example.test".into(),

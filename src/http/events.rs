@@ -176,6 +176,15 @@ pub async fn stream(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let (rx, start) = hub.subscribe(user.id);
+    // For the other processes' publishers (`realtime::audience`): this
+    // process's hub counts the stream already, so a failure only delays them.
+    if let Err(e) = app
+        .store
+        .listeners_seen(&[user.id], crate::ids::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record a stream's owner as listening");
+    }
     let mut heartbeat = tokio::time::interval(app.realtime.heartbeat());
     heartbeat.reset();
     let mut state = State {

@@ -8,13 +8,15 @@
 //! events are ever read here. Marks known to be set (by this process, or found
 //! set) are remembered in a bounded set and not asked again: a mark is never
 //! unset while its email can still be hit, so a repeated open costs no store
-//! call.
+//! call. Hits of owners nobody can receive from (`audience`) only get their
+//! marks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map};
 
+use super::audience::Receivers;
 use super::{AppEvent, EventType};
 use crate::classify::{classify, Heuristics};
 use crate::model::{Event, EventKind};
@@ -120,8 +122,9 @@ impl Deriver {
         info
     }
 
-    /// The application events for one committed batch of hits.
-    pub async fn derive(&self, hits: Vec<Event>) -> Vec<AppEvent> {
+    /// The application events for one committed batch of hits, for the
+    /// owners in `to`; the others' hits only get their first marks.
+    pub async fn derive(&self, hits: Vec<Event>, to: &Receivers) -> Vec<AppEvent> {
         let mut infos: HashMap<u64, Option<Arc<EmailInfo>>> = HashMap::new();
         for h in &hits {
             if let std::collections::hash_map::Entry::Vacant(slot) = infos.entry(h.email) {
@@ -145,7 +148,24 @@ impl Deriver {
                 // An erased (or unknown) recipient: nothing to tell.
                 continue;
             };
+            let told = to.includes(info.owner);
+            if !told && known {
+                // Nobody to tell, and its mark is set already.
+                continue;
+            }
             let machine = classify(&h, &info.heuristics).is_some();
+            if !told {
+                if !machine {
+                    marks.push(FirstMark {
+                        email: h.email,
+                        recipient: h.recipient,
+                        kind: mark_kind(h.kind),
+                        expires_ms: info.expires_ms,
+                    });
+                    human_at.push(None);
+                }
+                continue;
+            }
             let kind = match h.kind {
                 EventKind::Open => EventType::EmailOpened,
                 EventKind::Click => EventType::EmailClicked,
@@ -170,7 +190,7 @@ impl Deriver {
                     kind: mark_kind(h.kind),
                     expires_ms: info.expires_ms,
                 });
-                human_at.push(events.len());
+                human_at.push(Some(events.len()));
             }
             events.push(AppEvent {
                 id: String::new(),
@@ -190,8 +210,10 @@ impl Deriver {
             .collect();
         match self.store.mark_first(marks).await {
             Ok(firsts) => {
-                for (i, first) in human_at.into_iter().zip(firsts) {
-                    events[i].first = first;
+                for (at, first) in human_at.into_iter().zip(firsts) {
+                    if let Some(i) = at {
+                        events[i].first = first;
+                    }
                 }
                 // Set now, whether by this call or before it.
                 let mut known = self.known();
@@ -257,55 +279,99 @@ mod tests {
         events.iter().map(|e| e.first).collect()
     }
 
+    fn email(owner: u64) -> EmailRecord {
+        let now = crate::ids::now_ms();
+        EmailRecord {
+            id: 9,
+            owner,
+            from: "ann@sales.test".into(),
+            subject: Some("Pricing".into()),
+            message_id: None,
+            created_ms: now - 3_600_000,
+            expires_ms: now + 3_600_000,
+            deliver: "return".into(),
+            recipients: vec![recipient("b@client.test"), recipient("c@client.test")],
+            links: vec!["https://a.example/".into()],
+            lookups: Vec::new(),
+            template: None,
+            send_at_ms: None,
+            reminder: None,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn owners_nobody_receives_from_get_marks_but_no_events() {
+        let store = store("audience");
+        store.put_email(email(1)).await.expect("put email");
+        let d = Deriver::new(store.clone(), Heuristics::default());
+        let others = Receivers {
+            everyone: false,
+            owners: [2].into_iter().collect(),
+        };
+        let none = d
+            .derive(
+                vec![hit(EventKind::Open, 0), hit(EventKind::Open, 0)],
+                &others,
+            )
+            .await;
+        assert!(none.is_empty(), "owner 1 is not among the receivers");
+        assert_eq!(d.known().len(), 1, "the human open's mark is set anyway");
+        // Once owner 1 can receive (a stream, a webhook), a repeat open is not
+        // first, and another recipient's first open is.
+        let to_one = Receivers {
+            everyone: false,
+            owners: [1].into_iter().collect(),
+        };
+        let later = d
+            .derive(
+                vec![hit(EventKind::Open, 0), hit(EventKind::Open, 1)],
+                &to_one,
+            )
+            .await;
+        assert_eq!(firsts(&later), [false, true]);
+        assert!(later.iter().all(|e| e.owner == 1));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn first_is_once_per_recipient_and_kind_and_known_marks_skip_the_store() {
         let store = store("first");
-        let now = crate::ids::now_ms();
-        store
-            .put_email(EmailRecord {
-                id: 9,
-                owner: 1,
-                from: "ann@sales.test".into(),
-                subject: Some("Pricing".into()),
-                message_id: None,
-                created_ms: now - 3_600_000,
-                expires_ms: now + 3_600_000,
-                deliver: "return".into(),
-                recipients: vec![recipient("b@client.test"), recipient("c@client.test")],
-                links: vec!["https://a.example/".into()],
-                lookups: Vec::new(),
-                template: None,
-                send_at_ms: None,
-                reminder: None,
-            })
-            .await
-            .expect("put email");
+        store.put_email(email(1)).await.expect("put email");
         let d = Deriver::new(store.clone(), Heuristics::default());
+        let all = Receivers::everyone();
         // In one batch: the first open of each recipient is first, a repeat is not.
         let a = d
-            .derive(vec![
-                hit(EventKind::Open, 0),
-                hit(EventKind::Open, 0),
-                hit(EventKind::Open, 1),
-            ])
+            .derive(
+                vec![
+                    hit(EventKind::Open, 0),
+                    hit(EventKind::Open, 0),
+                    hit(EventKind::Open, 1),
+                ],
+                &all,
+            )
             .await;
         assert_eq!(firsts(&a), [true, false, true]);
         assert_eq!(d.known().len(), 2, "both marks are now known set");
         // Later batches: repeats are not first (answered from the known set, as
         // the store would), another kind is.
         let b = d
-            .derive(vec![hit(EventKind::Open, 1), hit(EventKind::Click, 0)])
+            .derive(
+                vec![hit(EventKind::Open, 1), hit(EventKind::Click, 0)],
+                &all,
+            )
             .await;
         assert_eq!(firsts(&b), [false, true]);
         // A fresh deriver (another process) asks the store and agrees.
         let other = Deriver::new(store.clone(), Heuristics::default());
         let c = other
-            .derive(vec![hit(EventKind::Open, 0), hit(EventKind::Click, 1)])
+            .derive(
+                vec![hit(EventKind::Open, 0), hit(EventKind::Click, 1)],
+                &all,
+            )
             .await;
         assert_eq!(firsts(&c), [false, true]);
         // An erase empties the known set (and the email cache).
         store.scrub().await.expect("scrub");
-        let e = d.derive(vec![hit(EventKind::Open, 0)]).await;
+        let e = d.derive(vec![hit(EventKind::Open, 0)], &all).await;
         assert_eq!(firsts(&e), [false]);
         assert_eq!(d.known().len(), 1, "emptied by the erase, then refilled");
     }

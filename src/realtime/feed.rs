@@ -248,6 +248,16 @@ impl Hub {
         (rx, EventPos::end_of(o.latest))
     }
 
+    /// The owners with a stream open here.
+    pub fn owners_listening(&self) -> Vec<u64> {
+        self.owners()
+            .channels
+            .iter()
+            .filter(|(_, c)| c.receiver_count() > 0)
+            .map(|(o, _)| *o)
+            .collect()
+    }
+
     /// Streams currently listening.
     pub fn listeners(&self) -> usize {
         self.owners()

@@ -10,6 +10,7 @@
 //! (the retained feed, webhook deliveries, server-sent event streams) lives
 //! behind it.
 
+pub mod audience;
 pub mod derive;
 pub mod feed;
 pub mod webhooks;
@@ -429,6 +430,9 @@ async fn publish_loop(
 ) {
     let (mut hits_open, mut app_open) = (true, true);
     let mut last_pass: Option<tokio::time::Instant> = None;
+    // When this process last recorded its open streams (each stream records
+    // itself as it opens).
+    let mut recorded_streams = std::time::Instant::now();
     while hits_open || app_open {
         // After a pass, let the next gather for the rest of `PASS_INTERVAL`
         // (the channels hold what arrives; the recorder keeps a backlog).
@@ -461,8 +465,11 @@ async fn publish_loop(
         last_pass = Some(tokio::time::Instant::now());
         let oldest = batch.iter().map(|h| h.at_ms).min();
         let n_hits = batch.len() as u64;
+        let hooks = subs.get(&store).await;
         if !batch.is_empty() {
-            events.extend(deriver.derive(batch).await);
+            audience::refresh(&store, &hub, &mut recorded_streams).await;
+            let to = audience::receivers(&store, &hooks, &hub).await;
+            events.extend(deriver.derive(batch, &to).await);
         }
         HITS_DERIVED.fetch_add(n_hits, Ordering::Relaxed);
         LAST_PASS_HITS.store(n_hits, Ordering::Relaxed);
@@ -486,7 +493,6 @@ async fn publish_loop(
         }
         PASSES.fetch_add(1, Ordering::Relaxed);
         PUBLISHED.fetch_add(n as u64, Ordering::Relaxed);
-        let hooks = subs.get(&store).await;
         let due = webhooks::fan_out(&hooks, &published, crate::ids::now_ms());
         if !due.is_empty() {
             if let Err(e) = jobs.enqueue(due).await {

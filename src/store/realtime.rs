@@ -16,6 +16,10 @@
 //!   counter, as Redis stream ids are), retained `FEED_WINDOW_MS` (Redis also
 //!   caps it near `FEED_MAX_ENTRIES` entries). Every process reads it, so it is
 //!   both the cross-process fan-in of the live streams and their resume buffer.
+//! - **Listeners** record which owners had an event stream open, and when
+//!   (one timestamp per owner, kept `FEED_WINDOW_MS`): an owner nobody could
+//!   ever receive from (no webhook, no stream within the feed window) gets no
+//!   feed entries, so the hot path's notifications cost nothing for them.
 
 use super::{Backend, Result, Store, StoreError};
 use crate::model::{Attempt, Webhook};
@@ -235,6 +239,26 @@ impl Store {
                 .await)?;
         }
         Ok(n)
+    }
+
+    /// Records that `owners` have an event stream open at `now_ms` (kept for
+    /// the feed window; older records are dropped here).
+    pub async fn listeners_seen(&self, owners: &[u64], now_ms: u64) -> Result<()> {
+        if owners.is_empty() {
+            return Ok(());
+        }
+        let owners = owners.to_vec();
+        let cutoff = now_ms.saturating_sub(FEED_WINDOW_MS);
+        on_backend!(self, |s| s.listeners_seen(&owners, now_ms, cutoff), |r| r
+            .listeners_seen(&owners, now_ms, cutoff)
+            .await)
+    }
+
+    /// The owners that had an event stream open within the feed window
+    /// before `now_ms`, in any process.
+    pub async fn listeners(&self, now_ms: u64) -> Result<std::collections::HashSet<u64>> {
+        let cutoff = now_ms.saturating_sub(FEED_WINDOW_MS);
+        on_backend!(self, |s| s.listeners(cutoff), |r| r.listeners(cutoff).await)
     }
 
     /// The newest entry's position (`FeedPos::default()` when empty).

@@ -20,6 +20,9 @@ const FIRSTS: TableDefinition<(u64, u32, u8), u64> = TableDefinition::new("realt
 /// (ms, seq) -> sealed feed entry.
 const FEED: TableDefinition<(u64, u64), &str> = TableDefinition::new("realtime_feed");
 
+/// owner -> when a stream of theirs was last seen open (ms).
+const LISTENERS: TableDefinition<u64, u64> = TableDefinition::new("realtime_listeners");
+
 /// Old feed entries removed per append (so one append does bounded work).
 const TRIM_PER_APPEND: usize = 256;
 
@@ -218,6 +221,43 @@ impl Embedded {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    pub(crate) fn listeners_seen(&self, owners: &[u64], now_ms: u64, cutoff_ms: u64) -> Result<()> {
+        let tx = self.db().begin_write()?;
+        {
+            let mut t = tx.open_table(LISTENERS)?;
+            // One row per owner with a stream: a small table, scanned whole.
+            let old: Vec<u64> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, at)| at.value() < cutoff_ms)
+                .map(|(k, _)| k.value())
+                .collect();
+            for o in old {
+                t.remove(o)?;
+            }
+            for &o in owners {
+                t.insert(o, now_ms)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn listeners(&self, cutoff_ms: u64) -> Result<std::collections::HashSet<u64>> {
+        let tx = self.db().begin_read()?;
+        let Some(t) = missing_is_empty(tx.open_table(LISTENERS))? else {
+            return Ok(Default::default());
+        };
+        let mut out = std::collections::HashSet::new();
+        for row in t.iter()? {
+            let (k, at) = row?;
+            if at.value() >= cutoff_ms {
+                out.insert(k.value());
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn feed_end(&self) -> Result<FeedPos> {

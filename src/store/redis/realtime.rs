@@ -11,7 +11,7 @@
 //! Webhook keys share the tag `{wh}` so logging an attempt and updating the
 //! health is one script; first marks are one pipeline per email (its tag).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ::redis::Value;
 
@@ -26,6 +26,8 @@ const HOOKS: &str = "mb:{wh}:hooks";
 const FAILING: &str = "mb:{wh}:failing";
 const DISABLED: &str = "mb:{wh}:disabled";
 const FEED: &str = "mb:{rt}:feed";
+/// Sorted set: owner, scored by when a stream of theirs was last seen open.
+const LISTENERS: &str = "mb:{rt}:listeners";
 
 fn log_key(id: u64) -> String {
     format!("mb:{{wh}}:log:{id:016x}")
@@ -250,6 +252,43 @@ impl Redis {
             let _: i64 = cmd.query_async(&mut c).await?;
         }
         Ok(())
+    }
+
+    pub(crate) async fn listeners_seen(
+        &self,
+        owners: &[u64],
+        now_ms: u64,
+        cutoff_ms: u64,
+    ) -> Result<()> {
+        let mut c = self.c();
+        let mut p = ::redis::pipe();
+        let add = p.cmd("ZADD").arg(LISTENERS);
+        for o in owners {
+            add.arg(now_ms).arg(o);
+        }
+        add.ignore();
+        p.cmd("ZREMRANGEBYSCORE")
+            .arg(LISTENERS)
+            .arg("-inf")
+            .arg(format!("({cutoff_ms}"))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(LISTENERS)
+            .arg(FEED_WINDOW_MS)
+            .ignore();
+        let () = p.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn listeners(&self, cutoff_ms: u64) -> Result<HashSet<u64>> {
+        let mut c = self.c();
+        let owners: Vec<u64> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(LISTENERS)
+            .arg(cutoff_ms)
+            .arg("+inf")
+            .query_async(&mut c)
+            .await?;
+        Ok(owners.into_iter().collect())
     }
 
     pub(crate) async fn feed_end(&self) -> Result<FeedPos> {
