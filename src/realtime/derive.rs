@@ -154,16 +154,17 @@ impl Deriver {
                 continue;
             }
             let machine = classify(&h, &info.heuristics).is_some();
+            if !machine && !known {
+                marks.push(FirstMark {
+                    email: h.email,
+                    recipient: h.recipient,
+                    kind: mark_kind(h.kind),
+                    expires_ms: info.expires_ms,
+                });
+                // The index its event gets (pushed below), if it is told.
+                human_at.push(told.then_some(events.len()));
+            }
             if !told {
-                if !machine {
-                    marks.push(FirstMark {
-                        email: h.email,
-                        recipient: h.recipient,
-                        kind: mark_kind(h.kind),
-                        expires_ms: info.expires_ms,
-                    });
-                    human_at.push(None);
-                }
                 continue;
             }
             let kind = match h.kind {
@@ -182,15 +183,6 @@ impl Deriver {
                 if let Some(url) = info.links.get(link as usize) {
                     extra.insert("url".into(), json!(url));
                 }
-            }
-            if !machine && !known {
-                marks.push(FirstMark {
-                    email: h.email,
-                    recipient: h.recipient,
-                    kind: mark_kind(h.kind),
-                    expires_ms: info.expires_ms,
-                });
-                human_at.push(Some(events.len()));
             }
             events.push(AppEvent {
                 id: String::new(),
@@ -299,15 +291,19 @@ mod tests {
         }
     }
 
+    fn only(owner: u64) -> Receivers {
+        Receivers {
+            everyone: false,
+            owners: [owner].into_iter().collect(),
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn owners_nobody_receives_from_get_marks_but_no_events() {
         let store = store("audience");
         store.put_email(email(1)).await.expect("put email");
         let d = Deriver::new(store.clone(), Heuristics::default());
-        let others = Receivers {
-            everyone: false,
-            owners: [2].into_iter().collect(),
-        };
+        let others = only(2);
         let none = d
             .derive(
                 vec![hit(EventKind::Open, 0), hit(EventKind::Open, 0)],
@@ -318,10 +314,7 @@ mod tests {
         assert_eq!(d.known().len(), 1, "the human open's mark is set anyway");
         // Once owner 1 can receive (a stream, a webhook), a repeat open is not
         // first, and another recipient's first open is.
-        let to_one = Receivers {
-            everyone: false,
-            owners: [1].into_iter().collect(),
-        };
+        let to_one = only(1);
         let later = d
             .derive(
                 vec![hit(EventKind::Open, 0), hit(EventKind::Open, 1)],
