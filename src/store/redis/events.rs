@@ -16,13 +16,17 @@
 //! before the first attempt, so a retry or a replay writes the same id again.
 //!
 //! **Derivation (off the hot path).** Every process runs one deriver, a consumer
-//! in each shard log's group. It reads new entries (`XREADGROUP >`), groups each
-//! entry's events by email, and writes each email's share with one script per
-//! email per round: one `HSET` of one packed field per entry (`b<first event
-//! id>` → JSON array; re-deriving the same entry writes the same field and
-//! value; TTL = the email record's; an email that no longer exists gets
-//! nothing; an erased recipient's events are dropped), then `XACK`s and `XDEL`s
-//! the entries. Entries left pending by a process that died (or a failed pass)
+//! in each shard log's group. It reads new entries (`XREADGROUP >`) into a
+//! window, grouped by email, and writes the window once it is `WINDOW` (1 s)
+//! old, holds `WINDOW_EVENTS`, or a report asks: per email one `HSET` of one
+//! packed field per entry (`b<first event id>` → JSON array; re-deriving the
+//! same entry writes the same field and value; TTL = the email record's; an
+//! email that no longer exists gets nothing; an erased recipient's events are
+//! dropped), then `XACK`s and `XDEL`s the entries. On one node a script
+//! writes `ROUND_EMAILS` emails at a time (`DERIVE_MANY`); on a Cluster, one
+//! script per email (one slot each). With hits spread over many emails, one
+//! write per email per batch cost Redis a script per hit, which the hot path's
+//! appends queued behind; an email hit many times in a window now gets one. Entries left pending by a process that died (or a failed pass)
 //! are claimed after `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what
 //! is not derived yet. Hashes written before packing hold one event per field
 //! (its id → JSON); readers take both forms.
@@ -66,6 +70,12 @@ const REPLAY_BYTES: usize = 2 << 20;
 const CLAIM_IDLE: Duration = Duration::from_secs(5);
 /// Entries read per shard per deriver round.
 const READ_COUNT: usize = 64;
+/// How long the deriver gathers new entries before writing them (unless a
+/// report asks sooner), and the most events it gathers: an email hit many
+/// times within a window gets one write. Well under `CLAIM_IDLE`, so no other
+/// process takes the entries over meanwhile.
+const WINDOW: Duration = Duration::from_secs(1);
+const WINDOW_EVENTS: usize = 32_768;
 /// TTL of a shard log, refreshed by every append: a backstop only (entries are
 /// deleted once derived).
 const LOG_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -89,6 +99,41 @@ end
 redis.call('HSET', KEYS[2], unpack(ARGV, 2, 1 + 2 * n))
 if at > 0 then redis.call('PEXPIREAT', KEYS[2], at) end
 return 1";
+
+/// `DERIVE` for many emails in one script, on a single node (a Cluster's
+/// emails are in different slots). KEYS: per email, its record, events hash
+/// and erased set. ARGV: per email, the number of fields n, the number of
+/// recipients m, n pairs (field, packed JSON array), then the m recipients.
+/// Answers one result per email, as `DERIVE` does.
+const DERIVE_MANY: &str = r"
+local out = {}
+local a = 1
+for k = 1, #KEYS, 3 do
+  local n = tonumber(ARGV[a])
+  local m = tonumber(ARGV[a + 1])
+  local fields = a + 2
+  local recipients = fields + 2 * n
+  a = recipients + m
+  local r = 1
+  local at = redis.call('PEXPIRETIME', KEYS[k])
+  if at == -2 then
+    r = 0
+  else
+    for i = recipients, a - 1 do
+      if redis.call('SISMEMBER', KEYS[k + 2], ARGV[i]) == 1 then r = -1 break end
+    end
+  end
+  if r == 1 then
+    redis.call('HSET', KEYS[k + 1], unpack(ARGV, fields, recipients - 1))
+    if at > 0 then redis.call('PEXPIREAT', KEYS[k + 1], at) end
+  end
+  out[#out + 1] = r
+end
+return out";
+
+/// Emails derived by one `DERIVE_MANY` call, at most: bounds how long one
+/// script holds Redis (a few milliseconds).
+const ROUND_EMAILS: usize = 32;
 
 /// The hash field of one email's events from one batch: `b` + the first event's
 /// id. Ids are fixed before the first append, so deriving the same batch again
@@ -407,6 +452,7 @@ impl Redis {
                     .await?;
                 return Ok(parse_entries(&v));
             }
+            self.derive_now.store(true, Ordering::Relaxed);
             self.derive_wake.notify_one();
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
@@ -422,59 +468,58 @@ impl Redis {
         }
     }
 
-    /// Derives entries read from one shard log, then acknowledges and deletes them.
+    /// Derives entries read from one shard log at once, then acknowledges and
+    /// deletes them (claimed entries; new ones wait in a `Window`).
     async fn derive(&self, shard: usize, entries: &[Entry]) -> Result<()> {
-        if entries.is_empty() {
+        let mut w = Window::default();
+        w.add(shard, entries);
+        self.write_window(w).await
+    }
+
+    /// Writes a window's events into the per-email hashes, then acknowledges
+    /// and deletes its entries (one pipeline per shard log). On an error the
+    /// entries stay pending and are claimed again after `CLAIM_IDLE`.
+    async fn write_window(&self, w: Window) -> Result<()> {
+        if w.entries.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        // Per email, one batch of its events per log entry.
-        let mut per_email: HashMap<u64, Vec<Vec<Event>>> = HashMap::new();
-        let mut newest = 0;
-        let mut count = 0u64;
-        for (id, packed) in entries {
-            newest = newest.max(entry_ms(id));
-            let batch: Vec<Event> = match serde_json::from_slice(packed) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, entry = %id, "a log entry is not a batch; it is skipped");
-                    continue;
-                }
-            };
-            count += batch.len() as u64;
-            let mut of_entry: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-            for e in batch {
-                of_entry.entry(e.email).or_default().push(e);
-            }
-            for (email, evs) in of_entry {
-                per_email.entry(email).or_default().push(evs);
+        match &self.conn {
+            // One node: the whole window in a few scripts (`DERIVE_MANY`).
+            Conn::Single(_) => derive_round(&mut self.conn.clone(), w.per_email).await?,
+            // A Cluster: one script per email (its keys share one slot).
+            Conn::Cluster(_) => {
+                futures_util::future::try_join_all(w.per_email.into_iter().map(|(email, evs)| {
+                    let mut c = self.conn.clone();
+                    async move { derive_into(&mut c, email, evs).await }
+                }))
+                .await?;
             }
         }
-        futures_util::future::try_join_all(per_email.into_iter().map(|(email, evs)| {
+        futures_util::future::try_join_all(w.entries.iter().map(|(shard, ids)| {
             let mut c = self.conn.clone();
-            async move { derive_into(&mut c, email, evs).await }
+            async move {
+                let key = keys::log(*shard);
+                ::redis::pipe()
+                    .xack(&key, keys::GROUP, ids)
+                    .ignore()
+                    .xdel(&key, ids)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            }
         }))
         .await?;
-        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-        let key = keys::log(shard);
-        let _: () = ::redis::pipe()
-            .xack(&key, keys::GROUP, &ids)
-            .ignore()
-            .xdel(&key, &ids)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
         self.stats
             .derived_events
-            .fetch_add(count, Ordering::Relaxed);
+            .fetch_add(w.events, Ordering::Relaxed);
         self.stats
             .derive_lag_ms
-            .store(now.saturating_sub(newest), Ordering::Relaxed);
+            .store(now_ms().saturating_sub(w.newest_ms), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Reads and derives new entries of one shard until none are left.
-    async fn derive_new(&self, shard: usize, consumer: &str) -> Result<()> {
+    /// Reads the new entries of one shard (until none are left) into `w`.
+    async fn read_new(&self, shard: usize, consumer: &str, w: &mut Window) -> Result<()> {
         let mut c = self.conn.clone();
         loop {
             let res: ::redis::RedisResult<Value> = ::redis::cmd("XREADGROUP")
@@ -507,9 +552,8 @@ impl Redis {
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
-            let n = entries.len();
-            self.derive(shard, &entries).await?;
-            if n < READ_COUNT {
+            w.add(shard, &entries);
+            if entries.len() < READ_COUNT || w.full() {
                 return Ok(());
             }
         }
@@ -600,6 +644,53 @@ pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>)
     ))
 }
 
+/// Derives one round on a single node: `DERIVE` for many emails per script
+/// (`DERIVE_MANY`, at most `ROUND_EMAILS` each), so Redis runs O(1) commands per
+/// round instead of one script per email. An email the script reports an erased
+/// recipient for goes through `derive_into`, which drops their events.
+async fn derive_round(c: &mut Conn, per_email: HashMap<u64, Vec<Vec<Event>>>) -> Result<()> {
+    let mut emails: Vec<(u64, Vec<Vec<Event>>)> = per_email
+        .into_iter()
+        .map(|(email, mut b)| {
+            b.retain(|b| !b.is_empty());
+            (email, b)
+        })
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
+    let mut erased = Vec::new();
+    while !emails.is_empty() {
+        let rest = emails.split_off(emails.len().min(ROUND_EMAILS));
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(DERIVE_MANY).arg(3 * emails.len());
+        for (email, _) in &emails {
+            cmd.arg(keys::email(*email))
+                .arg(keys::events(*email))
+                .arg(keys::erased(*email));
+        }
+        for (_, batches) in &emails {
+            let mut recipients: Vec<u32> = batches.iter().flatten().map(|e| e.recipient).collect();
+            recipients.sort_unstable();
+            recipients.dedup();
+            cmd.arg(batches.len()).arg(recipients.len());
+            for b in batches {
+                cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
+            }
+            cmd.arg(recipients);
+        }
+        let answers: Vec<i64> = cmd.query_async(c).await?;
+        for ((email, batches), answer) in emails.into_iter().zip(answers) {
+            if answer == -1 {
+                erased.push((email, batches));
+            }
+        }
+        emails = rest;
+    }
+    for (email, batches) in erased {
+        derive_into(c, email, batches).await?;
+    }
+    Ok(())
+}
+
 /// Appends one packed batch to a shard log (one pipeline, one slot).
 async fn append(c: &mut Conn, shard: usize, packed: &[u8]) -> Result<()> {
     let mut pipe = ::redis::pipe();
@@ -627,36 +718,99 @@ fn keep_log(pipe: &mut ::redis::Pipeline, shard: usize) {
         .ignore();
 }
 
-/// The deriver task: runs after every local commit, every 100 ms for other
-/// processes' commits, and claims stale entries every 2 s.
+/// New log entries the deriver has read and not written yet: their events
+/// grouped per email (one batch per entry), and the entries per shard log.
+#[derive(Default)]
+struct Window {
+    per_email: HashMap<u64, Vec<Vec<Event>>>,
+    entries: BTreeMap<usize, Vec<String>>,
+    events: u64,
+    newest_ms: u64,
+    /// When the first entry was read.
+    opened: Option<Instant>,
+}
+
+impl Window {
+    fn add(&mut self, shard: usize, entries: &[Entry]) {
+        for (id, packed) in entries {
+            self.newest_ms = self.newest_ms.max(entry_ms(id));
+            self.entries.entry(shard).or_default().push(id.clone());
+            self.opened.get_or_insert_with(Instant::now);
+            let batch: Vec<Event> = match serde_json::from_slice(packed) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, entry = %id, "a log entry is not a batch; it is skipped");
+                    continue;
+                }
+            };
+            self.events += batch.len() as u64;
+            let mut of_entry: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+            for e in batch {
+                of_entry.entry(e.email).or_default().push(e);
+            }
+            for (email, evs) in of_entry {
+                self.per_email.entry(email).or_default().push(evs);
+            }
+        }
+    }
+
+    /// Holds as many events as a window may.
+    fn full(&self) -> bool {
+        self.events >= WINDOW_EVENTS as u64
+    }
+
+    /// Whether to write now: full, or open for `WINDOW`.
+    fn due(&self) -> bool {
+        self.full() || self.opened.is_some_and(|t| t.elapsed() >= WINDOW)
+    }
+}
+
+/// The deriver task. It reads new log entries after every local commit (and
+/// every 100 ms for other processes' commits) into a `Window`, and writes the
+/// window when it is `WINDOW` old, holds `WINDOW_EVENTS` events, or a report
+/// asks (`derive_now`): an email hit many times within a window gets one
+/// write, not one per batch. It also claims stale entries every 2 s.
 pub async fn derive_loop(me: Arc<Redis>, consumer: String, mut stop: watch::Receiver<bool>) {
     let mut last_claim = Instant::now();
     let mut stopping = false;
+    let mut window = Window::default();
     loop {
+        let wait = match window.opened {
+            Some(t) => WINDOW.saturating_sub(t.elapsed()),
+            None => Duration::from_millis(100),
+        };
         tokio::select! {
             _ = me.derive_wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
             _ = stop.changed() => stopping = true,
         }
         let claim = stopping || last_claim.elapsed() >= Duration::from_secs(2);
-        let rounds = (0..keys::SHARDS).map(|shard| {
-            let me = &me;
-            let consumer = consumer.as_str();
-            async move {
-                if claim {
-                    me.claim_stale(shard, consumer).await?;
+        if claim {
+            let claims = (0..keys::SHARDS).map(|shard| me.claim_stale(shard, &consumer));
+            for res in futures_util::future::join_all(claims).await {
+                if let Err(e) = res {
+                    me.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "deriving stale entries failed; retrying later");
                 }
-                me.derive_new(shard, consumer).await
             }
-        });
-        for res in futures_util::future::join_all(rounds).await {
-            if let Err(e) = res {
+            last_claim = Instant::now();
+        }
+        for shard in 0..keys::SHARDS {
+            if window.full() {
+                break;
+            }
+            if let Err(e) = me.read_new(shard, &consumer, &mut window).await {
+                me.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "reading new log entries failed; retrying later");
+            }
+        }
+        let asked = me.derive_now.swap(false, Ordering::Relaxed);
+        if asked || stopping || window.due() {
+            // On an error the entries stay pending and are claimed again.
+            if let Err(e) = me.write_window(std::mem::take(&mut window)).await {
                 me.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "deriving events failed; retrying later");
             }
-        }
-        if claim {
-            last_claim = Instant::now();
         }
         if stopping {
             return;

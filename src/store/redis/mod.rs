@@ -89,6 +89,9 @@ pub struct Redis {
     /// drained" decision, so the order of batches is kept.
     commit_order: tokio::sync::Mutex<()>,
     derive_wake: Notify,
+    /// Set by a report's read barrier: the deriver writes what it holds now
+    /// instead of at the end of its window.
+    derive_now: AtomicBool,
     replay_wake: Notify,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -183,6 +186,7 @@ impl Redis {
             spooling: AtomicBool::new(spooling),
             commit_order: tokio::sync::Mutex::new(()),
             derive_wake: Notify::new(),
+            derive_now: AtomicBool::new(false),
             replay_wake: Notify::new(),
             stop,
             tasks: Mutex::new(Vec::new()),
