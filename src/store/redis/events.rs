@@ -17,7 +17,7 @@
 //!
 //! **Derivation (off the hot path).** Every process runs one deriver, a consumer
 //! in each shard log's group. It reads new entries (`XREADGROUP >`) into a
-//! window, grouped by email, and writes the window once it is `WINDOW` (1 s)
+//! window every `PASS` (100 ms), grouped by email, and writes it once it is `WINDOW` (1 s)
 //! old, holds `WINDOW_EVENTS`, or a report asks: per email one `HSET` of one
 //! packed field per entry (`b<first event id>` → JSON array; re-deriving the
 //! same entry writes the same field and value; TTL = the email record's; an
@@ -75,7 +75,9 @@ const READ_COUNT: usize = 64;
 /// times within a window gets one write. Well under `CLAIM_IDLE`, so no other
 /// process takes the entries over meanwhile.
 const WINDOW: Duration = Duration::from_secs(1);
-const WINDOW_EVENTS: usize = 32_768;
+const WINDOW_EVENTS: usize = 8_192;
+/// How often the deriver reads new entries (sooner when a report asks).
+const PASS: Duration = Duration::from_millis(100);
 /// TTL of a shard log, refreshed by every append: a backstop only (entries are
 /// deleted once derived).
 const LOG_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -227,10 +229,10 @@ impl Redis {
             let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % keys::SHARDS;
             let mut hot = self.hot.clone();
             match tokio::time::timeout(COMMIT_TIMEOUT, append(&mut hot, shard, &packed)).await {
-                Ok(Ok(())) => {
-                    self.derive_wake.notify_one();
-                    return Ok(());
-                }
+                // The deriver is not woken here: it reads every `PASS`, so
+                // its reads (which Redis also writes to the AOF and fsyncs)
+                // do not land between every two appends.
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "Redis refused a batch; spooling locally until it is back");
@@ -518,9 +520,11 @@ impl Redis {
         Ok(())
     }
 
-    /// Reads the new entries of one shard (until none are left) into `w`.
-    async fn read_new(&self, shard: usize, consumer: &str, w: &mut Window) -> Result<()> {
+    /// Reads the new entries of one shard, until none are left or a window's
+    /// worth of events is read.
+    async fn read_new(&self, shard: usize, consumer: &str) -> Result<Vec<Entry>> {
         let mut c = self.conn.clone();
+        let mut out = Vec::new();
         loop {
             let res: ::redis::RedisResult<Value> = ::redis::cmd("XREADGROUP")
                 .arg("GROUP")
@@ -552,9 +556,11 @@ impl Redis {
                     .unwrap_or_default(),
                 _ => Vec::new(),
             };
-            w.add(shard, &entries);
-            if entries.len() < READ_COUNT || w.full() {
-                return Ok(());
+            let n = entries.len();
+            out.extend(entries);
+            // Entries hold about 32 events each.
+            if n < READ_COUNT || out.len() * 32 >= WINDOW_EVENTS / keys::SHARDS {
+                return Ok(out);
             }
         }
     }
@@ -765,8 +771,8 @@ impl Window {
     }
 }
 
-/// The deriver task. It reads new log entries after every local commit (and
-/// every 100 ms for other processes' commits) into a `Window`, and writes the
+/// The deriver task. It reads new log entries of every shard every `PASS`
+/// (and when a report asks) into a `Window`, and writes the
 /// window when it is `WINDOW` old, holds `WINDOW_EVENTS` events, or a report
 /// asks (`derive_now`): an email hit many times within a window gets one
 /// write, not one per batch. It also claims stale entries every 2 s.
@@ -777,11 +783,11 @@ pub async fn derive_loop(me: Arc<Redis>, consumer: String, mut stop: watch::Rece
     loop {
         let wait = match window.opened {
             Some(t) => WINDOW.saturating_sub(t.elapsed()),
-            None => Duration::from_millis(100),
+            None => PASS,
         };
         tokio::select! {
             _ = me.derive_wake.notified() => {}
-            _ = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
+            _ = tokio::time::sleep(wait.min(PASS)) => {}
             _ = stop.changed() => stopping = true,
         }
         let claim = stopping || last_claim.elapsed() >= Duration::from_secs(2);
@@ -795,13 +801,19 @@ pub async fn derive_loop(me: Arc<Redis>, consumer: String, mut stop: watch::Rece
             }
             last_claim = Instant::now();
         }
-        for shard in 0..keys::SHARDS {
-            if window.full() {
-                break;
-            }
-            if let Err(e) = me.read_new(shard, &consumer, &mut window).await {
-                me.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "reading new log entries failed; retrying later");
+        // Every shard at once: the reads share Redis event-loop passes.
+        let reads = (0..keys::SHARDS).map(|shard| me.read_new(shard, &consumer));
+        for (shard, res) in futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match res {
+                Ok(entries) => window.add(shard, &entries),
+                Err(e) => {
+                    me.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "reading new log entries failed; retrying later");
+                }
             }
         }
         let asked = me.derive_now.swap(false, Ordering::Relaxed);
