@@ -16,17 +16,20 @@
 //! before the first attempt, so a retry or a replay writes the same id again.
 //!
 //! **Derivation (off the hot path).** Every process runs one deriver, a consumer
-//! in each shard log's group. It reads new entries (`XREADGROUP >`) into a
-//! window every `PASS` (100 ms), grouped by email, and writes it once it is `WINDOW` (1 s)
-//! old, holds `WINDOW_EVENTS`, or a report asks: per email one `HSET` of one
-//! packed field per entry (`b<first event id>` → JSON array; re-deriving the
-//! same entry writes the same field and value; TTL = the email record's; an
-//! email that no longer exists gets nothing; an erased recipient's events are
-//! dropped), then `XACK`s and `XDEL`s the entries. On one node a script
-//! writes `ROUND_EMAILS` emails at a time (`DERIVE_MANY`); on a Cluster, one
-//! script per email (one slot each). With hits spread over many emails, one
-//! write per email per batch cost Redis a script per hit, which the hot path's
-//! appends queued behind; an email hit many times in a window now gets one. Entries left pending by a process that died (or a failed pass)
+//! in each shard log's group. Every `PASS` (100 ms) it reads new entries
+//! (`XREADGROUP >`) into a window, grouped by email, and writes the window
+//! once it is `WINDOW` (1 s) old, holds `WINDOW_EVENTS`, or a report asks: per
+//! email one `HSET` of one packed field per entry (`b<first event id>` → JSON
+//! array; re-deriving the same entry writes the same field and value; TTL =
+//! the email record's; an email that no longer exists gets nothing; an erased
+//! recipient's events are dropped), then `XACK`s and `XDEL`s the entries. On
+//! one node a script writes `ROUND_EMAILS` emails at a time (`DERIVE_MANY`);
+//! on a Cluster, one script per email (one slot each). With hits spread over
+//! many emails, one write per email per batch cost Redis a script per hit,
+//! which the hot path's appends queued behind; an email hit many times in a
+//! window now gets one write.
+//!
+//! Entries left pending by a process that died (or a failed pass)
 //! are claimed after `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what
 //! is not derived yet. Hashes written before packing hold one event per field
 //! (its id → JSON); readers take both forms.
@@ -651,8 +654,8 @@ pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>)
 }
 
 /// Derives one round on a single node: `DERIVE` for many emails per script
-/// (`DERIVE_MANY`, at most `ROUND_EMAILS` each), so Redis runs O(1) commands per
-/// round instead of one script per email. An email the script reports an erased
+/// (`DERIVE_MANY`, at most `ROUND_EMAILS` each), so Redis runs one script per
+/// `ROUND_EMAILS` emails instead of one per email. An email the script reports an erased
 /// recipient for goes through `derive_into`, which drops their events.
 async fn derive_round(c: &mut Conn, per_email: HashMap<u64, Vec<Vec<Event>>>) -> Result<()> {
     let mut emails: Vec<(u64, Vec<Vec<Event>>)> = per_email
