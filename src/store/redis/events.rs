@@ -88,28 +88,15 @@ const LOG_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// entries at the call; then it reads the entries still left itself.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
-/// Script: store one email's packed events, one field per log entry, unless the
-/// email is gone (expired or erased: nothing would be left to attach them to) or
-/// one of the batch's recipients was erased (then it answers -1 and writes
-/// nothing; the caller drops that recipient's events and calls again).
-/// KEYS: the email record, its events hash, its erased set. ARGV: the number of
-/// fields n, then n pairs (field, packed JSON array), then the recipients.
-const DERIVE: &str = r"
-local at = redis.call('PEXPIRETIME', KEYS[1])
-if at == -2 then return 0 end
-local n = tonumber(ARGV[1])
-for i = 2 + 2 * n, #ARGV do
-  if redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 1 then return -1 end
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 2, 1 + 2 * n))
-if at > 0 then redis.call('PEXPIREAT', KEYS[2], at) end
-return 1";
-
-/// `DERIVE` for many emails in one script, on a single node (a Cluster's
-/// emails are in different slots). KEYS: per email, its record, events hash
-/// and erased set. ARGV: per email, the number of fields n, the number of
+/// Script: store each email's packed events, one field per log entry, unless
+/// the email is gone (expired or erased: nothing would be left to attach them
+/// to; answers 0) or one of the batch's recipients was erased (answers -1 and
+/// writes nothing; the caller drops that recipient's events and calls again).
+/// Several emails per call on a single node; one on a Cluster (an email's keys
+/// share a slot, different emails do not). KEYS: per email, its record, events
+/// hash and erased set. ARGV: per email, the number of fields n, the number of
 /// recipients m, n pairs (field, packed JSON array), then the m recipients.
-/// Answers one result per email, as `DERIVE` does.
+/// Answers one result per email.
 const DERIVE_MANY: &str = r"
 local out = {}
 local a = 1
@@ -619,21 +606,13 @@ pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>)
         let mut erased = false;
         for chunk in batches.chunks(256) {
             let mut cmd = ::redis::cmd("EVAL");
-            cmd.arg(DERIVE)
+            cmd.arg(DERIVE_MANY)
                 .arg(3)
                 .arg(keys::email(email))
                 .arg(keys::events(email))
-                .arg(keys::erased(email))
-                .arg(chunk.len());
-            let mut recipients = Vec::new();
-            for b in chunk {
-                cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
-                recipients.extend(b.iter().map(|e| e.recipient));
-            }
-            recipients.sort_unstable();
-            recipients.dedup();
-            cmd.arg(recipients);
-            if cmd.query_async::<i64>(c).await? == -1 {
+                .arg(keys::erased(email));
+            push_email_args(&mut cmd, chunk)?;
+            if cmd.query_async::<Vec<i64>>(c).await?.first() == Some(&-1) {
                 erased = true;
             }
         }
@@ -653,7 +632,22 @@ pub async fn derive_into(c: &mut Conn, email: u64, mut batches: Vec<Vec<Event>>)
     ))
 }
 
-/// Derives one round on a single node: `DERIVE` for many emails per script
+/// Adds one email's `DERIVE_MANY` arguments: the number of fields and of
+/// recipients, a (field, packed JSON) pair per batch, then the recipients.
+/// Every batch is non-empty.
+fn push_email_args(cmd: &mut ::redis::Cmd, batches: &[Vec<Event>]) -> Result<()> {
+    let mut recipients: Vec<u32> = batches.iter().flatten().map(|e| e.recipient).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    cmd.arg(batches.len()).arg(recipients.len());
+    for b in batches {
+        cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
+    }
+    cmd.arg(recipients);
+    Ok(())
+}
+
+/// Derives one round on a single node: many emails per script
 /// (`DERIVE_MANY`, at most `ROUND_EMAILS` each), so Redis runs one script per
 /// `ROUND_EMAILS` emails instead of one per email. An email the script reports an erased
 /// recipient for goes through `derive_into`, which drops their events.
@@ -677,14 +671,7 @@ async fn derive_round(c: &mut Conn, per_email: HashMap<u64, Vec<Vec<Event>>>) ->
                 .arg(keys::erased(*email));
         }
         for (_, batches) in &emails {
-            let mut recipients: Vec<u32> = batches.iter().flatten().map(|e| e.recipient).collect();
-            recipients.sort_unstable();
-            recipients.dedup();
-            cmd.arg(batches.len()).arg(recipients.len());
-            for b in batches {
-                cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
-            }
-            cmd.arg(recipients);
+            push_email_args(&mut cmd, batches)?;
         }
         let answers: Vec<i64> = cmd.query_async(c).await?;
         for ((email, batches), answer) in emails.into_iter().zip(answers) {
