@@ -4,8 +4,6 @@
 //! event reads, erasure and import on top of the `events` table. See the parent
 //! module for why events take this road and records do not.
 
-use std::fs::File;
-use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -13,6 +11,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::watch;
 
+use super::segments::Segments;
 use super::{read, Embedded, APPLIED_SEQ, EMAILS, ERASED, EVENTS, META};
 use crate::model::Event;
 use crate::store::{journal, Result, StoreError};
@@ -32,12 +31,6 @@ const INDEX_EVERY: Duration = Duration::from_millis(200);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
 const MAX_RECORD: usize = 64 * 1024;
-
-pub(super) struct Journal {
-    pub(super) file: File,
-    pub(super) len: u64,
-    pub(super) last_seq: u64,
-}
 
 /// An event as journalled: its key fields and its JSON row, serialized once for
 /// the journal and reused by the indexer.
@@ -134,7 +127,7 @@ impl Embedded {
             .lock()
             .map_err(|_| StoreError::Backend("journal lock poisoned".into()))?;
         if events.is_empty() {
-            j.file.sync_data()?;
+            j.sync()?;
             return Ok(());
         }
         let mut buf = Vec::with_capacity(events.len() * 400);
@@ -148,14 +141,7 @@ impl Embedded {
             rows.push(row);
         }
         drop(events);
-        let before = j.len;
-        if let Err(e) = j.file.write_all(&buf).and_then(|_| j.file.sync_data()) {
-            // Leave no half-written batch behind: it was never acknowledged.
-            let _ = j.file.set_len(before);
-            return Err(e.into());
-        }
-        j.len += buf.len() as u64;
-        j.last_seq = seq;
+        j.append(&buf, seq)?;
         self.committed.store(seq, Ordering::Release);
         if let Ok(guard) = self.indexer.lock() {
             if let Some((tx, _)) = guard.as_ref() {
@@ -260,25 +246,41 @@ impl Embedded {
     }
 }
 
-/// Decodes journal records; returns the events and whether a torn tail was found.
+/// Decodes one journal segment: its records from byte 0 while each is whole
+/// and numbered higher than the one before (see `segments`). Returns them and
+/// whether it ended at a damaged record (a torn write, or the rest of an older
+/// cycle's record) rather than at a zero header (the preallocated rest), an
+/// older cycle's record, or the end.
 pub(super) fn decode_journal(bytes: &[u8]) -> (Vec<Row>, bool) {
-    let (records, valid) = journal::decode(bytes);
-    let mut out = Vec::with_capacity(records.len());
-    for body in records {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut last = 0;
+    while at < bytes.len() {
+        let Some((body, next)) = journal::record_at(bytes, at) else {
+            return (out, true);
+        };
+        if body.is_empty() {
+            return (out, false);
+        }
         if body.len() > MAX_RECORD {
             return (out, true);
         }
         match serde_json::from_slice::<Event>(body) {
-            Ok(e) => out.push(Row {
-                email: e.email,
-                recipient: e.recipient,
-                seq: e.seq,
-                json: body.to_vec(),
-            }),
+            Ok(e) if e.seq > last => {
+                last = e.seq;
+                out.push(Row {
+                    email: e.email,
+                    recipient: e.recipient,
+                    seq: e.seq,
+                    json: body.to_vec(),
+                });
+            }
+            Ok(_) => return (out, false),
             Err(_) => return (out, true),
         }
+        at = next;
     }
-    (out, valid < bytes.len())
+    (out, false)
 }
 
 /// Inserts events of known emails; returns the highest seq seen. Events of emails
@@ -333,7 +335,7 @@ fn decode_events(v: &[u8]) -> Result<Vec<Event>> {
 
 pub(super) fn indexer(
     db: Arc<RwLock<Database>>,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<Mutex<Segments>>,
     rx: mpsc::Receiver<IndexMsg>,
     applied_tx: watch::Sender<u64>,
     mut applied: u64,
@@ -345,14 +347,10 @@ pub(super) fn indexer(
         tx.open_table(META)?
             .insert(APPLIED_SEQ, applied.to_be_bytes().as_slice())?;
         tx.commit()?;
-        // Every journalled event up to `applied` is now durable in redb: if nothing
-        // newer was journalled meanwhile, the journal can be emptied.
+        // Every journalled event up to `applied` is now durable in redb: the
+        // journal may reuse what holds them.
         if let Ok(mut j) = journal.lock() {
-            if j.last_seq <= applied && j.len > 0 {
-                j.file.set_len(0)?;
-                j.file.sync_data()?;
-                j.len = 0;
-            }
+            j.mark_durable(applied)?;
         }
         Ok(())
     };

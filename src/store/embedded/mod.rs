@@ -8,7 +8,8 @@
 //! acknowledged. A background indexer thread applies journalled batches to redb
 //! with non-durable commits (visible at once to readers), makes them durable
 //! about once a second together with the highest applied sequence number, and then
-//! empties the journal. On start, anything in the journal past that number is
+//! lets the journal reuse the space of what is durable (two preallocated segments
+//! overwritten in place, `segments`). On start, anything in the journal past that number is
 //! replayed; a crash loses only non-durable commits, which hold exactly the
 //! events past that number, so nothing is applied twice.
 //!
@@ -28,14 +29,14 @@
 //!   (blocking work off the async runtime), compaction, shutdown.
 //! - `records`: users and tokens, emails and their indexes, settings, contacts,
 //!   the audit log, retention.
-//! - `events`: the hot path: the journal (group commit), the indexer thread, and
-//!   event reads, erasure and import.
+//! - `events`: the hot path: group commit to the journal, the indexer thread,
+//!   and event reads, erasure and import.
+//! - `segments`: the journal's files: two preallocated segments, overwritten.
 //! - `addin`: the Outlook add-in's tables.
 //! - `replies`: the reply watcher's reply facts.
 //! - `attachments`: the files of emails followed with attachment links.
 
-use std::fs::{self, OpenOptions};
-use std::io::Read as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
@@ -44,7 +45,8 @@ use std::thread::JoinHandle;
 use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use self::events::{apply, decode_journal, indexer, IndexMsg, Journal, Row};
+use self::events::{apply, indexer, IndexMsg, Row};
+use self::segments::Segments;
 use super::{Result, StoreError, StoreStats};
 
 mod addin;
@@ -56,6 +58,7 @@ mod queue;
 mod realtime;
 mod records;
 mod replies;
+mod segments;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -112,7 +115,7 @@ pub struct Embedded {
     /// Shared by readers and writers alike; taken exclusively only to compact
     /// (after a data-subject erase, see `scrub`).
     db: Arc<RwLock<Database>>,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<Mutex<Segments>>,
     indexer: Mutex<Option<(mpsc::Sender<IndexMsg>, JoinHandle<()>)>>,
     /// Highest event seq durably written to the journal.
     committed: AtomicU64,
@@ -159,22 +162,8 @@ impl Embedded {
         let db = Arc::new(RwLock::new(db));
 
         let mut applied = read_applied(&read(&db))?;
-        let path = dir.join("events.journal");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (events, torn) = decode_journal(&bytes);
-        if torn {
-            tracing::warn!(
-                "journal {} has a torn tail (a write interrupted before it was acknowledged); it is dropped",
-                path.display()
-            );
-        }
-        let replay: Vec<Row> = events.into_iter().filter(|e| e.seq > applied).collect();
+        let (mut segments, found) = Segments::open(dir, applied)?;
+        let replay: Vec<Row> = found.into_iter().filter(|e| e.seq > applied).collect();
         if !replay.is_empty() {
             tracing::info!(events = replay.len(), "replaying journal");
             let tx = read(&db).begin_write()?;
@@ -185,14 +174,8 @@ impl Embedded {
             tx.commit()?;
         }
         // Everything in the journal is now durably in redb.
-        file.set_len(0)?;
-        file.sync_all()?;
-
-        let journal = Arc::new(Mutex::new(Journal {
-            file,
-            len: 0,
-            last_seq: applied,
-        }));
+        segments.start_over(applied)?;
+        let journal = Arc::new(Mutex::new(segments));
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (tx, rx) = mpsc::channel();
         let handle = {
@@ -299,18 +282,14 @@ impl Embedded {
         db.compact()
             .map_err(|e| StoreError::Backend(format!("compaction failed: {e}")))?;
         drop(db);
-        // Nothing in the journal is needed any more if nothing newer than
-        // `applied` was journalled; else the indexer empties it at its next
-        // durable mark, as it always does.
+        // Every journal segment whose events are all durable now (up to
+        // `applied`) is overwritten with zeros; one holding newer events is
+        // zeroed when it is next reused, after the indexer's next durable mark.
         let mut j = self
             .journal
             .lock()
             .map_err(|_| StoreError::Backend("journal lock poisoned".into()))?;
-        if j.last_seq <= applied && j.len > 0 {
-            j.file.set_len(0)?;
-            j.file.sync_data()?;
-            j.len = 0;
-        }
+        j.scrub(applied)?;
         Ok(())
     }
 
