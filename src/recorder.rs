@@ -7,10 +7,10 @@
 //! with load and the cost per event falls. A handler answers its HTTP request only
 //! after its event's batch is committed: an answered hit is a stored hit.
 //!
-//! After a batch is committed, and only then, a copy of its events goes to the
-//! optional notification sink (real time derives webhook and stream events from
+//! After a batch is committed, and only then, its events (the store sealed a
+//! copy of them; these stay in the clear) go to the optional notification sink (real time derives webhook and stream events from
 //! it) with `try_send`, so the recorder never waits for it. A full sink does
-//! not lose the notification: the copy waits in a backlog that the next batch
+//! not lose the notification: the batch waits in a backlog that the next batch
 //! joins, and is handed over as one batch when the sink has room (also while no
 //! hit arrives). Only past `NOTIFY_BACKLOG` events are the oldest notifications
 //! dropped (counted in `RecorderStats::notify_dropped`, logged); never a hit.
@@ -175,8 +175,7 @@ async fn run(
         if n > 0 {
             crate::metrics::METRICS.batch_sizes.observe(n);
         }
-        let copy = notify.as_ref().map(|_| events.clone());
-        let ok = match store.commit_events(events).await {
+        let ok = match store.commit_events(&events).await {
             Ok(()) => true,
             Err(e) => {
                 stats.failures.fetch_add(n, Ordering::Relaxed);
@@ -191,8 +190,8 @@ async fn run(
         for ack in acks {
             let _ = ack.send(ok);
         }
-        if let (true, true, Some(sink), Some(copy)) = (ok, n > 0, &notify, copy) {
-            hand_over(sink, &mut backlog, copy, &stats);
+        if let (true, true, Some(sink)) = (ok, n > 0, &notify) {
+            hand_over(sink, &mut backlog, events, &stats);
         }
     }
     // Shutdown: what still waits gets a bounded wait for room.

@@ -5,6 +5,7 @@
 //! the operator-listed machine network), and the bounded wait for its commit
 //! (`settle`: a barrier when nothing is recorded, so timing tells nothing).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -75,7 +76,10 @@ pub fn event(
         email: c.email,
         recipient: c.recipient,
         link: c.link,
-        method: req.method().as_str().to_owned(),
+        method: match *req.method() {
+            Method::GET => Cow::Borrowed("GET"),
+            ref m => Cow::Owned(m.as_str().to_owned()),
+        },
         ua,
         ip: truncate_ip(ip),
         since_prepared_s: (at_ms / 1000) as i64 - i64::from(c.issued),

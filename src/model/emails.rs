@@ -1,6 +1,8 @@
 //! Followed emails (what was prepared, for whom, how delivery went) and the
 //! opens and clicks recorded about them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// A followed email: what was prepared, for whom, and how delivery went.
@@ -155,7 +157,9 @@ pub struct Event {
     /// The link's index for a click, the attachment's for an attachment view.
     pub link: Option<u32>,
     /// HTTP method of the counted request (HEAD and prefetches are never counted).
-    pub method: String,
+    /// Borrowed for the methods the hot path records, so an event costs no
+    /// allocation for it.
+    pub method: Cow<'static, str>,
     /// User agent, at most 512 bytes; empty when the request had none.
     pub ua: String,
     /// Client address truncated to /24 (IPv4) or /48 (IPv6).

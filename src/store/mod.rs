@@ -346,12 +346,23 @@ impl Store {
     }
 
     /// Durably commits a batch of events (one sync for the whole batch). When this
-    /// returns Ok, every event of the batch survives a crash.
-    pub async fn commit_events(&self, events: Vec<Event>) -> Result<()> {
+    /// returns Ok, every event of the batch survives a crash. The events are
+    /// borrowed: what is stored is a sealed copy, so the caller keeps the clear
+    /// ones (the recorder hands them on to real time without copying them).
+    pub async fn commit_events(&self, events: &[Event]) -> Result<()> {
         let k = self.sealer();
-        let seal = move |events: Vec<Event>| map_events(events, &|x| k.seal(x));
-        on_backend!(self, |s| s.commit_events(seal(events)), |r| r
-            .commit_events(seal(events))
+        let sealed: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
+                method: e.method.clone(),
+                ua: k.seal(&e.ua),
+                ip: k.seal(&e.ip),
+                machine_net: e.machine_net.clone(),
+                ..*e
+            })
+            .collect();
+        on_backend!(self, |s| s.commit_events(sealed), |r| r
+            .commit_events(sealed)
             .await)
     }
 
