@@ -157,8 +157,9 @@ pub struct Event {
     /// The link's index for a click, the attachment's for an attachment view.
     pub link: Option<u32>,
     /// HTTP method of the counted request (HEAD and prefetches are never counted).
-    /// Borrowed for the methods the hot path records, so an event costs no
-    /// allocation for it.
+    /// Borrowed for the methods the hot path records, also when read back, so
+    /// an event costs no allocation for it.
+    #[serde(deserialize_with = "method")]
     pub method: Cow<'static, str>,
     /// User agent, at most 512 bytes; empty when the request had none.
     pub ua: String,
@@ -171,6 +172,27 @@ pub struct Event {
     /// An operator's name for a network (e.g. "mimecast"), not personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_net: Option<String>,
+}
+
+/// Reads an event's method: the common ones borrowed (see `Event::method`).
+fn method<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+    struct Method;
+    impl serde::de::Visitor<'_> for Method {
+        type Value = Cow<'static, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an HTTP method")
+        }
+        // Called with the text in place (borrowed or a scratch buffer): only
+        // a method that is not a common one is copied.
+        fn visit_str<E: serde::de::Error>(self, m: &str) -> Result<Self::Value, E> {
+            Ok(match m {
+                "GET" => Cow::Borrowed("GET"),
+                "HEAD" => Cow::Borrowed("HEAD"),
+                _ => Cow::Owned(m.to_owned()),
+            })
+        }
+    }
+    d.deserialize_str(Method)
 }
 
 /// A recipient's reply to a followed email, as the reply watcher records it:
@@ -195,4 +217,28 @@ pub struct Attachment {
     pub content_type: String,
     /// The original (decoded) bytes.
     pub data: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_method_reads_back_borrowed_when_common() {
+        let json = |m: &str| {
+            format!(
+                r#"{{"seq":1,"at_ms":2,"kind":"open","email":3,"recipient":0,"link":null,"method":{m},"ua":"","ip":"","since_prepared_s":0}}"#
+            )
+        };
+        let read = |m: &str| {
+            serde_json::from_str::<Event>(&json(m))
+                .expect("event")
+                .method
+        };
+        assert!(matches!(read(r#""GET""#), Cow::Borrowed("GET")));
+        // Escaped text goes through a scratch buffer, and is still recognised.
+        assert!(matches!(read(r#""G\u0045T""#), Cow::Borrowed("GET")));
+        assert!(matches!(read(r#""POST""#), Cow::Owned(ref m) if m == "POST"));
+        assert!(serde_json::from_str::<Event>(&json("7")).is_err());
+    }
 }
