@@ -175,12 +175,12 @@ async fn run(
         if n > 0 {
             crate::metrics::METRICS.batch_sizes.observe(n);
         }
-        let ok = match store.commit_events(&events).await {
-            Ok(()) => true,
+        let (ok, events) = match store.commit_events(events).await {
+            Ok(events) => (true, events),
             Err(e) => {
                 stats.failures.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(error = %e, events = n, "committing events failed");
-                false
+                (false, Vec::new())
             }
         };
         if ok && n > 0 {

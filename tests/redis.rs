@@ -298,7 +298,7 @@ async fn redis_expires_an_email_with_its_events() {
         machine_net: None,
     };
     store
-        .commit_events(&[ev.clone(), ev])
+        .commit_events(vec![ev.clone(), ev])
         .await
         .expect("commit");
     assert_eq!(store.events_for(77).await.expect("events").len(), 2);

@@ -162,8 +162,8 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     // Events: committed events are read back with distinct sequence numbers;
     // events of unknown emails are dropped.
     let batch: Vec<Event> = (0..100).map(|i| event(1 + i % 2, i)).collect();
-    store.commit_events(&batch).await.unwrap();
-    store.commit_events(&[event(4242, 1)]).await.unwrap();
+    store.commit_events(batch).await.unwrap();
+    store.commit_events(vec![event(4242, 1)]).await.unwrap();
     let one = store.events_for(1).await.unwrap();
     let two = store.events_for(2).await.unwrap();
     assert_eq!((one.len(), two.len()), (50, 50));
@@ -189,7 +189,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
                 ..event(3, 2000 + i * 4 + j)
             })
             .collect();
-        store.commit_events(&batch).await.unwrap();
+        store.commit_events(batch).await.unwrap();
     }
     store.erase_recipient_events(3, 2).await.unwrap();
     for id in [1, 3, 4242] {
@@ -228,7 +228,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
     let expires = now_ms() + 3_600_000;
     store.put_email(email(50, 7, 10, expires)).await.unwrap();
     store
-        .commit_events(&[event(50, 11), event(50, 12)])
+        .commit_events(vec![event(50, 11), event(50, 12)])
         .await
         .unwrap();
     assert_eq!(store.events_for(50).await.unwrap().len(), 2);
@@ -389,7 +389,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         .unwrap()
         .is_empty());
     assert_eq!(store.erase_recipient_events(2, 0).await.unwrap(), 50);
-    store.commit_events(&[event(2, 999)]).await.unwrap();
+    store.commit_events(vec![event(2, 999)]).await.unwrap();
     assert!(store.events_for(2).await.unwrap().is_empty());
     let mut rec = store.get_email(2).await.unwrap().unwrap();
     rec.recipients[0].address.clear();
@@ -778,7 +778,7 @@ async fn contract<F: Future<Output = Store>>(open: impl Fn() -> F) {
         .dismissed
         .contains("00000000000000a1"));
     assert_eq!(store.events_for(1).await.unwrap().len(), 50);
-    store.commit_events(&[event(1, 500)]).await.unwrap();
+    store.commit_events(vec![event(1, 500)]).await.unwrap();
     let again = store.events_for(1).await.unwrap();
     assert_eq!(again.len(), 51);
     assert!(again.iter().map(|e| e.seq).max().unwrap() > seqs[99]);
@@ -838,7 +838,7 @@ async fn embedded_journal_replays_after_a_crash() {
     let store = embedded(&dir);
     store.put_email(email(1, 7, 1, u64::MAX / 2)).await.unwrap();
     store
-        .commit_events(&(0..10).map(|i| event(1, i)).collect::<Vec<_>>())
+        .commit_events((0..10).map(|i| event(1, i)).collect())
         .await
         .unwrap();
     let journal = std::fs::read(dir.join("events.journal")).unwrap();

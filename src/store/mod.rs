@@ -346,24 +346,19 @@ impl Store {
     }
 
     /// Durably commits a batch of events (one sync for the whole batch). When this
-    /// returns Ok, every event of the batch survives a crash. The events are
-    /// borrowed: what is stored is a sealed copy, so the caller keeps the clear
-    /// ones (the recorder hands them on to real time without copying them).
-    pub async fn commit_events(&self, events: &[Event]) -> Result<()> {
+    /// returns Ok, every event of the batch survives a crash, and the events
+    /// come back in the clear: what is stored is a sealed copy, so the recorder
+    /// hands them on to real time without copying them. The embedded store
+    /// seals on its blocking thread, beside the journal write, not on the
+    /// runtime thread that answers requests (and the sealed copy is allocated
+    /// and freed on one thread).
+    pub async fn commit_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
         let k = self.sealer();
-        let sealed: Vec<Event> = events
-            .iter()
-            .map(|e| Event {
-                method: e.method.clone(),
-                ua: k.seal(&e.ua),
-                ip: k.seal(&e.ip),
-                machine_net: e.machine_net.clone(),
-                ..*e
-            })
-            .collect();
-        on_backend!(self, |s| s.commit_events(sealed), |r| r
-            .commit_events(sealed)
-            .await)
+        on_backend!(
+            self,
+            |s| s.commit_events(sealed(&k, &events)).map(|()| events),
+            |r| r.commit_events(sealed(&k, &events)).await.map(|()| events)
+        )
     }
 
     /// Every event recorded for one email, oldest first, including every event
@@ -584,6 +579,20 @@ fn open_opt(k: &Sealer, v: Option<String>) -> Option<String> {
 }
 
 /// Applies `f` to every personal field of each event (user agent, network).
+/// A sealed copy of `events`, to store.
+fn sealed(k: &Sealer, events: &[Event]) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| Event {
+            method: e.method.clone(),
+            ua: k.seal(&e.ua),
+            ip: k.seal(&e.ip),
+            machine_net: e.machine_net.clone(),
+            ..*e
+        })
+        .collect()
+}
+
 fn map_events(events: Vec<Event>, f: &dyn Fn(&str) -> String) -> Vec<Event> {
     events
         .into_iter()
