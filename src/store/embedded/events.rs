@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::watch;
 
-use super::segments::Segments;
+use super::segments::{Row, Segments};
 use super::{read, Embedded, APPLIED_SEQ, EMAILS, ERASED, EVENTS, META};
 use crate::model::Event;
 use crate::store::{journal, Result, StoreError};
@@ -30,28 +30,6 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const INDEX_EVERY: Duration = Duration::from_millis(200);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
-const MAX_RECORD: usize = 64 * 1024;
-
-/// An event as journalled: its key fields and its JSON row, serialized once for
-/// the journal and reused by the indexer.
-pub(super) struct Row {
-    email: u64,
-    recipient: u32,
-    pub(super) seq: u64,
-    json: Vec<u8>,
-}
-
-impl Row {
-    fn of(e: &Event) -> Result<Row> {
-        Ok(Row {
-            email: e.email,
-            recipient: e.recipient,
-            seq: e.seq,
-            json: serde_json::to_vec(e)?,
-        })
-    }
-}
-
 pub(super) enum IndexMsg {
     Batch(Vec<Row>),
     Shutdown(mpsc::Sender<()>),
@@ -246,43 +224,6 @@ impl Embedded {
     }
 }
 
-/// Decodes one journal segment: its records from byte 0 while each is whole
-/// and numbered higher than the one before (see `segments`). Returns them and
-/// whether it ended at a damaged record (a torn write, or the rest of an older
-/// cycle's record) rather than at a zero header (the preallocated rest), an
-/// older cycle's record, or the end.
-pub(super) fn decode_journal(bytes: &[u8]) -> (Vec<Row>, bool) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    let mut last = 0;
-    while at < bytes.len() {
-        let Some((body, next)) = journal::record_at(bytes, at) else {
-            return (out, true);
-        };
-        if body.is_empty() {
-            return (out, false);
-        }
-        if body.len() > MAX_RECORD {
-            return (out, true);
-        }
-        match serde_json::from_slice::<Event>(body) {
-            Ok(e) if e.seq > last => {
-                last = e.seq;
-                out.push(Row {
-                    email: e.email,
-                    recipient: e.recipient,
-                    seq: e.seq,
-                    json: body.to_vec(),
-                });
-            }
-            Ok(_) => return (out, false),
-            Err(_) => return (out, true),
-        }
-        at = next;
-    }
-    (out, false)
-}
-
 /// Inserts events of known emails; returns the highest seq seen. Events of emails
 /// that no longer exist (expired) or of erased recipients are dropped: there is
 /// nothing left to attach them to, and keeping them would undo the erase or
@@ -466,37 +407,5 @@ mod tests {
         pack.push(b']');
         assert_eq!(decode_events(&pack).unwrap(), vec![e(4), e(5)]);
         assert!(decode_events(b"[{").is_err());
-    }
-
-    #[test]
-    fn journal_decoding_stops_at_a_torn_tail() {
-        let e = Event {
-            seq: 1,
-            at_ms: 1,
-            kind: crate::model::EventKind::Open,
-            email: 1,
-            recipient: 0,
-            link: None,
-            method: "GET".into(),
-            ua: String::new(),
-            ip: String::new(),
-            since_prepared_s: 0,
-            machine_net: None,
-        };
-        let body = serde_json::to_vec(&e).unwrap();
-        let mut buf = Vec::new();
-        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
-        let (got, torn) = decode_journal(&buf);
-        assert_eq!((got.len(), torn), (1, false));
-        let mut more = buf.clone();
-        more.extend_from_slice(&buf[..buf.len() - 3]);
-        let (got, torn) = decode_journal(&more);
-        assert_eq!((got.len(), torn), (1, true));
-        let mut corrupt = buf.clone();
-        let n = corrupt.len();
-        corrupt[n - 2] ^= 0xff;
-        assert_eq!(decode_journal(&corrupt).0.len(), 0);
     }
 }

@@ -45,8 +45,8 @@ use std::thread::JoinHandle;
 use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use self::events::{apply, indexer, IndexMsg, Row};
-use self::segments::Segments;
+use self::events::{apply, indexer, IndexMsg};
+use self::segments::{Row, Segments};
 use super::{Result, StoreError, StoreStats};
 
 mod addin;

@@ -1,5 +1,6 @@
-//! The embedded store's event journal on disk: two preallocated segment files
-//! (`events.journal`, `events.journal.1`) that are overwritten in place, never
+//! The embedded store's event journal on disk: its rows (an event as
+//! journalled, `Row`), and the two preallocated segment files that hold them
+//! (`events.journal`, `events.journal.1`), overwritten in place, never
 //! truncated on the hot path.
 //!
 //! Why: an `fdatasync` after an append that grows a file also has to commit
@@ -38,7 +39,68 @@ use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
-use super::events::{decode_journal, Row};
+use crate::model::Event;
+use crate::store::{journal, Result};
+
+/// Largest journalled event accepted when reading back.
+const MAX_RECORD: usize = 64 * 1024;
+
+/// An event as journalled: its key fields and its JSON row, serialized once for
+/// the journal and reused by the indexer.
+pub(super) struct Row {
+    pub(super) email: u64,
+    pub(super) recipient: u32,
+    pub(super) seq: u64,
+    pub(super) json: Vec<u8>,
+}
+
+impl Row {
+    pub(super) fn of(e: &Event) -> Result<Row> {
+        Ok(Row {
+            email: e.email,
+            recipient: e.recipient,
+            seq: e.seq,
+            json: serde_json::to_vec(e)?,
+        })
+    }
+}
+
+/// Decodes one journal segment: its records from byte 0 while each is whole
+/// and numbered higher than the one before (see the module doc). Returns them and
+/// whether it ended at a damaged record (a torn write, or the rest of an older
+/// cycle's record) rather than at a zero header (the preallocated rest), an
+/// older cycle's record, or the end.
+fn decode_journal(bytes: &[u8]) -> (Vec<Row>, bool) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut last = 0;
+    while at < bytes.len() {
+        let Some((body, next)) = journal::record_at(bytes, at) else {
+            return (out, true);
+        };
+        if body.is_empty() {
+            return (out, false);
+        }
+        if body.len() > MAX_RECORD {
+            return (out, true);
+        }
+        match serde_json::from_slice::<Event>(body) {
+            Ok(e) if e.seq > last => {
+                last = e.seq;
+                out.push(Row {
+                    email: e.email,
+                    recipient: e.recipient,
+                    seq: e.seq,
+                    json: body.to_vec(),
+                });
+            }
+            Ok(_) => return (out, false),
+            Err(_) => return (out, true),
+        }
+        at = next;
+    }
+    (out, false)
+}
 
 /// Zeros each segment holds at least, written when it is created.
 pub(super) const PREALLOC: u64 = 4 * 1024 * 1024;
@@ -246,8 +308,7 @@ impl Segments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Event, EventKind};
-    use crate::store::journal;
+    use crate::model::EventKind;
 
     fn framed(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         let mut out = Vec::new();
@@ -341,6 +402,38 @@ mod tests {
         let past: Vec<u64> = seqs(&rows).into_iter().filter(|&q| q > durable).collect();
         assert_eq!(past, (durable + 1..=seq).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn journal_decoding_stops_at_a_torn_tail() {
+        let e = Event {
+            seq: 1,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email: 1,
+            recipient: 0,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: String::new(),
+            since_prepared_s: 0,
+            machine_net: None,
+        };
+        let body = serde_json::to_vec(&e).unwrap();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        let (got, torn) = decode_journal(&buf);
+        assert_eq!((got.len(), torn), (1, false));
+        let mut more = buf.clone();
+        more.extend_from_slice(&buf[..buf.len() - 3]);
+        let (got, torn) = decode_journal(&more);
+        assert_eq!((got.len(), torn), (1, true));
+        let mut corrupt = buf.clone();
+        let n = corrupt.len();
+        corrupt[n - 2] ^= 0xff;
+        assert_eq!(decode_journal(&corrupt).0.len(), 0);
     }
 
     /// A scrub leaves zeros where durable records were.
