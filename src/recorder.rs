@@ -7,6 +7,12 @@
 //! with load and the cost per event falls. A handler answers its HTTP request only
 //! after its event's batch is committed: an answered hit is a stored hit.
 //!
+//! Batches in flight: up to `Store::commits_in_flight` batches are committed at
+//! once (1 for the embedded journal, which syncs one batch at a time; 2 for
+//! Redis, which writes and fsyncs one while the next forms and travels). They
+//! finish in the order they started: a batch's waiters are answered, and its
+//! events told, only after every earlier batch's.
+//!
 //! After a batch is committed, and only then, its events (the store sealed a
 //! copy of them; these stay in the clear) go to the optional notification sink (real time derives webhook and stream events from
 //! it) with `try_send`, so the recorder never waits for it. A full sink does
@@ -34,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -89,9 +96,19 @@ impl Recorder {
         store: Store,
         notify: Option<mpsc::Sender<Vec<Event>>>,
     ) -> (Recorder, JoinHandle<()>) {
+        let depth = store.commits_in_flight();
+        Recorder::start_at_depth(store, notify, depth)
+    }
+
+    /// Like `start_with`, committing up to `depth` batches at once.
+    fn start_at_depth(
+        store: Store,
+        notify: Option<mpsc::Sender<Vec<Event>>>,
+        depth: usize,
+    ) -> (Recorder, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(RecorderStats::default());
-        let handle = tokio::spawn(run(store, rx, stats.clone(), notify));
+        let handle = tokio::spawn(run(store, rx, stats.clone(), notify, depth.max(1)));
         (Recorder { tx, stats }, handle)
     }
 
@@ -149,12 +166,22 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     stats: Arc<RecorderStats>,
     notify: Option<mpsc::Sender<Vec<Event>>>,
+    depth: usize,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // Committed events the sink had no room for yet, oldest first.
     let mut backlog: Vec<Event> = Vec::new();
-    loop {
+    // Batches being committed, oldest first; finished in that order.
+    let mut in_flight = FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
         tokio::select! {
+            biased;
+            // The oldest batch committed (or failed): answer its waiters.
+            Some((result, acks)) = in_flight.next(), if !in_flight.is_empty() => {
+                finish(result, acks, &stats, &notify, &mut backlog);
+                continue;
+            }
             // Room in the sink while no hit arrives: hand the backlog over.
             permit = reserve(&notify), if !backlog.is_empty() => {
                 match permit {
@@ -164,35 +191,28 @@ async fn run(
                 continue;
             }
             // `recv_many` is cancel safe: a lost race leaves `jobs` empty.
-            got = rx.recv_many(&mut jobs, MAX_BATCH) => if got == 0 { break },
+            got = rx.recv_many(&mut jobs, MAX_BATCH), if open && in_flight.len() < depth => {
+                if got == 0 {
+                    open = false;
+                    continue;
+                }
+            }
         }
         let (events, acks): (Vec<Option<Event>>, Vec<oneshot::Sender<bool>>) =
             jobs.drain(..).unzip();
         // Barriers carry no event; a batch of barriers only is an empty commit,
         // which the store still makes wait for its sync.
         let events: Vec<Event> = events.into_iter().flatten().collect();
-        let n = events.len() as u64;
-        if n > 0 {
-            crate::metrics::METRICS.batch_sizes.observe(n);
+        if !events.is_empty() {
+            crate::metrics::METRICS
+                .batch_sizes
+                .observe(events.len() as u64);
         }
-        let (ok, events) = match store.commit_events(events).await {
-            Ok(events) => (true, events),
-            Err(e) => {
-                stats.failures.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(error = %e, events = n, "committing events failed");
-                (false, Vec::new())
-            }
-        };
-        if ok && n > 0 {
-            stats.events.fetch_add(n, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-        }
-        for ack in acks {
-            let _ = ack.send(ok);
-        }
-        if let (true, true, Some(sink)) = (ok, n > 0, &notify) {
-            hand_over(sink, &mut backlog, events, &stats);
-        }
+        let store = store.clone();
+        in_flight.push_back(async move {
+            let n = events.len();
+            (store.commit_events(events).await.map_err(|e| (e, n)), acks)
+        });
     }
     // Shutdown: what still waits gets a bounded wait for room.
     if let (Some(sink), false) = (&notify, backlog.is_empty()) {
@@ -206,6 +226,39 @@ async fn run(
                 events = n,
                 "real-time notifications dropped at shutdown (hits are stored)"
             );
+        }
+    }
+}
+
+/// Answers a finished batch's waiters, counts it and, if it was committed,
+/// hands its events to the sink.
+fn finish(
+    result: std::result::Result<Vec<Event>, (crate::store::StoreError, usize)>,
+    acks: Vec<oneshot::Sender<bool>>,
+    stats: &RecorderStats,
+    notify: &Option<mpsc::Sender<Vec<Event>>>,
+    backlog: &mut Vec<Event>,
+) {
+    let ok = result.is_ok();
+    match &result {
+        Ok(events) if !events.is_empty() => {
+            stats
+                .events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err((e, n)) => {
+            stats.failures.fetch_add(*n as u64, Ordering::Relaxed);
+            tracing::error!(error = %e, events = n, "committing events failed");
+        }
+    }
+    for ack in acks {
+        let _ = ack.send(ok);
+    }
+    if let (Ok(events), Some(sink)) = (result, notify) {
+        if !events.is_empty() {
+            hand_over(sink, backlog, events, stats);
         }
     }
 }
@@ -309,6 +362,70 @@ mod tests {
         assert_eq!(rec.stats.notify_dropped.load(Ordering::Relaxed), 0);
         drop(rec);
         handle.await.expect("recorder ends");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Several batches in flight at once: every hit is answered as committed,
+    /// stored once and handed to the sink once, and dropping the last handle
+    /// still commits what is queued or in flight.
+    #[tokio::test(flavor = "current_thread")]
+    async fn batches_in_flight_at_once_store_and_tell_every_hit_once() {
+        let dir =
+            std::env::temp_dir().join(format!("mailbeacon-recorder-depth-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sealer = Sealer::new(&[(1, vec![7; 32])], 1, b"lookup key").expect("sealer");
+        let store = Store::new(
+            Backend::Embedded(Embedded::open(&dir).expect("open")),
+            sealer,
+        );
+        let mut email = crate::reports::tests::rec(1);
+        email.expires_ms = crate::ids::now_ms() + 3_600_000;
+        store.put_email(email).await.expect("email");
+        let (tx, mut rx) = mpsc::channel(1024);
+        let tx2 = tx.clone();
+        let (rec, handle) = Recorder::start_at_depth(store.clone(), Some(tx), 3);
+        let hits: Vec<_> = (0..300u32)
+            .map(|r| {
+                let rec = rec.clone();
+                tokio::spawn(async move { rec.record(event(r)).await })
+            })
+            .collect();
+        for h in hits {
+            assert!(h.await.expect("task"), "every hit is committed");
+        }
+        drop(rec);
+        handle.await.expect("recorder ends");
+        // Hits still queued when the queue closes (their callers stopped
+        // waiting): they go in flight after the close, and must still be
+        // committed, answered and told before the recorder ends.
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let mut answers = Vec::new();
+        for r in 300..600u32 {
+            let (ack, answer) = oneshot::channel();
+            queue.try_send((Some(event(r)), ack)).expect("room");
+            answers.push(answer);
+        }
+        drop(queue);
+        let stats = Arc::new(RecorderStats::default());
+        run(store.clone(), jobs, stats, Some(tx2), 3).await;
+        for a in answers {
+            assert_eq!(a.await, Ok(true), "a queued hit is committed");
+        }
+        let mut told = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            told.extend(batch.into_iter().map(|e| e.recipient));
+        }
+        told.sort_unstable();
+        assert_eq!(told, (0..600).collect::<Vec<_>>(), "each hit told once");
+        let mut stored: Vec<u32> = store
+            .events_for(1)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|e| e.recipient)
+            .collect();
+        stored.sort_unstable();
+        assert_eq!(stored, (0..600).collect::<Vec<_>>(), "each hit stored once");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

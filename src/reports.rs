@@ -414,12 +414,13 @@ impl Totals {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::classify::classify_all;
     use crate::model::RecipientRecord;
 
-    fn rec(n: usize) -> EmailRecord {
+    /// A followed email (id 1, owner 1) to `n` recipients.
+    pub(crate) fn rec(n: usize) -> EmailRecord {
         EmailRecord {
             id: 1,
             owner: 1,

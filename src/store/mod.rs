@@ -361,6 +361,17 @@ impl Store {
         )
     }
 
+    /// How many batches the recorder may commit at once. The embedded journal
+    /// syncs one batch at a time, so a second would only wait for its lock.
+    /// Redis takes a second batch on the same connection while it writes and
+    /// fsyncs the first, so the next batch forms and travels meanwhile.
+    pub fn commits_in_flight(&self) -> usize {
+        match &self.backend {
+            Backend::Embedded(_) => 1,
+            Backend::Redis(_) => 2,
+        }
+    }
+
     /// Every event recorded for one email, oldest first, including every event
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {

@@ -7,7 +7,8 @@
 //! commands per batch whatever its size. The append must answer within
 //! `COMMIT_TIMEOUT`; otherwise (Redis down, paused, failing over) the batch goes
 //! to the local spool, and so does every batch after it until the spool has been
-//! replayed, which keeps the order.
+//! replayed. Two batches may be appended at once (the recorder keeps two in
+//! flight), so their entries may land in either order; readers order by id.
 //!
 //! **Event ids.** `ms << 22 | counter << 10 | node`: the commit time, a
 //! per-millisecond counter (12 bits; a busier millisecond borrows the next one),
@@ -214,8 +215,18 @@ impl Redis {
         }
         let packed = serde_json::to_vec(&events)?;
         let n = events.len() as u32;
-        let _order = self.commit_order.lock().await;
-        if !self.spooling.load(Ordering::Relaxed) {
+        let order = self.commit_order.lock().await;
+        // Straight to Redis unless batches are spooled. The lock is not held
+        // across the append: the recorder keeps more than one batch in flight
+        // (`Store::commits_in_flight`), so that Redis writes and fsyncs one
+        // while the next forms. Their entries may then land in either order,
+        // which readers do not depend on (they order events by id). Only the
+        // decisions to spool stay under the lock, so no batch is spooled
+        // after the replayer has declared the spool empty.
+        let _order = if self.spooling.load(Ordering::Relaxed) {
+            order
+        } else {
+            drop(order);
             let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % keys::SHARDS;
             let mut hot = self.hot.clone();
             match tokio::time::timeout(COMMIT_TIMEOUT, append(&mut hot, shard, &packed)).await {
@@ -234,8 +245,10 @@ impl Redis {
                     );
                 }
             }
+            let order = self.commit_order.lock().await;
             self.spooling.store(true, Ordering::Relaxed);
-        }
+            order
+        };
         let spool = self.spool.clone();
         let depth = tokio::task::spawn_blocking(move || {
             let mut s = spool.lock().map_err(|_| poisoned())?;
