@@ -85,8 +85,9 @@ pub struct Redis {
     /// True while the spool holds batches not yet replayed: new batches queue
     /// behind them. Changed only under `commit_order`.
     spooling: AtomicBool,
-    /// Serializes the "Redis or spool?" decision with the replayer's "spool
-    /// drained" decision, so the order of batches is kept.
+    /// Serializes the decisions to spool a batch with the replayer's "spool
+    /// drained" decision, so no batch is spooled after the spool was declared
+    /// empty. Not held across an append to Redis (two batches may be in flight).
     commit_order: tokio::sync::Mutex<()>,
     derive_wake: Notify,
     /// Set by a report's read barrier: the deriver writes what it holds now
