@@ -138,9 +138,19 @@ impl Recorder {
         let deadline = tokio::time::Instant::now() + limit;
         let (ack_tx, ack_rx) = oneshot::channel();
         let job = (event, ack_tx);
-        match tokio::time::timeout_at(deadline, self.tx.reserve()).await {
+        // Room in the queue is the common case: take it without arming a timer.
+        let reserved = match self.tx.try_reserve() {
+            Ok(permit) => Ok(Ok(permit)),
+            Err(mpsc::error::TrySendError::Closed(())) => Ok(Err(())),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                tokio::time::timeout_at(deadline, self.tx.reserve())
+                    .await
+                    .map(|r| r.map_err(|_| ()))
+            }
+        };
+        match reserved {
             Ok(Ok(permit)) => permit.send(job),
-            Ok(Err(_)) => return Outcome::Failed,
+            Ok(Err(())) => return Outcome::Failed,
             Err(_) => {
                 // The queue stayed full past the limit (a stalled store): keep
                 // the event in a task until there is room, and answer now.
@@ -198,11 +208,17 @@ async fn run(
                 }
             }
         }
-        let (events, acks): (Vec<Option<Event>>, Vec<oneshot::Sender<bool>>) =
-            jobs.drain(..).unzip();
         // Barriers carry no event; a batch of barriers only is an empty commit,
-        // which the store still makes wait for its sync.
-        let events: Vec<Event> = events.into_iter().flatten().collect();
+        // which the store still makes wait for its sync. Both vectors are
+        // allocated once at their final size: the events' one travels on to
+        // the store and to real time, and a grown one would keep up to twice
+        // its length in capacity (and copy itself as it grew).
+        let mut events: Vec<Event> = Vec::with_capacity(jobs.len());
+        let mut acks: Vec<oneshot::Sender<bool>> = Vec::with_capacity(jobs.len());
+        for (event, ack) in jobs.drain(..) {
+            events.extend(event);
+            acks.push(ack);
+        }
         if !events.is_empty() {
             crate::metrics::METRICS
                 .batch_sizes

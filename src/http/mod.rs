@@ -82,7 +82,7 @@ pub async fn handle(
     // The live event stream is the one streaming answer; every other handler's
     // `Resp` is boxed here.
     let resp = if matches!(req.uri().path(), "/api/v1/events" | "/api/v1/events/") {
-        events_stream(&app, req).await
+        Box::pin(events_stream(&app, req)).await
     } else {
         response::boxed(dispatch(&app, peer, req).await)
     };
@@ -129,7 +129,7 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         // On its own listener when `metrics_listen` is set (see `server`);
         // else here, for admin tokens only.
         ("metrics", None) if app.config.metrics_listen.is_none() => {
-            match authenticate(app, &req)
+            match Box::pin(authenticate(app, &req))
                 .await
                 .and_then(|u| require_admin(&u))
             {
@@ -153,7 +153,10 @@ async fn dispatch(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             Some(rest) => {
                 // Owned: `api` takes the request.
                 let rest = rest.to_owned();
-                api(app, req, &rest).await
+                // Boxed: the API's state machine is kilobytes, and an unboxed
+                // one would make every hot-path request's future that large
+                // too (moved into hyper's slot per request).
+                Box::pin(api(app, req, &rest)).await
             }
             None => not_found(),
         },
