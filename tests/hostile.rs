@@ -212,3 +212,52 @@ fn raw_bytes_that_are_not_http() {
     );
     assert_healthy(&s);
 }
+
+/// An answer sent before the body arrived (405 on the headers alone, 401, 404)
+/// reaches a client that goes on sending its body: the server reads and drops
+/// the rest instead of closing with unread bytes, which would reset the
+/// connection under the client ("broken pipe" where the answer was sent).
+#[test]
+fn early_answers_reach_a_client_still_sending() {
+    let s = Server::start();
+    let body = vec![b'['; 256 << 10];
+    for (head, want) in [
+        (
+            format!("PUT /api/v1/contacts/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n"),
+            405,
+        ),
+        (
+            "POST /api/v1/emails HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n".to_string(),
+            401,
+        ),
+        (
+            format!("POST /api/v1/nowhere HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n"),
+            404,
+        ),
+    ] {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req = format!("{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+        c.write_all(req.as_bytes()).expect("headers sent");
+        // The answer comes on the headers alone; read its first bytes.
+        let mut first = [0u8; 12];
+        c.read_exact(&mut first).expect("an answer before the body");
+        assert_eq!(status_of(&first), Some(want), "{head}");
+        // Give the server time to finish with the connection, then send the
+        // body in pieces: every write must be taken, none reset.
+        std::thread::sleep(Duration::from_millis(200));
+        for (i, piece) in body.chunks(16 << 10).enumerate() {
+            c.write_all(piece)
+                .unwrap_or_else(|e| panic!("{head}: body piece {i} after the answer: {e}"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The rest of the answer, then the server's end of stream.
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("the rest of the answer, then EOF");
+        assert!(
+            String::from_utf8_lossy(&rest).contains("\r\n\r\n"),
+            "{head}: a whole answer"
+        );
+    }
+    assert_healthy(&s);
+}

@@ -14,6 +14,10 @@
 //! listen backlog (and are refused by the kernel once it is full) instead of
 //! costing memory here.
 //!
+//! A connection's socket is closed the way nginx's `lingering_close` does it
+//! ([`linger`]), so an answer sent before the request body arrived reaches a
+//! client that is still sending the body.
+//!
 //! [`serve_metrics`] serves `/metrics` alone on `metrics_listen`.
 
 use std::fmt::Display;
@@ -33,6 +37,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::state::App;
 use crate::tls::Tls;
+
+mod linger;
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -99,6 +105,9 @@ async fn connection(
     _done: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Hyper gets the wrapper; the stream comes back through `back` once hyper
+    // drops it, for a lingering close (see `linger`).
+    let (stream, back) = linger::wrap(stream);
     let started = Instant::now();
     let last_request = Arc::new(AtomicU64::new(0));
     let service = {
@@ -148,6 +157,10 @@ async fn connection(
             tokio::pin!(conn);
             drive(conn, |c| c.graceful_shutdown(), stop, idle, peer).await;
         }
+    }
+    // Every path above has dropped the wrapper (and with it hyper's connection).
+    if let Ok(stream) = back.await {
+        linger::linger(stream).await;
     }
 }
 
