@@ -20,15 +20,18 @@
 //! in each shard log's group. Every `PASS` (100 ms) it reads new entries
 //! (`XREADGROUP >`) into a window, grouped by email, and writes the window
 //! once it is `WINDOW` (1 s) old, holds `WINDOW_EVENTS`, or a report asks: per
-//! email one `HSET` of one packed field per entry (`b<first event id>` → JSON
-//! array; re-deriving the same entry writes the same field and value; TTL =
+//! email one `HSET` of one packed field per `FIELD_EVENTS` of its events in
+//! the window (`b<smallest event id>.<hash of the ids>` → JSON array, whatever
+//! the number of entries the events came from; re-deriving the same events writes
+//! the same field and value; TTL =
 //! the email record's; an email that no longer exists gets nothing; an erased
 //! recipient's events are dropped), then `XACK`s and `XDEL`s the entries. On
 //! one node a script writes `ROUND_EMAILS` emails at a time (`DERIVE_MANY`);
 //! on a Cluster, one script per email (one slot each). With hits spread over
 //! many emails, one write per email per batch cost Redis a script per hit,
 //! which the hot path's appends queued behind; an email hit many times in a
-//! window now gets one write.
+//! window now gets one write of one field (one field per entry, as before, made
+//! the hash, its AOF bytes and every report grow by one field per hit).
 //!
 //! Entries left pending by a process that died (or a failed pass)
 //! are claimed after `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what
@@ -128,11 +131,31 @@ return out";
 /// script holds Redis (a few milliseconds).
 const ROUND_EMAILS: usize = 32;
 
-/// The hash field of one email's events from one batch: `b` + the first event's
-/// id. Ids are fixed before the first append, so deriving the same batch again
-/// (a retry, a replay, a takeover) writes the same field with the same value.
-pub fn packed_field(first: &Event) -> String {
-    format!("b{}", id_to_text(first.seq))
+/// At most this many events in one hash field: a report scans a hot email's
+/// hash `SCAN_FIELDS` fields at a time, so this bounds what one step holds
+/// (about 1,000 events), while an email hit a few dozen times in a window still
+/// gets one field.
+const FIELD_EVENTS: usize = 64;
+
+/// The hash field of one email's events from one deriver window (or one
+/// imported chunk): `b` + the smallest event id + `.` + a 64-bit FNV-1a hash of
+/// all the ids, sorted. Ids are fixed before the first append, so deriving the
+/// same events again (a retry, a replay) writes the same field with the same
+/// value. A takeover may group entries differently; the hash keeps a field
+/// holding other events from being overwritten, and readers count each event
+/// once by id.
+pub fn packed_field(batch: &[Event]) -> String {
+    let mut ids: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+    ids.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ids.iter().flat_map(|id| id.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "b{}.{h:016x}",
+        id_to_text(ids.first().copied().unwrap_or(0))
+    )
 }
 
 /// Unpacks an events-hash value: a packed array (`[`…) or one event (the old
@@ -358,7 +381,8 @@ impl Redis {
         email: u64,
         f: &mut (dyn FnMut(Vec<Event>) + Send),
     ) -> Result<()> {
-        const SCAN_FIELDS: usize = 256;
+        // With `FIELD_EVENTS` per field: about 1,000 events per step.
+        const SCAN_FIELDS: usize = 16;
         let left = self.read_barrier(&[email]).await?;
         let mut c = self.conn.clone();
         let (exists, erased): (bool, Vec<u32>) = ::redis::pipe()
@@ -488,14 +512,24 @@ impl Redis {
         if w.entries.is_empty() {
             return Ok(());
         }
+        // Per email, its events in id order (entries may have landed out of
+        // order; an entry claimed twice is counted once), cut into fields of at
+        // most `FIELD_EVENTS`, so the same events always give the same fields.
+        let per_email = w.per_email.into_iter().map(|(email, mut evs)| {
+            evs.sort_unstable_by_key(|e| e.seq);
+            evs.dedup_by_key(|e| e.seq);
+            let batches: Vec<Vec<Event>> =
+                evs.chunks(FIELD_EVENTS).map(<[Event]>::to_vec).collect();
+            (email, batches)
+        });
         match &self.conn {
             // One node: the whole window in a few scripts (`DERIVE_MANY`).
-            Conn::Single(_) => derive_round(&mut self.conn.clone(), w.per_email).await?,
+            Conn::Single(_) => derive_round(&mut self.conn.clone(), per_email.collect()).await?,
             // A Cluster: one script per email (its keys share one slot).
             Conn::Cluster(_) => {
-                futures_util::future::try_join_all(w.per_email.into_iter().map(|(email, evs)| {
+                futures_util::future::try_join_all(per_email.map(|(email, batches)| {
                     let mut c = self.conn.clone();
-                    async move { derive_into(&mut c, email, evs).await }
+                    async move { derive_into(&mut c, email, batches).await }
                 }))
                 .await?;
             }
@@ -654,7 +688,7 @@ fn push_email_args(cmd: &mut ::redis::Cmd, batches: &[Vec<Event>]) -> Result<()>
     recipients.dedup();
     cmd.arg(batches.len()).arg(recipients.len());
     for b in batches {
-        cmd.arg(packed_field(&b[0])).arg(serde_json::to_vec(b)?);
+        cmd.arg(packed_field(b)).arg(serde_json::to_vec(b)?);
     }
     cmd.arg(recipients);
     Ok(())
@@ -728,10 +762,11 @@ fn keep_log(pipe: &mut ::redis::Pipeline, shard: usize) {
 }
 
 /// New log entries the deriver has read and not written yet: their events
-/// grouped per email (one batch per entry), and the entries per shard log.
+/// grouped per email (one batch per email, whatever the number of entries: one
+/// hash field per email per window), and the entries per shard log.
 #[derive(Default)]
 struct Window {
-    per_email: HashMap<u64, Vec<Vec<Event>>>,
+    per_email: HashMap<u64, Vec<Event>>,
     entries: BTreeMap<usize, Vec<String>>,
     events: u64,
     newest_ms: u64,
@@ -753,12 +788,8 @@ impl Window {
                 }
             };
             self.events += batch.len() as u64;
-            let mut of_entry: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
             for e in batch {
-                of_entry.entry(e.email).or_default().push(e);
-            }
-            for (email, evs) in of_entry {
-                self.per_email.entry(email).or_default().push(evs);
+                self.per_email.entry(e.email).or_default().push(e);
             }
         }
     }
@@ -1031,9 +1062,15 @@ mod tests {
         let single = serde_json::to_vec(&a).unwrap();
         assert_eq!(unpack(&single).unwrap(), vec![a.clone()]);
         assert!(unpack(b"not json").is_err());
-        // The same batch always names the same field.
-        assert_eq!(packed_field(&a), packed_field(&a.clone()));
-        assert_ne!(packed_field(&a), packed_field(&event(a.seq + 1, 0)));
+        // The same events always name the same field, in any order; other
+        // events with the same smallest id name another.
+        let c = event((1 << 60) + 9, 2);
+        let ab = [a.clone(), event((1 << 60) + 5, 1)];
+        let ba = [ab[1].clone(), ab[0].clone()];
+        assert_eq!(packed_field(&ab), packed_field(&ba));
+        assert!(packed_field(&ab).starts_with(&format!("b{}.", id_to_text(a.seq))));
+        assert_ne!(packed_field(&ab), packed_field(&[a.clone(), c]));
+        assert_ne!(packed_field(&ab), packed_field(std::slice::from_ref(&a)));
     }
 
     #[test]
