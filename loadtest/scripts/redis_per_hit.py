@@ -102,6 +102,8 @@ def main():
         print("|---|---|---|---|---|")
         for usec, name, calls in sorted(rows, reverse=True):
             print(f"| {name} | {calls} | {calls / hits:.3f} | {usec} | {usec / hits:.2f} |")
+        if os.environ.get("PERHIT_DUMP"):
+            print(subprocess.check_output(["sh", "-c", f"redis-cli -p {rport} --scan | head -40; for k in $(redis-cli -p {rport} --scan --pattern '*ev*' | head -3); do redis-cli -p {rport} TYPE $k; redis-cli -p {rport} HRANDFIELD $k 1 WITHVALUES; done"]).decode())
     finally:
         mb.terminate(); mb.wait(); redis.terminate(); redis.wait()
         subprocess.call(["rm", "-rf", tmp])

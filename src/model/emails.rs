@@ -174,6 +174,49 @@ pub struct Event {
     pub machine_net: Option<String>,
 }
 
+/// How the stores write events: each one as a JSON array of its fields in
+/// declaration order (`[seq,at_ms,"open",email,recipient,link,"GET",ua,ip,
+/// since_prepared_s]`, then `machine_net` when set) instead of an object. Half
+/// the bytes of the object form (the field names were ~90 of ~240), which both
+/// Redis copies of an event (the log entry and the derived field, each fsynced
+/// under `appendfsync always`) and the embedded journal pay per hit. Reading
+/// needs nothing: `Event`'s derived `Deserialize` takes a sequence as well as a
+/// map, so data written in either form (and by older versions) reads back the
+/// same, and older versions read this form.
+pub struct Compact<'a>(pub &'a Event);
+
+/// A batch of events in the compact form (see `Compact`): a JSON array of arrays.
+pub struct CompactEvents<'a>(pub &'a [Event]);
+
+impl Serialize for Compact<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let e = self.0;
+        let n = if e.machine_net.is_some() { 11 } else { 10 };
+        let mut t = s.serialize_tuple(n)?;
+        t.serialize_element(&e.seq)?;
+        t.serialize_element(&e.at_ms)?;
+        t.serialize_element(&e.kind)?;
+        t.serialize_element(&e.email)?;
+        t.serialize_element(&e.recipient)?;
+        t.serialize_element(&e.link)?;
+        t.serialize_element(&e.method)?;
+        t.serialize_element(&e.ua)?;
+        t.serialize_element(&e.ip)?;
+        t.serialize_element(&e.since_prepared_s)?;
+        if let Some(net) = &e.machine_net {
+            t.serialize_element(net)?;
+        }
+        t.end()
+    }
+}
+
+impl Serialize for CompactEvents<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Compact))
+    }
+}
+
 /// Reads an event's method: the common ones borrowed (see `Event::method`).
 fn method<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
     struct Method;
@@ -222,6 +265,53 @@ pub struct Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(machine_net: Option<&str>) -> Event {
+        Event {
+            seq: 7534223662841340929,
+            at_ms: 1796298900328,
+            kind: EventKind::Click,
+            email: 14599117743657494660,
+            recipient: 3,
+            link: Some(2),
+            method: Cow::Borrowed("GET"),
+            ua: "s1.ua-sealed".into(),
+            ip: "s1.ip-sealed".into(),
+            since_prepared_s: -4,
+            machine_net: machine_net.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_compact_form_reads_back_and_is_smaller() {
+        for e in [sample(None), sample(Some("mimecast"))] {
+            let compact = serde_json::to_vec(&Compact(&e)).unwrap();
+            let object = serde_json::to_vec(&e).unwrap();
+            assert_eq!(compact[0], b'[');
+            assert_eq!(serde_json::from_slice::<Event>(&compact).unwrap(), e);
+            assert!(
+                compact.len() * 3 < object.len() * 2,
+                "{} vs {}",
+                compact.len(),
+                object.len()
+            );
+            // A batch mixing both forms (data written before and after) reads too.
+            let mut mixed = b"[".to_vec();
+            mixed.extend_from_slice(&object);
+            mixed.push(b',');
+            mixed.extend_from_slice(
+                &serde_json::to_vec(&CompactEvents(std::slice::from_ref(&e))).unwrap()[1..],
+            );
+            let back: Vec<Event> = serde_json::from_slice(&mixed).unwrap();
+            assert_eq!(back, vec![e.clone(), e.clone()]);
+        }
+        // A damaged array is an error, not a guess.
+        assert!(serde_json::from_slice::<Event>(b"[1,2,\"open\",3]").is_err());
+        assert!(serde_json::from_slice::<Event>(
+            b"[1,2,\"open\",3,0,null,\"GET\",\"\",\"\",0,null,9]"
+        )
+        .is_err());
+    }
 
     #[test]
     fn an_events_method_reads_back_borrowed_when_common() {

@@ -22,7 +22,8 @@ pub use addin::{
 };
 pub use contacts::{AuditEntry, Contact, FollowEmail};
 pub use emails::{
-    Attachment, Delivery, EmailRecord, Event, EventKind, RecipientRecord, Reminder, Reply,
+    Attachment, Compact, CompactEvents, Delivery, EmailRecord, Event, EventKind, RecipientRecord,
+    Reminder, Reply,
 };
 pub use users::{OrgSettings, Role, User};
 pub use webhooks::{Attempt, Webhook};

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::segments::{Row, Segments};
 use super::{read, Embedded, APPLIED_SEQ, EMAILS, ERASED, EVENTS, META};
-use crate::model::Event;
+use crate::model::{CompactEvents, Event};
 use crate::store::{journal, Result, StoreError};
 
 /// How often applied events are made durable in redb (and the journal emptied).
@@ -85,7 +85,7 @@ impl Embedded {
                 if kept.is_empty() {
                     events.remove(k)?;
                 } else {
-                    events.insert(k, serde_json::to_vec(&kept)?.as_slice())?;
+                    events.insert(k, serde_json::to_vec(&CompactEvents(&kept))?.as_slice())?;
                 }
             }
         }

@@ -39,7 +39,7 @@ use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
-use crate::model::Event;
+use crate::model::{Compact, Event};
 use crate::store::{journal, Result};
 
 /// Largest journalled event accepted when reading back.
@@ -60,7 +60,7 @@ impl Row {
             email: e.email,
             recipient: e.recipient,
             seq: e.seq,
-            json: serde_json::to_vec(e)?,
+            json: serde_json::to_vec(&Compact(e))?,
         })
     }
 }

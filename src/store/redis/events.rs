@@ -58,7 +58,7 @@ use tokio::sync::watch;
 use super::conn::Conn;
 use super::{keys, poisoned, Redis};
 use crate::ids::{id_to_text, now_ms};
-use crate::model::Event;
+use crate::model::{CompactEvents, Event};
 use crate::store::{Result, StoreError};
 
 /// How long a batch append may take before the batch is spooled instead. Normal
@@ -236,7 +236,7 @@ impl Redis {
                 e.seq = ids.next();
             }
         }
-        let packed = serde_json::to_vec(&events)?;
+        let packed = serde_json::to_vec(&CompactEvents(&events))?;
         let n = events.len() as u32;
         let order = self.commit_order.lock().await;
         // Straight to Redis unless batches are spooled. The lock is not held
@@ -688,7 +688,8 @@ fn push_email_args(cmd: &mut ::redis::Cmd, batches: &[Vec<Event>]) -> Result<()>
     recipients.dedup();
     cmd.arg(batches.len()).arg(recipients.len());
     for b in batches {
-        cmd.arg(packed_field(b)).arg(serde_json::to_vec(b)?);
+        cmd.arg(packed_field(b))
+            .arg(serde_json::to_vec(&CompactEvents(b))?);
     }
     cmd.arg(recipients);
     Ok(())

@@ -44,7 +44,7 @@ use self::conn::{Conn, Target};
 use self::spool::Spool;
 use super::{Result, StoreError, StoreStats};
 use crate::ids::{id_from_text, id_to_text};
-use crate::model::{AuditEntry, Contact, EmailRecord, Event, OrgSettings, User};
+use crate::model::{AuditEntry, CompactEvents, Contact, EmailRecord, Event, OrgSettings, User};
 
 /// Expiry times are clamped to this (year 2286): far enough to mean "never" for
 /// retention, and exact as a sorted-set score.
@@ -426,7 +426,7 @@ impl Redis {
                 let new = if evs.is_empty() {
                     Vec::new()
                 } else {
-                    serde_json::to_vec(&evs)?
+                    serde_json::to_vec(&CompactEvents(&evs))?
                 };
                 let done: i64 = ::redis::cmd("EVAL")
                     .arg(REPLACE_FIELD)
