@@ -85,9 +85,13 @@ const WINDOW: Duration = Duration::from_secs(1);
 const WINDOW_EVENTS: usize = 8_192;
 /// How often the deriver reads new entries (sooner when a report asks).
 const PASS: Duration = Duration::from_millis(100);
-/// TTL of a shard log, refreshed by every append: a backstop only (entries are
+/// TTL of a shard log, refreshed by appends: a backstop only (entries are
 /// deleted once derived).
 const LOG_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Appends refresh a shard log's TTL at most this often per process, not with
+/// every batch: a `PEXPIRE` per append was a second command (and AOF record,
+/// fsynced under `appendfsync always`) per batch for a 7-day backstop.
+const LOG_TTL_REFRESH_MS: u64 = 1_000;
 /// A report waits at most this long for the deriver to pass the logs' newest
 /// entries at the call; then it reads the entries still left itself.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
@@ -252,7 +256,10 @@ impl Redis {
             drop(order);
             let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % keys::SHARDS;
             let mut hot = self.hot.clone();
-            match tokio::time::timeout(COMMIT_TIMEOUT, append(&mut hot, shard, &packed)).await {
+            let refresh = self.log_ttl_due(shard);
+            match tokio::time::timeout(COMMIT_TIMEOUT, append(&mut hot, shard, &packed, refresh))
+                .await
+            {
                 // The deriver is not woken here: it reads every `PASS`, so
                 // its reads (which Redis also writes to the AOF and fsyncs)
                 // do not land between every two appends.
@@ -284,6 +291,19 @@ impl Redis {
         self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
         self.replay_wake.notify_one();
         Ok(())
+    }
+
+    /// Whether this append should refresh the shard log's TTL: the first
+    /// append to it in `LOG_TTL_REFRESH_MS` (claimed, so only one of the batches
+    /// in flight does).
+    fn log_ttl_due(&self, shard: usize) -> bool {
+        let now = now_ms();
+        let at = &self.log_ttl_at[shard];
+        let last = at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= LOG_TTL_REFRESH_MS
+            && at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Every event of one email, oldest first, including every event committed (by
@@ -736,10 +756,12 @@ async fn derive_round(c: &mut Conn, per_email: HashMap<u64, Vec<Vec<Event>>>) ->
 }
 
 /// Appends one packed batch to a shard log (one pipeline, one slot).
-async fn append(c: &mut Conn, shard: usize, packed: &[u8]) -> Result<()> {
+async fn append(c: &mut Conn, shard: usize, packed: &[u8], refresh_ttl: bool) -> Result<()> {
     let mut pipe = ::redis::pipe();
     add_entry(&mut pipe, shard, packed);
-    keep_log(&mut pipe, shard);
+    if refresh_ttl {
+        keep_log(&mut pipe, shard);
+    }
     let _: () = pipe.query_async(c).await?;
     Ok(())
 }

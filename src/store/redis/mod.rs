@@ -81,6 +81,9 @@ pub struct Redis {
     conn: Conn,
     ids: Mutex<events::IdGen>,
     next_shard: AtomicUsize,
+    /// When this process last refreshed each shard log's TTL (ms since the
+    /// epoch): appends refresh it at most once per `LOG_TTL_REFRESH`.
+    log_ttl_at: [AtomicU64; keys::SHARDS],
     spool: Arc<Mutex<Spool>>,
     /// True while the spool holds batches not yet replayed: new batches queue
     /// behind them. Changed only under `commit_order`.
@@ -183,6 +186,7 @@ impl Redis {
             conn,
             ids: Mutex::new(events::IdGen::new(node)),
             next_shard: AtomicUsize::new((node as usize) % keys::SHARDS),
+            log_ttl_at: std::array::from_fn(|_| AtomicU64::new(0)),
             spool: Arc::new(Mutex::new(spool)),
             spooling: AtomicBool::new(spooling),
             commit_order: tokio::sync::Mutex::new(()),
