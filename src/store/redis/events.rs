@@ -30,8 +30,8 @@
 //! on a Cluster, one script per email (one slot each). With hits spread over
 //! many emails, one write per email per batch cost Redis a script per hit,
 //! which the hot path's appends queued behind; an email hit many times in a
-//! window now gets one write of one field (one field per entry, as before, made
-//! the hash, its AOF bytes and every report grow by one field per hit).
+//! window now gets one write of one field (with one field per entry, as
+//! before, the hash, its AOF bytes and every report grew by a field per hit).
 //!
 //! Entries left pending by a process that died (or a failed pass)
 //! are claimed after `CLAIM_IDLE` with `XAUTOCLAIM`. So the logs hold only what
