@@ -9,6 +9,8 @@ deriver has caught up), and prints Redis's calls and usec per command, the AOF
 bytes written, and both per hit. Usage:
 
     loadtest/scripts/redis_per_hit.py --bin target/release/mailbeacon --hits 20000
+
+PERHIT_DUMP=1 also prints a few stored keys and events (what one event costs).
 """
 import argparse, base64, http.client, json, os, re, socket, subprocess, sys, tempfile, threading, time
 
@@ -30,6 +32,15 @@ def call(port, method, path, token, body=None):
 def info(rport, section):
     out = subprocess.check_output(["redis-cli", "-p", str(rport), "INFO", section]).decode()
     return dict(l.split(":", 1) for l in out.splitlines() if ":" in l and not l.startswith("#"))
+
+
+def dump(rport):
+    """PERHIT_DUMP=1: print the first keys and one field of three events hashes,
+    to see what Redis actually stores per event."""
+    cli = lambda *a: subprocess.check_output(["redis-cli", "-p", str(rport), *a]).decode()
+    print("\n".join(cli("--scan").splitlines()[:40]))
+    for key in cli("--scan", "--pattern", "*:ev").split()[:3]:
+        print(key, cli("HRANDFIELD", key, "1", "WITHVALUES"), sep="\n")
 
 
 def main():
@@ -103,7 +114,7 @@ def main():
         for usec, name, calls in sorted(rows, reverse=True):
             print(f"| {name} | {calls} | {calls / hits:.3f} | {usec} | {usec / hits:.2f} |")
         if os.environ.get("PERHIT_DUMP"):
-            print(subprocess.check_output(["sh", "-c", f"redis-cli -p {rport} --scan | head -40; for k in $(redis-cli -p {rport} --scan --pattern '*ev*' | head -3); do redis-cli -p {rport} TYPE $k; redis-cli -p {rport} HRANDFIELD $k 1 WITHVALUES; done"]).decode())
+            dump(rport)
     finally:
         mb.terminate(); mb.wait(); redis.terminate(); redis.wait()
         subprocess.call(["rm", "-rf", tmp])
