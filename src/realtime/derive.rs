@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use futures_util::StreamExt as _;
 use serde_json::{json, Map};
 
 use super::audience::Receivers;
@@ -25,6 +26,8 @@ use crate::store::Store;
 
 /// Emails kept in the cache; past this it is emptied (simple and bounded).
 const CACHE_EMAILS: usize = 10_000;
+/// Email reads in flight at once while a batch's uncached emails are read.
+const INFO_READS: usize = 64;
 /// First marks remembered as set; past this the set is emptied (about 3 MiB).
 const KNOWN_MARKS: usize = 100_000;
 
@@ -125,12 +128,17 @@ impl Deriver {
     /// The application events for one committed batch of hits, for the
     /// owners in `to`; the others' hits only get their first marks.
     pub async fn derive(&self, hits: Vec<Event>, to: &Receivers) -> Vec<AppEvent> {
-        let mut infos: HashMap<u64, Option<Arc<EmailInfo>>> = HashMap::new();
-        for h in &hits {
-            if let std::collections::hash_map::Entry::Vacant(slot) = infos.entry(h.email) {
-                slot.insert(self.info(h.email).await);
-            }
-        }
+        let mut ids: Vec<u64> = hits.iter().map(|h| h.email).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Concurrently: on Redis the reads share round trips (one connection,
+        // pipelined), so a batch spread over many new emails costs a few round
+        // trips, not one per email, and hits do not pile up waiting here.
+        let infos: HashMap<u64, Option<Arc<EmailInfo>>> = futures_util::stream::iter(ids)
+            .map(|id| async move { (id, self.info(id).await) })
+            .buffer_unordered(INFO_READS)
+            .collect()
+            .await;
         let known: Vec<bool> = {
             let k = self.known();
             hits.iter()
