@@ -2,7 +2,10 @@
 //! the hot path, one recorder batch at a time.
 //!
 //! For each batch: the emails' owner, subject, recipients and links come from a
-//! bounded in-memory cache (one store read per email not cached); `machine` is
+//! bounded in-memory cache (one store read per email not cached, read
+//! concurrently; bounded in bytes, two generations, so a newsletter with
+//! thousands of recipients cannot make it large and a full cache does not
+//! forget the emails being hit right now); `machine` is
 //! `classify::classify` on the event itself; `first` is one set-if-absent mark
 //! per human event (`Store::mark_first`, a single call per batch), so no email's
 //! events are ever read here. Marks known to be set (by this process, or found
@@ -24,7 +27,9 @@ use crate::model::{Event, EventKind};
 use crate::store::realtime::FirstMark;
 use crate::store::Store;
 
-/// Emails kept in the cache; past this it is emptied (simple and bounded).
+/// The email cache's budget: each of its two generations holds at most half
+/// of these bytes (estimated by `EmailInfo::bytes`) and half of these emails.
+const CACHE_BYTES: usize = 8 << 20;
 const CACHE_EMAILS: usize = 10_000;
 /// Email reads in flight at once while a batch's uncached emails are read.
 const INFO_READS: usize = 64;
@@ -44,6 +49,64 @@ struct EmailInfo {
     heuristics: Heuristics,
 }
 
+impl EmailInfo {
+    /// About what this takes on the heap (for the cache's budget).
+    fn bytes(&self) -> usize {
+        let s = |x: &str| x.len() + 24;
+        256 + self.subject.as_deref().map_or(0, s)
+            + self
+                .recipients
+                .iter()
+                .map(|r| r.as_deref().map_or(24, s))
+                .sum::<usize>()
+            + self.links.iter().map(|l| s(l)).sum::<usize>()
+    }
+}
+
+/// Emails read for derivation, in two generations: lookups promote from the
+/// older one, and when the newer one reaches half the budget the older one is
+/// dropped and the newer one takes its place. So the cache stays within
+/// `CACHE_BYTES` (plus one email larger than half of it), and what is being
+/// hit now survives a turnover. `None` caches "no such email".
+#[derive(Default)]
+struct EmailCache {
+    new: HashMap<u64, Option<Arc<EmailInfo>>>,
+    old: HashMap<u64, Option<Arc<EmailInfo>>>,
+    new_bytes: usize,
+}
+
+impl EmailCache {
+    fn get(&mut self, id: u64) -> Option<Option<Arc<EmailInfo>>> {
+        if let Some(hit) = self.new.get(&id) {
+            return Some(hit.clone());
+        }
+        let hit = self.old.remove(&id)?;
+        self.insert(id, hit.clone());
+        Some(hit)
+    }
+
+    fn insert(&mut self, id: u64, info: Option<Arc<EmailInfo>>) {
+        let bytes = info.as_ref().map_or(64, |i| i.bytes());
+        if !self.new.is_empty()
+            && (self.new_bytes + bytes > CACHE_BYTES / 2 || self.new.len() >= CACHE_EMAILS / 2)
+        {
+            self.old = std::mem::take(&mut self.new);
+            self.new_bytes = 0;
+        }
+        self.new_bytes += bytes;
+        self.new.insert(id, info);
+    }
+
+    fn clear(&mut self) {
+        *self = EmailCache::default();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.new.len() + self.old.len()
+    }
+}
+
 /// The kind's code in a first mark.
 fn mark_kind(k: EventKind) -> u8 {
     match k {
@@ -56,7 +119,7 @@ fn mark_kind(k: EventKind) -> u8 {
 pub struct Deriver {
     store: Store,
     heuristics: Heuristics,
-    cache: Mutex<HashMap<u64, Option<Arc<EmailInfo>>>>,
+    cache: Mutex<EmailCache>,
     /// First marks known to be set in the store.
     known: Mutex<HashSet<MarkKey>>,
     /// `Store::erasures` when the caches were last emptied: an erase empties
@@ -69,7 +132,7 @@ impl Deriver {
         Deriver {
             store,
             heuristics,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(EmailCache::default()),
             known: Mutex::new(HashSet::new()),
             erasures: std::sync::atomic::AtomicU64::new(0),
         }
@@ -86,7 +149,7 @@ impl Deriver {
             cache.clear();
             self.known().clear();
         }
-        cache.get(&id).cloned()
+        cache.get(id)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashSet<MarkKey>> {
@@ -118,9 +181,6 @@ impl Deriver {
             }
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_EMAILS {
-            cache.clear();
-        }
         cache.insert(id, info.clone());
         info
     }
@@ -235,6 +295,61 @@ mod tests {
     use crate::seal::Sealer;
     use crate::store::embedded::Embedded;
     use crate::store::Backend;
+
+    fn info(recipients: usize) -> Option<Arc<EmailInfo>> {
+        Some(Arc::new(EmailInfo {
+            owner: 1,
+            subject: Some("Quarterly review".into()),
+            recipients: (0..recipients)
+                .map(|i| Some(format!("person{i}@example.com")))
+                .collect(),
+            links: vec!["https://example.com/a".into()],
+            expires_ms: u64::MAX,
+            heuristics: Heuristics::default(),
+        }))
+    }
+
+    fn cache_bytes(c: &EmailCache) -> usize {
+        c.new
+            .values()
+            .chain(c.old.values())
+            .map(|i| i.as_ref().map_or(64, |i| i.bytes()))
+            .sum()
+    }
+
+    #[test]
+    fn the_email_cache_stays_within_its_bytes_whatever_the_emails_size() {
+        let mut c = EmailCache::default();
+        // Newsletters of 2,000 recipients each (~90 KB apiece): the budget,
+        // not the count of emails, must bound the cache.
+        for id in 0..1_000 {
+            c.insert(id, info(2_000));
+            assert!(
+                cache_bytes(&c) <= CACHE_BYTES + info(2_000).map_or(0, |i| i.bytes()),
+                "{} bytes cached after {} emails",
+                cache_bytes(&c),
+                id + 1
+            );
+        }
+        assert!(c.len() < 1_000, "older emails were let go");
+        assert!(c.get(999).is_some(), "the newest email is kept");
+        assert!(c.get(0).is_none(), "the oldest is gone");
+    }
+
+    #[test]
+    fn an_email_being_hit_survives_the_caches_turnovers() {
+        let mut c = EmailCache::default();
+        c.insert(7, info(1));
+        // Many turnovers of the newer generation; email 7 is hit between them.
+        for id in 100..100 + 4 * CACHE_EMAILS as u64 {
+            c.insert(id, None);
+            if id % 1_000 == 0 {
+                assert!(c.get(7).is_some(), "lost after {id}");
+            }
+        }
+        assert!(c.get(7).is_some());
+        assert!(c.len() <= CACHE_EMAILS, "{} emails cached", c.len());
+    }
 
     fn store(tag: &str) -> Store {
         let dir =
