@@ -31,8 +31,6 @@ use crate::store::Store;
 /// of these bytes (estimated by `EmailInfo::bytes`) and half of these emails.
 const CACHE_BYTES: usize = 8 << 20;
 const CACHE_EMAILS: usize = 10_000;
-/// Email reads in flight at once while a batch's uncached emails are read.
-const INFO_READS: usize = 64;
 /// First marks remembered as set; past this the set is emptied (about 3 MiB).
 const KNOWN_MARKS: usize = 100_000;
 
@@ -191,12 +189,13 @@ impl Deriver {
         let mut ids: Vec<u64> = hits.iter().map(|h| h.email).collect();
         ids.sort_unstable();
         ids.dedup();
-        // Concurrently: on Redis the reads share round trips (one connection,
-        // pipelined), so a batch spread over many new emails costs a few round
-        // trips, not one per email, and hits do not pile up waiting here.
+        // Concurrently where the store gains from it: on Redis the reads share
+        // round trips (one connection, pipelined), so a batch spread over many
+        // new emails costs a few round trips, not one per email, and hits do
+        // not pile up waiting here.
         let infos: HashMap<u64, Option<Arc<EmailInfo>>> = futures_util::stream::iter(ids)
             .map(|id| async move { (id, self.info(id).await) })
-            .buffer_unordered(INFO_READS)
+            .buffer_unordered(self.store.concurrent_reads())
             .collect()
             .await;
         let known: Vec<bool> = {

@@ -372,6 +372,17 @@ impl Store {
         }
     }
 
+    /// How many independent reads (`get_email`) are worth having in flight at
+    /// once. On Redis they share round trips on one pipelined connection; the
+    /// embedded store reads locally on a blocking thread each, so more at once
+    /// would only start more threads (64 reads in flight grew the pool to 129).
+    pub fn concurrent_reads(&self) -> usize {
+        match &self.backend {
+            Backend::Embedded(_) => 1,
+            Backend::Redis(_) => 64,
+        }
+    }
+
     /// Every event recorded for one email, oldest first, including every event
     /// committed before this call (read-your-writes).
     pub async fn events_for(&self, email: u64) -> Result<Vec<Event>> {
