@@ -3,7 +3,7 @@
 //!
 //! For each batch: the emails' owner, subject, recipients and links come from a
 //! bounded in-memory cache (one store read per email not cached, read
-//! concurrently; bounded in bytes, two generations, so a newsletter with
+//! concurrently on Redis; bounded in bytes, two generations, so a newsletter with
 //! thousands of recipients cannot make it large and a full cache does not
 //! forget the emails being hit right now); `machine` is
 //! `classify::classify` on the event itself; `first` is one set-if-absent mark
