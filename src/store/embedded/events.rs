@@ -27,11 +27,17 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// With hits spread over many emails a transaction touches about one leaf per
 /// email, so a longer interval shares each leaf among more hits: 200 ms instead
 /// of 50 took the server's CPU per pixel on a 1,000-email mix from 92 to 74 µs.
-const INDEX_EVERY: Duration = Duration::from_millis(200);
+/// Its page writes also slow the journal's syncs (they queue behind redb's
+/// flush). Since events are packed per email as they arrive (`Gathered`), a
+/// longer interval no longer holds every row: 400 ms. A reader that finds the
+/// indexer behind asks it to apply at once (`IndexMsg::Flush`).
+const INDEX_EVERY: Duration = Duration::from_millis(400);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
 pub(super) enum IndexMsg {
     Batch(Vec<Row>),
+    /// A reader waits: apply what is gathered now instead of at the interval.
+    Flush,
     Shutdown(mpsc::Sender<()>),
 }
 
@@ -40,6 +46,15 @@ impl Embedded {
     async fn wait_indexed(&self) {
         let target = self.committed.load(Ordering::Acquire);
         let mut rx = self.applied.clone();
+        if *rx.borrow() < target {
+            // Under load the indexer gathers for `INDEX_EVERY`: ask it not to
+            // keep this reader waiting for the rest of the interval.
+            if let Ok(guard) = self.indexer.lock() {
+                if let Some((tx, _)) = guard.as_ref() {
+                    let _ = tx.send(IndexMsg::Flush);
+                }
+            }
+        }
         let waited = tokio::time::timeout(INDEX_WAIT, rx.wait_for(|a| *a >= target)).await;
         if waited.is_err() {
             tracing::warn!(target, "indexer is behind; reading what is indexed");
@@ -224,44 +239,109 @@ impl Embedded {
     }
 }
 
+/// Events gathered for one indexer transaction, packed per email as they
+/// arrive, so the rows themselves (one allocation each) are let go at once and
+/// the JSON is held once, not in the rows and again in the packs.
+#[derive(Default)]
+pub(super) struct Gathered {
+    packs: std::collections::BTreeMap<u64, Pack>,
+    events: usize,
+    max_seq: u64,
+}
+
+/// One email's gathered events: `bytes` is always a JSON array of them, in the
+/// order they came; `items` is each one's (seq, recipient, end of its JSON in
+/// `bytes`), so that an erased recipient's events can be left out.
+struct Pack {
+    bytes: Vec<u8>,
+    items: Vec<(u64, u32, u32)>,
+}
+
+impl Gathered {
+    pub(super) fn add(&mut self, rows: &[Row]) {
+        for r in rows {
+            self.events += 1;
+            self.max_seq = self.max_seq.max(r.seq);
+            let pack = self.packs.entry(r.email).or_insert_with(|| Pack {
+                bytes: Vec::with_capacity(r.json.len() * 4 + 2),
+                items: Vec::new(),
+            });
+            match pack.bytes.last_mut() {
+                Some(close) => *close = b',',
+                None => pack.bytes.push(b'['),
+            }
+            pack.bytes.extend_from_slice(&r.json);
+            pack.items
+                .push((r.seq, r.recipient, pack.bytes.len() as u32));
+            pack.bytes.push(b']');
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.events
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+}
+
 /// Inserts events of known emails; returns the highest seq seen. Events of emails
 /// that no longer exist (expired) or of erased recipients are dropped: there is
 /// nothing left to attach them to, and keeping them would undo the erase or
 /// outlive retention.
 pub(super) fn apply(tx: &WriteTransaction, rows: &[Row]) -> Result<u64> {
-    use std::collections::{BTreeMap, HashMap};
+    let mut g = Gathered::default();
+    g.add(rows);
+    apply_gathered(tx, &g)
+}
+
+/// `apply` for events already gathered: one packed row per email, keyed by the
+/// email and its first kept event's seq. Many hits on fewer emails: each email
+/// and recipient is looked up once.
+pub(super) fn apply_gathered(tx: &WriteTransaction, g: &Gathered) -> Result<u64> {
     let emails = tx.open_table(EMAILS)?;
     let erased = tx.open_table(ERASED)?;
     let mut t = tx.open_table(EVENTS)?;
-    let mut max = 0;
-    // Many hits on fewer emails: look each email and recipient up once, and
-    // gather each email's events (in sequence order) into one pack.
-    let mut keep: HashMap<(u64, u32), bool> = HashMap::new();
-    let mut packs: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
-    for r in rows {
-        max = max.max(r.seq);
-        let k = (r.email, r.recipient);
-        let wanted = match keep.get(&k) {
-            Some(&w) => w,
-            None => {
-                let w = emails.get(r.email)?.is_some() && erased.get(k)?.is_none();
-                keep.insert(k, w);
-                w
+    let mut keep: std::collections::HashMap<(u64, u32), bool> = Default::default();
+    for (&email, pack) in &g.packs {
+        if emails.get(email)?.is_none() {
+            continue;
+        }
+        let mut wanted = Vec::with_capacity(pack.items.len());
+        for &(_, recipient, _) in &pack.items {
+            let w = match keep.get(&(email, recipient)) {
+                Some(&w) => w,
+                None => {
+                    let w = erased.get((email, recipient))?.is_none();
+                    keep.insert((email, recipient), w);
+                    w
+                }
+            };
+            wanted.push(w);
+        }
+        if wanted.iter().all(|&w| w) {
+            t.insert((email, pack.items[0].0), pack.bytes.as_slice())?;
+            continue;
+        }
+        // Some recipient was erased: the others' events only.
+        let mut bytes = Vec::with_capacity(pack.bytes.len());
+        let mut first = None;
+        let mut start = 1;
+        for (&(seq, _, end), &w) in pack.items.iter().zip(&wanted) {
+            if w {
+                bytes.push(if first.is_none() { b'[' } else { b',' });
+                bytes.extend_from_slice(&pack.bytes[start..end as usize]);
+                first.get_or_insert(seq);
             }
-        };
-        if wanted {
-            let (_, pack) = packs
-                .entry(r.email)
-                .or_insert_with(|| (r.seq, Vec::with_capacity(4096)));
-            pack.push(if pack.is_empty() { b'[' } else { b',' });
-            pack.extend_from_slice(&r.json);
+            start = end as usize + 1;
+        }
+        if let Some(first) = first {
+            bytes.push(b']');
+            t.insert((email, first), bytes.as_slice())?;
         }
     }
-    for (email, (first_seq, mut pack)) in packs {
-        pack.push(b']');
-        t.insert((email, first_seq), pack.as_slice())?;
-    }
-    Ok(max)
+    Ok(g.max_seq)
 }
 
 /// One EVENTS row: a pack (JSON array), or a single JSON event (rows written
@@ -303,12 +383,14 @@ pub(super) fn indexer(
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         let mut shutdown = None;
-        let mut batch: Vec<Row> = Vec::new();
+        let mut batch = Gathered::default();
         match msg {
             Ok(IndexMsg::Batch(evs)) => {
-                batch = evs;
+                batch.add(&evs);
+                drop(evs);
                 // Coalesce what is queued, and what arrives until INDEX_EVERY after
-                // the previous transaction, into one transaction.
+                // the previous transaction, into one transaction (unless a
+                // reader asks for it sooner).
                 let until = last_apply + INDEX_EVERY;
                 while batch.len() < 50_000 {
                     let left = until.saturating_duration_since(Instant::now());
@@ -318,7 +400,8 @@ pub(super) fn indexer(
                         rx.recv_timeout(left).map_err(|_| ())
                     };
                     match next {
-                        Ok(IndexMsg::Batch(more)) => batch.extend(more),
+                        Ok(IndexMsg::Batch(more)) => batch.add(&more),
+                        Ok(IndexMsg::Flush) => break,
                         Ok(IndexMsg::Shutdown(ack)) => {
                             shutdown = Some(ack);
                             break;
@@ -328,6 +411,8 @@ pub(super) fn indexer(
                 }
             }
             Ok(IndexMsg::Shutdown(ack)) => shutdown = Some(ack),
+            // Everything sent before it was applied already.
+            Ok(IndexMsg::Flush) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = Some(mpsc::channel().0),
         }
@@ -340,7 +425,7 @@ pub(super) fn indexer(
                 let res = (|| -> Result<u64> {
                     let mut tx = read(&db).begin_write()?;
                     tx.set_durability(Durability::None);
-                    let max = apply(&tx, &batch)?;
+                    let max = apply_gathered(&tx, &batch)?;
                     // The applied mark goes with the events: a durable commit
                     // made by anything else (the job queues, real time) makes
                     // this transaction durable too, and replay must then start
@@ -382,6 +467,79 @@ pub(super) fn indexer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathered_packs_leave_out_an_erased_recipients_events() {
+        let path = std::env::temp_dir().join(format!("mb-gathered-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        for email in [7u64, 8] {
+            tx.open_table(EMAILS)
+                .unwrap()
+                .insert(email, b"{}".as_slice())
+                .unwrap();
+        }
+        tx.open_table(ERASED)
+            .unwrap()
+            .insert((7u64, 1u32), ())
+            .unwrap();
+        let event = |seq: u64, email: u64, recipient: u32| Event {
+            seq,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: "ip".into(),
+            since_prepared_s: 0,
+            machine_net: None,
+        };
+        // Email 7: recipient 1 is erased, and it has the first event. Email 8:
+        // nobody erased. Email 9: unknown. Two batches, as the indexer gets them.
+        let first: Vec<Row> = [event(10, 7, 1), event(11, 8, 1), event(12, 7, 0)]
+            .iter()
+            .map(|e| Row::of(e).unwrap())
+            .collect();
+        let second: Vec<Row> = [
+            event(13, 7, 1),
+            event(14, 9, 0),
+            event(15, 7, 0),
+            event(16, 8, 0),
+        ]
+        .iter()
+        .map(|e| Row::of(e).unwrap())
+        .collect();
+        let mut g = Gathered::default();
+        g.add(&first);
+        g.add(&second);
+        assert_eq!(g.len(), 7);
+        assert_eq!(apply_gathered(&tx, &g).unwrap(), 16);
+        let t = tx.open_table(EVENTS).unwrap();
+        let rows: Vec<((u64, u64), Vec<u64>)> = t
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let seqs = decode_events(v.value())
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect();
+                (k.value(), seqs)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![((7, 12), vec![12, 15]), ((8, 11), vec![11, 16])],
+            "one pack per known email, keyed by its first kept event"
+        );
+        drop(t);
+        drop(tx);
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn rows_are_packs_or_single_events_of_older_stores() {
