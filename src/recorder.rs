@@ -13,6 +13,15 @@
 //! finish in the order they started: a batch's waiters are answered, and its
 //! events told, only after every earlier batch's.
 //!
+//! Pacing (`Pacer`): a batch started while another is in flight would only
+//! queue behind it (Redis runs one batch per event-loop pass, each with its own
+//! `appendfsync always` fsync), so it is not started at the first hit that
+//! arrives but half an expected commit after the batch in flight started (the
+//! expectation: a moving average of recent commits, at most `GATE_MAX`). The
+//! hits that arrive meanwhile join it instead of forming a batch (and an fsync)
+//! of their own. With one batch in flight at most (the embedded journal) it
+//! never applies, and with none in flight a batch starts at once.
+//!
 //! After a batch is committed, and only then, its events (the store sealed a
 //! copy of them; these stay in the clear) go to the optional notification sink (real time derives webhook and stream events from
 //! it) with `try_send`, so the recorder never waits for it. A full sink does
@@ -54,6 +63,15 @@ const QUEUE: usize = 65_536;
 /// Committed events whose notification waits for a full sink, at most (about
 /// 200 bytes each): past it the oldest are dropped.
 const NOTIFY_BACKLOG: usize = 262_144;
+
+/// A batch started while another is in flight waits until this share (in %)
+/// of an expected commit has passed since the oldest one in flight started.
+/// Half: late enough to gather the hits arriving meanwhile (Redis, 64
+/// connections: 22 → 31 events per batch, 4.5 → 3.4 fsyncs per 100 events),
+/// early enough to reach Redis before it has finished the batch ahead.
+const GATE_PERCENT: u32 = 50;
+/// The gate is never later than this after the oldest batch in flight started.
+const GATE_MAX: Duration = Duration::from_millis(2);
 
 /// An event to commit, or `None`: a barrier, answered at the next commit.
 type Job = (Option<Event>, oneshot::Sender<bool>);
@@ -183,13 +201,22 @@ async fn run(
     let mut backlog: Vec<Event> = Vec::new();
     // Batches being committed, oldest first; finished in that order.
     let mut in_flight = FuturesOrdered::new();
+    let mut pacer = Pacer::default();
     let mut open = true;
     while open || !in_flight.is_empty() {
+        let now = tokio::time::Instant::now();
+        // Some(gate) while a batch may not start yet (see `Pacer`).
+        let gate = pacer.gate().filter(|g| now < *g);
         tokio::select! {
             biased;
             // The oldest batch committed (or failed): answer its waiters.
             Some((result, acks)) = in_flight.next(), if !in_flight.is_empty() => {
+                pacer.finished(tokio::time::Instant::now());
                 finish(result, acks, &stats, &notify, &mut backlog);
+                continue;
+            }
+            // A slot is free but the batch in flight started too recently.
+            _ = tokio::time::sleep_until(gate.unwrap_or(now)), if gate.is_some() && open && in_flight.len() < depth => {
                 continue;
             }
             // Room in the sink while no hit arrives: hand the backlog over.
@@ -201,7 +228,7 @@ async fn run(
                 continue;
             }
             // `recv_many` is cancel safe: a lost race leaves `jobs` empty.
-            got = rx.recv_many(&mut jobs, MAX_BATCH), if open && in_flight.len() < depth => {
+            got = rx.recv_many(&mut jobs, MAX_BATCH), if open && in_flight.len() < depth && gate.is_none() => {
                 if got == 0 {
                     open = false;
                     continue;
@@ -225,6 +252,7 @@ async fn run(
                 .observe(events.len() as u64);
         }
         let store = store.clone();
+        pacer.started(tokio::time::Instant::now());
         in_flight.push_back(async move {
             let n = events.len();
             (store.commit_events(events).await.map_err(|e| (e, n)), acks)
@@ -243,6 +271,40 @@ async fn run(
                 "real-time notifications dropped at shutdown (hits are stored)"
             );
         }
+    }
+}
+
+/// When the next batch may start (see the module doc): the start times of the
+/// batches in flight, oldest first, and a moving average of commit times.
+#[derive(Default)]
+struct Pacer {
+    starts: std::collections::VecDeque<tokio::time::Instant>,
+    /// Microseconds; 0 until the first commit has finished.
+    average_us: u64,
+}
+
+impl Pacer {
+    fn started(&mut self, at: tokio::time::Instant) {
+        self.starts.push_back(at);
+    }
+
+    /// The oldest batch in flight finished at `at`.
+    fn finished(&mut self, at: tokio::time::Instant) {
+        if let Some(start) = self.starts.pop_front() {
+            let us = at.saturating_duration_since(start).as_micros() as u64;
+            self.average_us = if self.average_us == 0 {
+                us
+            } else {
+                (self.average_us * 7 + us) / 8
+            };
+        }
+    }
+
+    /// Before this instant no batch starts; `None` when none is in flight.
+    fn gate(&self) -> Option<tokio::time::Instant> {
+        let oldest = self.starts.front()?;
+        let wait = Duration::from_micros(self.average_us * u64::from(GATE_PERCENT) / 100);
+        Some(*oldest + wait.min(GATE_MAX))
     }
 }
 
@@ -330,6 +392,33 @@ mod tests {
     use crate::seal::Sealer;
     use crate::store::embedded::Embedded;
     use crate::store::Backend;
+
+    #[test]
+    fn the_pacer_gates_a_batch_at_half_an_expected_commit_after_the_one_in_flight() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut p = Pacer::default();
+        assert_eq!(p.gate(), None, "nothing in flight: start at once");
+        // The first commit: nothing known yet, so no wait while it is in flight.
+        p.started(t0);
+        assert_eq!(p.gate(), Some(t0));
+        p.finished(t0 + ms(1));
+        assert_eq!(p.gate(), None);
+        // Commits take 1 ms: the next batch waits 0.5 ms after the one in flight.
+        p.started(t0 + ms(10));
+        assert_eq!(p.gate(), Some(t0 + ms(10) + Duration::from_micros(500)));
+        // A second one in flight does not move the gate (the oldest sets it).
+        p.started(t0 + ms(11));
+        assert_eq!(p.gate(), Some(t0 + ms(10) + Duration::from_micros(500)));
+        // A slow commit (9 ms) moves the average by an eighth: (1000·7 + 9000) / 8.
+        p.finished(t0 + ms(19));
+        assert_eq!(p.average_us, 2000);
+        assert_eq!(p.gate(), Some(t0 + ms(11) + ms(1)));
+        // However slow commits get, the gate is at most `GATE_MAX` away.
+        p.finished(t0 + ms(500));
+        p.started(t0 + ms(600));
+        assert_eq!(p.gate(), Some(t0 + ms(600) + GATE_MAX));
+    }
 
     fn event(recipient: u32) -> Event {
         Event {
