@@ -19,8 +19,10 @@
 //! arrives but half an expected commit after the batch in flight started (the
 //! expectation: a moving average of recent commits, at most `GATE_MAX`). The
 //! hits that arrive meanwhile join it instead of forming a batch (and an fsync)
-//! of their own. With one batch in flight at most (the embedded journal) it
-//! never applies, and with none in flight a batch starts at once.
+//! of their own. tokio's timer has millisecond resolution, so the wait ends at
+//! the first tick after that point, or sooner when the batch in flight
+//! finishes (then nothing is in flight and the batch starts at once). With
+//! one batch in flight at most (the embedded journal) it never applies.
 //!
 //! After a batch is committed, and only then, its events (the store sealed a
 //! copy of them; these stay in the clear) go to the optional notification sink (real time derives webhook and stream events from
@@ -68,7 +70,9 @@ const NOTIFY_BACKLOG: usize = 262_144;
 /// of an expected commit has passed since the oldest one in flight started.
 /// Half: late enough to gather the hits arriving meanwhile (Redis, 64
 /// connections: 22 → 31 events per batch, 4.5 → 3.4 fsyncs per 100 events),
-/// early enough to reach Redis before it has finished the batch ahead.
+/// early enough to reach Redis before it has finished the batch ahead. With
+/// Redis's commits near 1 ms, the timer's millisecond ticks make 50 % and 80 %
+/// behave alike (31.0 and 31.5 events per batch).
 const GATE_PERCENT: u32 = 50;
 /// The gate is never later than this after the oldest batch in flight started.
 const GATE_MAX: Duration = Duration::from_millis(2);
