@@ -18,6 +18,25 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 pub const MAX_RECORD: usize = 64 * 1024 * 1024;
 const HEADER: usize = 8;
 
+/// Starts a record in `out` whose body the caller then writes straight into
+/// `out` (no copy of it), and seals with `end_frame`. Returns where it starts.
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    start
+}
+
+/// Seals the record begun at `start` by `begin_frame`: everything written
+/// after its header is its body. Returns the body's range in `out`.
+pub fn end_frame(out: &mut [u8], start: usize) -> std::ops::Range<usize> {
+    let body = start + HEADER..out.len();
+    let len = (body.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(&out[body.clone()]).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + HEADER].copy_from_slice(&crc);
+    body
+}
+
 /// Frames `body` as one record and appends it to `out`.
 pub fn frame(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -125,6 +144,22 @@ pub mod hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_framed_in_place_is_the_record_framed_from_its_body() {
+        let mut copied = b"before".to_vec();
+        frame(b"{\"a\":1}", &mut copied);
+        let mut in_place = b"before".to_vec();
+        let start = begin_frame(&mut in_place);
+        in_place.extend_from_slice(b"{\"a\":1}");
+        let body = end_frame(&mut in_place, start);
+        assert_eq!(in_place, copied);
+        assert_eq!(&in_place[body], b"{\"a\":1}");
+        assert_eq!(
+            record_at(&in_place, 6).map(|(b, _)| b),
+            Some(&b"{\"a\":1}"[..])
+        );
+    }
 
     #[test]
     fn decoding_stops_at_a_torn_or_corrupt_tail() {

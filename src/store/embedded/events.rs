@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::segments::{Row, Segments};
 use super::{read, Embedded, APPLIED_SEQ, EMAILS, ERASED, EVENTS, META};
-use crate::model::{CompactEvents, Event};
+use crate::model::{Compact, CompactEvents, Event};
 use crate::store::{journal, Result, StoreError};
 
 /// How often applied events are made durable in redb (and the journal emptied).
@@ -34,9 +34,13 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const INDEX_EVERY: Duration = Duration::from_millis(400);
 /// How long a reader waits for the indexer before reading what is there.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
+/// Most events one indexer transaction takes (past this it is applied at once).
+const GATHER_MAX: usize = 50_000;
 pub(super) enum IndexMsg {
-    Batch(Vec<Row>),
-    /// A reader waits: apply what is gathered now instead of at the interval.
+    /// The shared set (`Gathered`) was empty and now holds events.
+    Wake,
+    /// A reader waits, or the set is full: apply what is gathered now instead
+    /// of at the interval.
     Flush,
     Shutdown(mpsc::Sender<()>),
 }
@@ -123,22 +127,49 @@ impl Embedded {
             j.sync()?;
             return Ok(());
         }
+        // Each event's JSON is written straight into its journal record, and
+        // the indexer's packs copy it from there: no allocation per event.
         let mut buf = Vec::with_capacity(events.len() * 400);
-        let mut rows = Vec::with_capacity(events.len());
+        let mut items = Vec::with_capacity(events.len());
         let mut seq = j.last_seq;
         for e in &mut events {
             seq += 1;
             e.seq = seq;
-            let row = Row::of(e)?;
-            journal::frame(&row.json, &mut buf);
-            rows.push(row);
+            let start = journal::begin_frame(&mut buf);
+            serde_json::to_writer(&mut buf, &Compact(e))?;
+            let body = journal::end_frame(&mut buf, start);
+            items.push((e.email, e.recipient, seq, body));
         }
         drop(events);
         j.append(&buf, seq)?;
+        // Journalled: hand the events to the indexer. It is woken only when the
+        // set it takes goes from empty to not (and when it grows past one
+        // transaction's worth), not for every batch: a wake-up per group
+        // commit was a thread switch per commit on a two-core box.
+        let wake = match self.gathered.lock() {
+            Ok(mut g) => {
+                let before = g.len();
+                for (email, recipient, seq, body) in items {
+                    g.add_one(email, recipient, seq, &buf[body]);
+                }
+                if before == 0 {
+                    Some(IndexMsg::Wake)
+                } else if before < GATHER_MAX && g.len() >= GATHER_MAX {
+                    Some(IndexMsg::Flush)
+                } else {
+                    None
+                }
+            }
+            Err(_) => return Err(StoreError::Backend("indexer set poisoned".into())),
+        };
+        // After the events are in the set: a reader waiting for `committed`
+        // then never waits for events the indexer cannot see yet.
         self.committed.store(seq, Ordering::Release);
-        if let Ok(guard) = self.indexer.lock() {
-            if let Some((tx, _)) = guard.as_ref() {
-                let _ = tx.send(IndexMsg::Batch(rows));
+        if let Some(msg) = wake {
+            if let Ok(guard) = self.indexer.lock() {
+                if let Some((tx, _)) = guard.as_ref() {
+                    let _ = tx.send(msg);
+                }
             }
         }
         Ok(())
@@ -260,21 +291,25 @@ struct Pack {
 impl Gathered {
     pub(super) fn add(&mut self, rows: &[Row]) {
         for r in rows {
-            self.events += 1;
-            self.max_seq = self.max_seq.max(r.seq);
-            let pack = self.packs.entry(r.email).or_insert_with(|| Pack {
-                bytes: Vec::with_capacity(r.json.len() * 4 + 2),
-                items: Vec::new(),
-            });
-            match pack.bytes.last_mut() {
-                Some(close) => *close = b',',
-                None => pack.bytes.push(b'['),
-            }
-            pack.bytes.extend_from_slice(&r.json);
-            pack.items
-                .push((r.seq, r.recipient, pack.bytes.len() as u32));
-            pack.bytes.push(b']');
+            self.add_one(r.email, r.recipient, r.seq, &r.json);
         }
+    }
+
+    /// Adds one event, given its JSON row.
+    pub(super) fn add_one(&mut self, email: u64, recipient: u32, seq: u64, json: &[u8]) {
+        self.events += 1;
+        self.max_seq = self.max_seq.max(seq);
+        let pack = self.packs.entry(email).or_insert_with(|| Pack {
+            bytes: Vec::with_capacity(json.len() * 4 + 2),
+            items: Vec::new(),
+        });
+        match pack.bytes.last_mut() {
+            Some(close) => *close = b',',
+            None => pack.bytes.push(b'['),
+        }
+        pack.bytes.extend_from_slice(json);
+        pack.items.push((seq, recipient, pack.bytes.len() as u32));
+        pack.bytes.push(b']');
     }
 
     pub(super) fn len(&self) -> usize {
@@ -357,6 +392,7 @@ fn decode_events(v: &[u8]) -> Result<Vec<Event>> {
 pub(super) fn indexer(
     db: Arc<RwLock<Database>>,
     journal: Arc<Mutex<Segments>>,
+    gathered: Arc<Mutex<Gathered>>,
     rx: mpsc::Receiver<IndexMsg>,
     applied_tx: watch::Sender<u64>,
     mut applied: u64,
@@ -383,39 +419,43 @@ pub(super) fn indexer(
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         let mut shutdown = None;
-        let mut batch = Gathered::default();
         match msg {
-            Ok(IndexMsg::Batch(evs)) => {
-                batch.add(&evs);
-                drop(evs);
-                // Coalesce what is queued, and what arrives until INDEX_EVERY after
-                // the previous transaction, into one transaction (unless a
-                // reader asks for it sooner).
+            Ok(IndexMsg::Wake) => {
+                // Let what arrives until INDEX_EVERY after the previous
+                // transaction join this one (unless a reader asks for it
+                // sooner, or the set fills up).
                 let until = last_apply + INDEX_EVERY;
-                while batch.len() < 50_000 {
+                loop {
                     let left = until.saturating_duration_since(Instant::now());
-                    let next = if left.is_zero() {
-                        rx.try_recv().map_err(|_| ())
-                    } else {
-                        rx.recv_timeout(left).map_err(|_| ())
-                    };
-                    match next {
-                        Ok(IndexMsg::Batch(more)) => batch.add(&more),
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(IndexMsg::Wake) => {}
                         Ok(IndexMsg::Flush) => break,
                         Ok(IndexMsg::Shutdown(ack)) => {
                             shutdown = Some(ack);
                             break;
                         }
-                        Err(()) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            shutdown = Some(mpsc::channel().0);
+                            break;
+                        }
                     }
                 }
             }
             Ok(IndexMsg::Shutdown(ack)) => shutdown = Some(ack),
-            // Everything sent before it was applied already.
             Ok(IndexMsg::Flush) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = Some(mpsc::channel().0),
         }
+        // Whatever is gathered now, including events whose Wake is still queued
+        // (that Wake then finds an empty set, or the next ones).
+        let batch = match gathered.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
         if !batch.is_empty() {
             last_apply = Instant::now();
             // Retry until it works: the events are safe in the journal meanwhile,

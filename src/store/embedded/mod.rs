@@ -45,7 +45,7 @@ use std::thread::JoinHandle;
 use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use self::events::{apply, indexer, IndexMsg};
+use self::events::{apply, indexer, Gathered, IndexMsg};
 use self::segments::{Row, Segments};
 use super::{Result, StoreError, StoreStats};
 
@@ -117,6 +117,8 @@ pub struct Embedded {
     db: Arc<RwLock<Database>>,
     journal: Arc<Mutex<Segments>>,
     indexer: Mutex<Option<(mpsc::Sender<IndexMsg>, JoinHandle<()>)>>,
+    /// Journalled events the indexer has not taken yet, packed per email.
+    gathered: Arc<Mutex<Gathered>>,
     /// Highest event seq durably written to the journal.
     committed: AtomicU64,
     /// Highest event seq applied to redb (visible to readers).
@@ -179,18 +181,21 @@ impl Embedded {
         let journal = Arc::new(Mutex::new(segments));
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (tx, rx) = mpsc::channel();
+        let gathered = Arc::new(Mutex::new(Gathered::default()));
         let handle = {
             let db = db.clone();
             let journal = journal.clone();
+            let gathered = gathered.clone();
             std::thread::Builder::new()
                 .name("mailbeacon-indexer".into())
-                .spawn(move || indexer(db, journal, rx, applied_tx, applied))?
+                .spawn(move || indexer(db, journal, gathered, rx, applied_tx, applied))?
         };
         Ok(Arc::new(Embedded {
             dir: dir.to_owned(),
             db,
             journal,
             indexer: Mutex::new(Some((tx, handle))),
+            gathered,
             committed: AtomicU64::new(applied),
             applied: applied_rx,
             leases: Mutex::default(),
