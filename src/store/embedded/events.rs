@@ -508,6 +508,67 @@ pub(super) fn indexer(
 mod tests {
     use super::*;
 
+    /// The committer wakes the indexer only when the shared set goes from
+    /// empty to not: the commits that join the set meanwhile (no wake-up of
+    /// their own) must still be applied, with no reader asking for them, and
+    /// a commit after the indexer took the set must wake it again. (A lost
+    /// wake-up would only delay events to the indexer's 200 ms poll, so this
+    /// checks what readers see: every event applied once, in order.)
+    #[test]
+    fn the_indexer_applies_every_commit_without_a_reader_asking() {
+        let dir = std::env::temp_dir().join(format!("mb-indexer-wake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Embedded::open(&dir).unwrap();
+        let mut email = crate::reports::tests::rec(1);
+        email.expires_ms = crate::ids::now_ms() + 3_600_000;
+        store.put_email(&email).unwrap();
+        let event = |recipient: u32| Event {
+            seq: 0,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email: email.id,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: "ip".into(),
+            since_prepared_s: 0,
+            machine_net: None,
+        };
+        let applied_to = |seq: u64| {
+            let mut rx = store.applied.clone();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while *rx.borrow_and_update() < seq {
+                assert!(
+                    Instant::now() < deadline,
+                    "the indexer never applied seq {seq}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // Three commits in a row: the first wakes the indexer, the others join.
+        for r in 0..3 {
+            store.commit_events(vec![event(r), event(r + 10)]).unwrap();
+        }
+        applied_to(6);
+        // The set was taken: the next commit must wake the indexer again.
+        store.commit_events(vec![event(20)]).unwrap();
+        applied_to(7);
+        let seqs: Vec<u64> = store
+            .indexed_events(email.id)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=7).collect::<Vec<_>>(),
+            "every event once, oldest first"
+        );
+        store.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn gathered_packs_leave_out_an_erased_recipients_events() {
         let path = std::env::temp_dir().join(format!("mb-gathered-{}.redb", std::process::id()));
