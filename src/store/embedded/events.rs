@@ -508,6 +508,23 @@ pub(super) fn indexer(
 mod tests {
     use super::*;
 
+    /// An open of `email` by `recipient`, numbered `seq`.
+    fn event(seq: u64, email: u64, recipient: u32) -> Event {
+        Event {
+            seq,
+            at_ms: 1,
+            kind: crate::model::EventKind::Open,
+            email,
+            recipient,
+            link: None,
+            method: "GET".into(),
+            ua: String::new(),
+            ip: "ip".into(),
+            since_prepared_s: 0,
+            machine_net: None,
+        }
+    }
+
     /// The committer wakes the indexer only when the shared set goes from
     /// empty to not: the commits that join the set meanwhile (no wake-up of
     /// their own) must still be applied, with no reader asking for them, and
@@ -522,19 +539,8 @@ mod tests {
         let mut email = crate::reports::tests::rec(1);
         email.expires_ms = crate::ids::now_ms() + 3_600_000;
         store.put_email(&email).unwrap();
-        let event = |recipient: u32| Event {
-            seq: 0,
-            at_ms: 1,
-            kind: crate::model::EventKind::Open,
-            email: email.id,
-            recipient,
-            link: None,
-            method: "GET".into(),
-            ua: String::new(),
-            ip: "ip".into(),
-            since_prepared_s: 0,
-            machine_net: None,
-        };
+        let id = email.id;
+        let event = |recipient: u32| event(0, id, recipient);
         let applied_to = |seq: u64| {
             let mut rx = store.applied.clone();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -585,19 +591,6 @@ mod tests {
             .unwrap()
             .insert((7u64, 1u32), ())
             .unwrap();
-        let event = |seq: u64, email: u64, recipient: u32| Event {
-            seq,
-            at_ms: 1,
-            kind: crate::model::EventKind::Open,
-            email,
-            recipient,
-            link: None,
-            method: "GET".into(),
-            ua: String::new(),
-            ip: "ip".into(),
-            since_prepared_s: 0,
-            machine_net: None,
-        };
         // Email 7: recipient 1 is erased, and it has the first event. Email 8:
         // nobody erased. Email 9: unknown. Two batches, as the indexer gets them.
         let first: Vec<Row> = [event(10, 7, 1), event(11, 8, 1), event(12, 7, 0)]
