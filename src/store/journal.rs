@@ -39,9 +39,9 @@ pub fn end_frame(out: &mut [u8], start: usize) -> std::ops::Range<usize> {
 
 /// Frames `body` as one record and appends it to `out`.
 pub fn frame(body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let start = begin_frame(out);
     out.extend_from_slice(body);
+    end_frame(out, start);
 }
 
 /// Splits `bytes` into record bodies. Returns the bodies and the length of the
