@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--emails", type=int, default=250)
     ap.add_argument("--recipients", type=int, default=4)
     ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--ua", default="", help="User-Agent of every hit (none by default; "
+                    "loadtest compare sends a browser's, about 110 bytes)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="mb-perhit-")
     rport, port, admin = free_port(), free_port(), "perhit-admin-token-0123456789"
@@ -89,7 +91,8 @@ def main():
         def worker(k):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             for i in range(per):
-                c.request("GET", pixels[(k * per + i * 7919) % len(pixels)])
+                c.request("GET", pixels[(k * per + i * 7919) % len(pixels)],
+                          headers={"User-Agent": a.ua} if a.ua else {})
                 c.getresponse().read()
         t0 = time.time()
         ts = [threading.Thread(target=worker, args=(k,)) for k in range(a.conns)]
