@@ -354,11 +354,14 @@ impl Store {
     /// and freed on one thread).
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
         let k = self.sealer();
-        on_backend!(
-            self,
-            |s| s.commit_events(sealed(&k, &events)).map(|()| events),
-            |r| r.commit_events(sealed(&k, &events)).await.map(|()| events)
-        )
+        match &self.backend {
+            // On the embedded store's commit thread, not the blocking pool.
+            Backend::Embedded(b) => {
+                b.commit_on_thread(move |s| s.commit_events(sealed(&k, &events)).map(|()| events))
+                    .await
+            }
+            Backend::Redis(r) => r.commit_events(sealed(&k, &events)).await.map(|()| events),
+        }
     }
 
     /// How many batches the recorder may commit at once. The embedded journal

@@ -575,6 +575,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Commits run on the commit thread in the order they were queued; a job
+    /// that panics answers its caller with an error and the thread goes on;
+    /// after `close`, a commit is refused with an error instead of waiting.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_commit_thread_runs_commits_in_turn_survives_a_panic_and_stops_at_close() {
+        let dir = std::env::temp_dir().join(format!("mb-commit-thread-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Embedded::open(&dir).unwrap();
+        let mut email = crate::reports::tests::rec(1);
+        email.expires_ms = crate::ids::now_ms() + 3_600_000;
+        store.put_email(&email).unwrap();
+        let id = email.id;
+        let commits: Vec<_> = (0..20u32)
+            .map(|r| store.commit_on_thread(move |s| s.commit_events(vec![event(0, id, r)])))
+            .collect();
+        for c in futures_util::future::join_all(commits).await {
+            c.expect("committed");
+        }
+        let panicked = store
+            .commit_on_thread(|_| -> Result<()> { panic!("a job that panics") })
+            .await;
+        assert!(panicked.is_err(), "a panicking job is an error, not a hang");
+        store
+            .commit_on_thread(move |s| s.commit_events(vec![event(0, id, 99)]))
+            .await
+            .expect("the thread goes on after a panic");
+        store.wait_indexed().await;
+        let recipients: Vec<u32> = store
+            .indexed_events(id)
+            .unwrap()
+            .iter()
+            .map(|e| e.recipient)
+            .collect();
+        let expected: Vec<u32> = (0..20).chain([99]).collect();
+        assert_eq!(recipients, expected, "in the order queued, each once");
+        store.close().unwrap();
+        let after = store
+            .commit_on_thread(move |s| s.commit_events(vec![event(0, id, 100)]))
+            .await;
+        assert!(after.is_err(), "a closed store refuses commits");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn gathered_packs_leave_out_an_erased_recipients_events() {
         let path = std::env::temp_dir().join(format!("mb-gathered-{}.redb", std::process::id()));
