@@ -321,13 +321,14 @@ impl Embedded {
     }
 
     /// Runs `f` on the commit thread, as `run` does on the blocking pool: the
-    /// recorder's group commits (one at a time, see `Store::commits_in_flight`).
-    /// Always the same thread, which finds the next batch's job already queued
-    /// under load, where the pool handed each commit to whichever of its idle
-    /// threads had waited longest (six or seven in turn, each woken cold). Side
-    /// by side on the pixel (loadtest/README.md, "2026-12-04 (night)"): p99 at
-    /// 64 connections 2.3–3.5 ms instead of 4.0–4.4, at 256 7.9–9.1 ms instead
-    /// of 8.5–12.0, at the same or a higher rate.
+    /// recorder's group commits. The recorder has one batch in flight at a
+    /// time on this store (`Store::commits_in_flight`), so one thread is
+    /// enough, and it is always the same one, woken warm, where the pool
+    /// handed each commit to whichever of its six or seven idle threads had
+    /// waited longest, each woken cold. Side by side on the pixel
+    /// (loadtest/README.md, "2026-12-04 (night)"): p99 at 64 connections
+    /// 2.3–3.5 ms instead of 3.9–4.4, at 256 7.3–9.1 ms instead of 8.5–12.0,
+    /// at the same or a higher rate.
     pub async fn commit_on_thread<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Embedded) -> Result<T> + Send + 'static,
