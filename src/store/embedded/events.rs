@@ -525,6 +525,18 @@ mod tests {
         }
     }
 
+    /// A fresh store in a temporary directory named after `name`, holding
+    /// one email that expires in an hour: the directory, the store, its id.
+    fn store_with_email(name: &str) -> (std::path::PathBuf, Arc<Embedded>, u64) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Embedded::open(&dir).unwrap();
+        let mut email = crate::reports::tests::rec(1);
+        email.expires_ms = crate::ids::now_ms() + 3_600_000;
+        store.put_email(&email).unwrap();
+        (dir, store, email.id)
+    }
+
     /// The committer wakes the indexer only when the shared set goes from
     /// empty to not: the commits that join the set meanwhile (no wake-up of
     /// their own) must still be applied, with no reader asking for them, and
@@ -533,13 +545,7 @@ mod tests {
     /// checks what readers see: every event applied once, in order.)
     #[test]
     fn the_indexer_applies_every_commit_without_a_reader_asking() {
-        let dir = std::env::temp_dir().join(format!("mb-indexer-wake-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Embedded::open(&dir).unwrap();
-        let mut email = crate::reports::tests::rec(1);
-        email.expires_ms = crate::ids::now_ms() + 3_600_000;
-        store.put_email(&email).unwrap();
-        let id = email.id;
+        let (dir, store, id) = store_with_email("mb-indexer-wake");
         let event = |recipient: u32| event(0, id, recipient);
         let applied_to = |seq: u64| {
             let mut rx = store.applied.clone();
@@ -561,7 +567,7 @@ mod tests {
         store.commit_events(vec![event(20)]).unwrap();
         applied_to(7);
         let seqs: Vec<u64> = store
-            .indexed_events(email.id)
+            .indexed_events(id)
             .unwrap()
             .iter()
             .map(|e| e.seq)
@@ -580,13 +586,7 @@ mod tests {
     /// after `close`, a commit is refused with an error instead of waiting.
     #[tokio::test(flavor = "current_thread")]
     async fn the_commit_thread_runs_commits_in_turn_survives_a_panic_and_stops_at_close() {
-        let dir = std::env::temp_dir().join(format!("mb-commit-thread-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Embedded::open(&dir).unwrap();
-        let mut email = crate::reports::tests::rec(1);
-        email.expires_ms = crate::ids::now_ms() + 3_600_000;
-        store.put_email(&email).unwrap();
-        let id = email.id;
+        let (dir, store, id) = store_with_email("mb-commit-thread");
         let commits: Vec<_> = (0..20u32)
             .map(|r| store.commit_on_thread(move |s| s.commit_events(vec![event(0, id, r)])))
             .collect();
