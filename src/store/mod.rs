@@ -349,7 +349,7 @@ impl Store {
     /// returns Ok, every event of the batch survives a crash, and the events
     /// come back in the clear: what is stored is a sealed copy, so the recorder
     /// hands them on to real time without copying them. The embedded store
-    /// seals on its blocking thread, beside the journal write, not on the
+    /// seals on its commit thread, beside the journal write, not on the
     /// runtime thread that answers requests (and the sealed copy is allocated
     /// and freed on one thread).
     pub async fn commit_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {

@@ -347,7 +347,8 @@ impl Embedded {
     }
 
     pub fn close(&self) -> Result<()> {
-        // No commit after this one: then the indexer takes what is gathered.
+        // The commit thread stops first, so no commit lands after the
+        // indexer's last pass over what is gathered.
         let thread = self.committer_thread.lock().ok().and_then(|mut g| g.take());
         if let Some(handle) = thread {
             let _ = self.committer.send(Commit::Stop);
