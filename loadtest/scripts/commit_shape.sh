@@ -17,21 +17,9 @@ SCRATCH=$(mktemp -d); PORT=$((40000 + RANDOM % 20000))
 cp "$BIN" "$SCRATCH/mb-shape"
 printf '#!/bin/sh\nMAILBEACON_METRICS_LISTEN=127.0.0.1:%s exec %s/mb-shape "$@"\n' "$PORT" "$SCRATCH" > "$SCRATCH/run.sh"
 chmod +x "$SCRATCH/run.sh"
-target/release/loadtest compare --mailbeacon "$SCRATCH/run.sh" --targets "$TARGET" --kinds pixel \
-  --conns "$CONNS" --duration 15 --emails 1000 --recipients 1 --links 1 --faults none --no-wrk \
-  --out "$SCRATCH/report.md" > "$SCRATCH/compare.log" 2>&1 &
-LOAD=$!
-# Wait for the load: the server burning more than 30 % of a core.
-P=
-for _ in $(seq 1 600); do
-  P=$(pgrep -x mb-shape | head -1 || true)
-  if [ -n "$P" ]; then
-    a=$(awk '{print $14+$15}' "/proc/$P/stat"); sleep 1
-    b=$(awk '{print $14+$15}' "/proc/$P/stat" 2>/dev/null || echo "$a")
-    [ $((b - a)) -gt 30 ] && break
-  else sleep 1; fi
-done
-sleep 2
+# shellcheck source=under_load.sh
+. "$(dirname "$0")/under_load.sh"
+under_load "$SCRATCH/run.sh" mb-shape "$TARGET" "$CONNS" pixel "$SCRATCH/report.md"
 WHO=$P; [ "$TARGET" != embedded ] && WHO=$(pgrep -f redis-server | head -1)
 batches() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^mailbeacon_batch_size_(sum|count)/ {printf "%s ", $2}'; }
 A=$(batches)
@@ -42,5 +30,5 @@ echo "$A $B $F" | awk -v t="$TARGET" -v c="$CONNS" '{ev = $3 - $1; n = $4 - $2;
   printf "%s, %s connections: %.0f events/s, %.1f events per batch, %d fsyncs (%.2f per 100 events, %.3f ms each)\n",
   t, c, ev / 5, ev / n, $5, $5 * 100 / ev, ($5 ? $6 / $5 : 0)}'
 wait "$LOAD" || true
-grep -E "^\| 1 \| pixel" "$SCRATCH/report.md" | head -1 | awk -F'|' '{print "whole run:", $6, "req/s, p99", $9, "ms, server us/req", $14}'
+grep -E "^\| 1 \| pixel" "$SCRATCH/report.md" | head -1 | awk -F'|' '{print "whole run:", $6, "req/s, p99", $8, "ms, server us/req", $13}'
 rm -rf "$SCRATCH"

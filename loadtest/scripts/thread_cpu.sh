@@ -17,21 +17,9 @@ BIN=$(readlink -f "$1"); TARGET=${2:-embedded}; CONNS=${3:-64}; KIND=${4:-pixel}
 SCRATCH=$(mktemp -d)
 # The process is found by its name: a copy with a name of its own.
 cp "$BIN" "$SCRATCH/mb-threads"
-target/release/loadtest compare --mailbeacon "$SCRATCH/mb-threads" --targets "$TARGET" --kinds "$KIND" \
-  --conns "$CONNS" --duration 15 --emails 1000 --recipients 1 --links 1 --faults none --no-wrk \
-  --out "$SCRATCH/report.md" > "$SCRATCH/compare.log" 2>&1 &
-LOAD=$!
-# Wait for the load: the server burning more than 30 % of a core.
-P=
-for _ in $(seq 1 600); do
-  P=$(pgrep -x mb-threads | head -1 || true)
-  if [ -n "$P" ]; then
-    a=$(awk '{print $14+$15}' "/proc/$P/stat"); sleep 1
-    b=$(awk '{print $14+$15}' "/proc/$P/stat" 2>/dev/null || echo "$a")
-    [ $((b - a)) -gt 30 ] && break
-  else sleep 1; fi
-done
-sleep 2
+# shellcheck source=under_load.sh
+. "$(dirname "$0")/under_load.sh"
+under_load "$SCRATCH/mb-threads" mb-threads "$TARGET" "$CONNS" "$KIND" "$SCRATCH/report.md"
 snap() {
   for t in /proc/"$P"/task/*; do
     [ -r "$t/stat" ] || continue
