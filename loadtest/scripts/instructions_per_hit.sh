@@ -12,9 +12,9 @@
 # Two `loadtest compare` runs under callgrind, 5 s and 15 s of load; the
 # difference of the two counts over the difference of their answered hits is
 # the cost of one hit, without start-up, and without the API (preparing the
-# emails, reading the reports for the check). (Under
-# valgrind the server runs about 50 times slower, so batches are smaller than
-# at full speed; compare builds with each other, not with a full-speed run.)
+# emails, reading the reports for the check). Under valgrind the server runs
+# about 50 times slower, so batches are smaller than at full speed: compare
+# builds with each other, not with a full-speed run.
 # BIN is a release build of mailbeacon; environment variables given to this
 # script reach it. Needs valgrind. Run from the repository root after
 # `cargo build --release -p loadtest`.

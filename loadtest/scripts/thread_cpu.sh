@@ -9,9 +9,10 @@
 #
 #   loadtest/scripts/thread_cpu.sh BIN [embedded|redis|cluster] [CONNS] [pixel|click]
 #
-# BIN is a release build of mailbeacon (or a script that execs one: its
-# threads are found by the name of the binary it runs). Run from the
-# repository root after `cargo build --release -p loadtest`.
+# BIN is a release build of mailbeacon (the binary itself: it is copied under
+# a name of its own, by which its threads are found; environment variables
+# given to this script reach it). Run from the repository root after
+# `cargo build --release -p loadtest`.
 set -euo pipefail
 BIN=$(readlink -f "$1"); TARGET=${2:-embedded}; CONNS=${3:-64}; KIND=${4:-pixel}
 SCRATCH=$(mktemp -d)
